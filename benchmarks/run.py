@@ -1,0 +1,430 @@
+"""Benchmark `simulate` against the bare DuckDB floor on one synthetic workload.
+
+    python benchmarks/run.py [--flows N] [--data DIR]
+
+Generates the workload with benchmarks/generate.py if DIR has none (or one of another
+size), then measures, on the same flows.parquet:
+
+* floor      -- one bare DuckDB query grouping the records into distinct connections
+                (best of 3, in this process, query time only)
+* simulate   -- the full `simulate ... --quiet` run as a child process, from process start
+                to exit (best of --repeat), with the child's peak RSS
+* --help     -- `simulate --help` wall time (best of 5): the CLI's start-up cost
+
+and prints a table of figure, measured, target and ratio. It also checks the output
+Parquet (non-empty, has `change` and `candidate`) and prints the count per change class.
+Results are written to OUT/results.json as well.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import generate  # noqa: E402
+
+TARGET_RATIO = 3.0  # simulate wall time / floor at 10M flows
+TARGET_HELP_S = 0.5
+
+FLOOR_SQL = """
+CREATE OR REPLACE TEMP TABLE floor_conns AS
+SELECT srcaddr, dstaddr, dstport, protocol, action,
+       count(*) AS flows, sum(bytes) AS bytes, sum(packets) AS packets,
+       min(start) AS first_seen, max("end") AS last_seen
+FROM read_parquet('{path}')
+GROUP BY srcaddr, dstaddr, dstport, protocol, action
+"""
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def simulate_cmd() -> list[str]:
+    """The console script if installed, else the module's main() under this Python."""
+    exe = shutil.which("simulate")
+    if exe:
+        return [exe]
+    return [sys.executable, "-c", "import sys; from simulator.cli import main; sys.exit(main())"]
+
+
+def run_child(cmd: list[str], timeout: float | None = None) -> dict[str, Any]:
+    """Run cmd; wall time from spawn to exit, and peak RSS from wait4's rusage (exact,
+    no sampling; covers the child and any grandchildren it waited for)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if hasattr(os, "wait4"):
+        # read pipes in threads so a chatty child cannot block on a full pipe
+        import threading
+
+        bufs: dict[str, bytes] = {}
+
+        def drain(name: str, stream: Any) -> None:
+            bufs[name] = stream.read()
+
+        threads = [
+            threading.Thread(target=drain, args=("out", proc.stdout)),
+            threading.Thread(target=drain, args=("err", proc.stderr)),
+        ]
+        for t in threads:
+            t.start()
+        timer = None
+        if timeout:
+            timer = threading.Timer(timeout, proc.kill)
+            timer.start()
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        if timer:
+            timer.cancel()
+        for t in threads:
+            t.join()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        # ru_maxrss is KiB on Linux, bytes on macOS
+        scale = 1 if sys.platform == "darwin" else 1024
+        rss = usage.ru_maxrss * scale
+        out, err = bufs.get("out", b""), bufs.get("err", b"")
+    else:  # pragma: no cover - non-POSIX fallback via psutil sampling
+        import psutil
+
+        ps = psutil.Process(proc.pid)
+        rss = 0
+        while proc.poll() is None:
+            try:
+                rss = max(rss, ps.memory_info().rss)
+            except psutil.Error:
+                break
+            time.sleep(0.01)
+        out, err = proc.communicate()
+        wall = time.perf_counter() - t0
+    return {
+        "seconds": wall,
+        "rc": proc.returncode,
+        "peak_rss": rss,
+        "stdout": out.decode(errors="replace"),
+        "stderr": err.decode(errors="replace"),
+    }
+
+
+def fmt_s(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f} s"
+
+
+def fmt_mb(x: int | None) -> str:
+    return "-" if x is None else f"{x / 2**20:,.0f} MiB"
+
+
+def machine() -> dict[str, Any]:
+    model = platform.processor() or "?"
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
+            if line.startswith("Model name"):
+                model = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    mem = None
+    try:
+        with open("/proc/meminfo") as fh:
+            mem = int(fh.readline().split()[1]) * 1024
+    except OSError:
+        pass
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "mem_bytes": mem,
+        "python": platform.python_version(),
+        "duckdb": duckdb.__version__,
+    }
+
+
+def ensure_data(data: Path, flows: int, regenerate: bool) -> dict[str, Any]:
+    manifest = data / "manifest.json"
+    have = (data / "flows.parquet").exists() and (data / "cluster.json").exists()
+    info: dict[str, Any] = {}
+    if manifest.exists():
+        info = json.loads(manifest.read_text())
+    if have and not regenerate and (not info or info.get("flows") == flows):
+        return info
+    print(f"generating {flows:,} flows into {data} ...", flush=True)
+    t0 = time.perf_counter()
+    info = generate.generate(data, flows, 5000, 100, 500, quiet=True)
+    print(
+        f"  generated in {time.perf_counter() - t0:.1f} s "
+        f"({info['connections']:,} connections, {info['flows_parquet_mb']} MB)",
+        flush=True,
+    )
+    return info
+
+
+# --------------------------------------------------------------------------------- main
+
+
+def time_floor(path: Path, repeat: int) -> list[float]:
+    con = duckdb.connect()
+    sql = FLOOR_SQL.format(path=str(path).replace("'", "''"))
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        con.execute(sql).fetchall()
+        times.append(time.perf_counter() - t0)
+    rows = con.execute("SELECT count(*) FROM floor_conns").fetchall()[0][0]
+    con.close()
+    print(f"  floor: {rows:,} groups; runs " + ", ".join(f"{t:.2f}" for t in times), flush=True)
+    return times
+
+
+def floor_child_rss(path: Path) -> int:
+    """Peak RSS of a fresh Python process that runs the floor query once."""
+    script = (
+        "import duckdb, sys; con = duckdb.connect(); "
+        f"con.execute({FLOOR_SQL.format(path=str(path).replace(chr(39), chr(39) * 2))!r})"
+        ".fetchall()"
+    )
+    r = run_child([sys.executable, "-c", script], timeout=600)
+    return r["peak_rss"] if r["rc"] == 0 else 0
+
+
+PROFILE_SCRIPT = """
+import cProfile, pstats, sys
+pr = cProfile.Profile()
+pr.enable()
+from simulator.cli import main
+sys.argv = {argv!r}
+try:
+    main()
+except SystemExit:
+    pass
+pr.disable()
+pr.dump_stats({prof!r})
+st = pstats.Stats({prof!r}, stream=sys.stdout)
+st.sort_stats("cumulative").print_stats(40)
+st.sort_stats("tottime").print_stats(20)
+"""
+
+
+def profile_simulate(sim_args: list[str], out: Path) -> Path:
+    prof = out / "simulate.prof"
+    script = PROFILE_SCRIPT.format(argv=["simulate", *sim_args], prof=str(prof))
+    r = run_child([sys.executable, "-c", script])
+    report = out / "simulate_profile.txt"
+    report.write_text(r["stdout"] + "\n" + r["stderr"])
+    print(f"  profiled run: {r['seconds']:.2f} s (rc {r['rc']}); report in {report}", flush=True)
+    return report
+
+
+def check_output(path: Path) -> dict[str, Any]:
+    res: dict[str, Any] = {"exists": path.exists()}
+    if not path.exists():
+        return res
+    con = duckdb.connect()
+    src = f"read_parquet('{str(path).replace(chr(39), chr(39) * 2)}')"
+    cols = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()]
+    res["columns"] = cols
+    res["rows"] = con.execute(f"SELECT count(*) FROM {src}").fetchall()[0][0]
+    res["missing"] = [c for c in ("change", "candidate") if c not in cols]
+    if "change" in cols:
+        extra = ", sum(flows)" if "flows" in cols else ", NULL"
+        res["changes"] = [
+            {"change": c, "connections": n, "flows": f}
+            for c, n, f in con.execute(
+                f"SELECT change, count(*){extra} FROM {src} GROUP BY 1 ORDER BY 2 DESC"
+            ).fetchall()
+        ]
+    if "src_kind" in cols and "dst_kind" in cols:
+        res["kinds"] = con.execute(
+            f"SELECT src_kind, dst_kind, count(*) FROM {src} GROUP BY 1, 2 ORDER BY 3 DESC"
+        ).fetchall()
+    con.close()
+    res["ok"] = res["rows"] > 0 and not res["missing"]
+    return res
+
+
+def print_table(rows: list[tuple[str, str, str, str]]) -> None:
+    head = ("figure", "measured", "target", "ratio / status")
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(4)]
+    line = "  ".join("-" * w for w in widths)
+    print("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)))
+    print(line)
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="simulate vs. DuckDB floor benchmark")
+    ap.add_argument("--flows", type=int, default=10_000_000)
+    ap.add_argument("--data", type=Path, default=HERE / "data")
+    ap.add_argument("--out", type=Path, default=HERE / "out")
+    ap.add_argument("--repeat", type=int, default=2, help="simulate runs (best of)")
+    ap.add_argument("--floor-repeat", type=int, default=3)
+    ap.add_argument("--help-repeat", type=int, default=5)
+    ap.add_argument("--regenerate", action="store_true", help="regenerate the data")
+    ap.add_argument("--timeout", type=float, default=3600, help="per simulate run, seconds")
+    ap.add_argument(
+        "--cmd", default=None, help="command to run instead of `simulate` (shell-quoted string)"
+    )
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="also run simulate once under cProfile (OUT/simulate_profile.txt)",
+    )
+    ap.add_argument("--skip-simulate", action="store_true", help="only generate + floor")
+    args = ap.parse_args(argv)
+
+    data: Path = args.data.resolve()
+    out: Path = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    info = ensure_data(data, args.flows, args.regenerate)
+    flows_path = data / "flows.parquet"
+    n_flows = (
+        info.get("flows")
+        or duckdb.sql(f"SELECT count(*) FROM read_parquet('{flows_path}')").fetchall()[0][0]
+    )
+    mach = machine()
+    print(
+        f"machine: {mach['cpus']} CPUs, {mach['cpu_model']}, "
+        f"{fmt_mb(mach['mem_bytes'])} RAM; duckdb {mach['duckdb']}",
+        flush=True,
+    )
+    print(f"workload: {n_flows:,} flow records in {flows_path}", flush=True)
+
+    results: dict[str, Any] = {
+        "machine": mach,
+        "workload": info,
+        "flows": n_flows,
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+    print("timing floor ...", flush=True)
+    floor = min(time_floor(flows_path, args.floor_repeat))
+    results["floor_seconds"] = floor
+    floor_rss = floor_child_rss(flows_path)
+    results["floor_peak_rss_bytes"] = floor_rss
+    print(f"  floor process peak RSS: {fmt_mb(floor_rss)}", flush=True)
+
+    sim = None
+    help_s = None
+    check: dict[str, Any] = {}
+    if not args.skip_simulate:
+        cmd = shlex.split(args.cmd) if args.cmd else simulate_cmd()
+        print(f"simulate command: {' '.join(cmd)}", flush=True)
+        print("timing simulate --help ...", flush=True)
+        helps = [run_child([*cmd, "--help"], timeout=60) for _ in range(args.help_repeat)]
+        if any(h["rc"] != 0 for h in helps):
+            print(helps[0]["stderr"][-2000:], file=sys.stderr)
+        help_s = min(h["seconds"] for h in helps)
+        results["help_seconds"] = help_s
+
+        conns = out / "conns.parquet"
+        sim_args = [
+            "--flows",
+            str(flows_path),
+            "--cluster",
+            str(data / "cluster.json"),
+            "--policies",
+            str(data / "candidate"),
+            "--baseline",
+            str(data / "current"),
+            "--out",
+            str(conns),
+            "--quiet",
+        ]
+        sim_cmd = [*cmd, *sim_args]
+        runs = []
+        for i in range(args.repeat):
+            if conns.exists():
+                conns.unlink()
+            print(f"timing simulate run {i + 1}/{args.repeat} ...", flush=True)
+            r = run_child(sim_cmd, timeout=args.timeout)
+            print(
+                f"  {r['seconds']:.2f} s, peak RSS {fmt_mb(r['peak_rss'])}, rc {r['rc']}",
+                flush=True,
+            )
+            runs.append(r)
+            if r["rc"] != 0:
+                print("simulate failed:\n" + r["stderr"][-4000:], file=sys.stderr)
+                break
+        ok_runs = [r for r in runs if r["rc"] == 0]
+        results["simulate_runs"] = [{k: r[k] for k in ("seconds", "rc", "peak_rss")} for r in runs]
+        if ok_runs:
+            best = min(ok_runs, key=lambda r: r["seconds"])
+            sim = best["seconds"]
+            results["simulate_seconds"] = sim
+            results["peak_rss_bytes"] = max(r["peak_rss"] for r in ok_runs)
+            if best["stderr"].strip():
+                results["simulate_stderr_tail"] = best["stderr"][-2000:]
+        check = check_output(conns)
+        if args.profile and ok_runs:
+            print("profiling simulate (cProfile) ...", flush=True)
+            profile_simulate([*sim_args[:-3], str(out / "conns_profiled.parquet"), "--quiet"], out)
+        results["output"] = {k: v for k, v in check.items() if k != "kinds"}
+
+    ratio = sim / floor if sim and floor else None
+    results["ratio"] = ratio
+    print()
+    rows = [
+        (f"floor (DuckDB group-by, best of {args.floor_repeat})", fmt_s(floor), "-", "1.00x"),
+        (
+            f"simulate end-to-end (best of {args.repeat})",
+            fmt_s(sim),
+            f"<= {TARGET_RATIO:.0f}x floor",
+            "-" if ratio is None else f"{ratio:.2f}x  {'OK' if ratio <= TARGET_RATIO else 'OVER'}",
+        ),
+        ("floor process peak RSS", fmt_mb(floor_rss), "-", "1.00x"),
+        (
+            "simulate peak RSS",
+            fmt_mb(results.get("peak_rss_bytes")),
+            "(report)",
+            "-"
+            if not (results.get("peak_rss_bytes") and floor_rss)
+            else f"{results['peak_rss_bytes'] / floor_rss:.2f}x floor process",
+        ),
+        (
+            "simulate --help start-up",
+            fmt_s(help_s),
+            f"< {TARGET_HELP_S} s",
+            "-"
+            if help_s is None
+            else f"{help_s / TARGET_HELP_S:.2f}x  {'OK' if help_s < TARGET_HELP_S else 'OVER'}",
+        ),
+    ]
+    print_table(rows)
+    if ratio is not None:
+        print(f"\nRATIO simulate/floor = {ratio:.2f}x (target <= {TARGET_RATIO:.0f}x at 10M flows)")
+    if check:
+        print()
+        if not check.get("exists"):
+            print("OUTPUT CHECK FAILED: no output parquet")
+        else:
+            print(
+                f"output: {check['rows']:,} connections, "
+                f"{'OK' if check.get('ok') else 'CHECK FAILED'}"
+                + (f" (missing columns {check['missing']})" if check.get("missing") else "")
+            )
+            for c in check.get("changes", []):
+                flows_s = "" if c["flows"] is None else f"  {c['flows']:>12,} flows"
+                print(f"  {str(c['change']):<24} {c['connections']:>10,} connections{flows_s}")
+            if check.get("kinds"):
+                print(
+                    "  by (src_kind, dst_kind): "
+                    + ", ".join(f"{s}->{d}: {n:,}" for s, d, n in check["kinds"][:10])
+                )
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    print(f"\nresults written to {out / 'results.json'}")
+    failed = (not args.skip_simulate) and (sim is None or not check.get("ok"))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""`simulate`: replay recorded flows against NetworkPolicies and report what would break.
+
+Thin: parse options, run the pipeline, hand the result to the output writers. Heavy
+imports happen inside main() so that `simulate --help` starts fast."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+EXIT_OK, EXIT_BREAK, EXIT_INPUT = 0, 1, 2
+
+
+class _Command(click.Command):
+    """Usage errors become one line and exit code 2, like input errors."""
+
+    def main(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        kwargs.setdefault("standalone_mode", True)
+        try:
+            return super().main(*args, **{**kwargs, "standalone_mode": False})
+        except click.exceptions.Exit as e:
+            sys.exit(e.exit_code)
+        except click.Abort:
+            click.echo("simulate: aborted", err=True)
+            sys.exit(EXIT_INPUT)
+        except click.ClickException as e:
+            click.echo(f"simulate: error: {e.format_message()}", err=True)
+            sys.exit(EXIT_INPUT)
+
+
+@click.command(cls=_Command, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--flows", "flows", multiple=True, required=True, metavar="PATH",
+              help="Flow records: file, directory or glob (repeatable). AWS VPC flow logs "
+                   "(Parquet) or the normalized flow table (Parquet/CSV).")
+@click.option("--cluster", multiple=True, metavar="PATH",
+              help="kubectl get pods,namespaces,nodes,services,endpointslices -A -o json|yaml "
+                   "output: file or directory (repeatable).")
+@click.option("--policies", multiple=True, required=True, metavar="DIR",
+              help="Candidate NetworkPolicy manifests (repeatable; the set is the union).")
+@click.option("--baseline", multiple=True, metavar="DIR",
+              help="Current NetworkPolicy manifests. Without it the baseline is the "
+                   "verdict observed in the flows.")
+@click.option("--pod-cidr", "pod_cidrs", multiple=True, metavar="CIDR",
+              help="Pod address range (repeatable), besides the nodes' podCIDRs: addresses "
+                   "inside it that match no pod are reported as unresolved.")
+@click.option("--out", "out", metavar="FILE",
+              help="Write the connections table (.parquet, .csv or .jsonl).")
+@click.option("--json", "json_out", metavar="FILE",
+              help="Write the summary and connections as JSON.")
+@click.option("--fail-on-break", is_flag=True,
+              help="Exit with code 1 when any connection would break.")
+@click.option("--memory-limit", default="1500MB", show_default=True,
+              help="DuckDB memory limit; larger inputs spill to --temp-dir.")
+@click.option("--temp-dir", metavar="DIR", help="Where DuckDB spills (default: a new "
+                                                "directory under the system temp dir).")
+@click.option("--threads", type=int, help="DuckDB threads (default: all cores).")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+def main(flows: tuple[str, ...], cluster: tuple[str, ...], policies: tuple[str, ...],
+         baseline: tuple[str, ...], pod_cidrs: tuple[str, ...], out: str | None,
+         json_out: str | None, fail_on_break: bool, memory_limit: str,
+         temp_dir: str | None, threads: int | None, quiet: bool) -> None:
+    """Replay recorded traffic against NetworkPolicies and report which connections the
+    candidate policies would break, which they would newly allow, and why.
+
+    Exit codes: 0 success; 1 --fail-on-break and something breaks; 2 bad usage or input.
+    """
+    import duckdb
+
+    from .errors import SimulatorError
+    from .output.jsonout import write_json
+    from .output.table import write_connections
+    from .output.terminal import render
+    from .pipeline import Options, run
+
+    opts = Options(flows=list(flows), policies=list(policies), cluster=list(cluster),
+                   baseline=list(baseline), pod_cidrs=list(pod_cidrs),
+                   memory_limit=memory_limit, temp_dir=temp_dir, threads=threads, quiet=quiet)
+    try:
+        result = run(opts)
+        try:
+            if out:
+                write_connections(result.con, out)
+            if json_out:
+                write_json(result.con, result.summary, json_out)
+            summary = result.summary
+        finally:
+            result.close()
+    except SimulatorError as e:
+        click.echo(f"simulate: error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except duckdb.Error as e:
+        click.echo(f"simulate: error: {str(e).splitlines()[0]}", err=True)
+        sys.exit(EXIT_INPUT)
+    except OSError as e:
+        click.echo(f"simulate: error: {e.filename or ''}: {e.strerror or e}", err=True)
+        sys.exit(EXIT_INPUT)
+    if not quiet:
+        click.echo(render(summary))
+    if fail_on_break and summary["connections"]["by_change"]["break"]["connections"]:
+        if not quiet:
+            click.echo("simulate: --fail-on-break: the candidate policies break observed "
+                       "traffic", err=True)
+        sys.exit(EXIT_BREAK)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,232 @@
+"""The cluster snapshot: what `kubectl get pods,namespaces,nodes,services,endpointslices
+-A -o json|yaml` prints, reduced to what resolution and evaluation need."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .documents import Document, expand_paths, read_documents
+from .errors import InputError
+from .ipnet import canonical_ip, parse_cidr
+
+NS_NAME_LABEL = "kubernetes.io/metadata.name"
+TERMINAL_PHASES = ("Succeeded", "Failed")
+_USED_KINDS = ("Pod", "Namespace", "Node", "Service", "EndpointSlice", "Endpoints")
+
+
+@dataclass(frozen=True)
+class ContainerPort:
+    name: str | None
+    port: int
+    protocol: str
+
+
+@dataclass
+class Pod:
+    namespace: str
+    name: str
+    ips: list[str]
+    labels: dict[str, str]
+    node: str | None
+    host_network: bool
+    workload: str
+    ports: list[ContainerPort]
+    created: float | None
+    deleted: float | None
+    phase: str | None
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}@{self.created or 0:.0f}"
+
+
+@dataclass
+class Node:
+    name: str
+    ips: list[str]
+    pod_cidrs: list[str]
+
+
+@dataclass
+class Service:
+    namespace: str
+    name: str
+    cluster_ips: list[str]
+
+
+@dataclass
+class Cluster:
+    pods: list[Pod] = field(default_factory=list)
+    namespaces: dict[str, dict[str, str]] = field(default_factory=dict)
+    nodes: list[Node] = field(default_factory=list)
+    services: list[Service] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    ignored_kinds: Counter[str] = field(default_factory=Counter)
+
+    def namespace_labels(self, ns: str) -> dict[str, str]:
+        labels = dict(self.namespaces.get(ns, {}))
+        labels[NS_NAME_LABEL] = ns
+        return labels
+
+    @property
+    def pod_cidrs(self) -> list[str]:
+        return [c for n in self.nodes for c in n.pod_cidrs]
+
+
+def parse_time(value: Any, doc: Document, field_name: str) -> float | None:
+    if value in (None, ""):
+        return None
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise InputError(doc.path, f"{field_name}: not an RFC 3339 time: {value!r}",
+                         doc.where) from None
+
+
+def _mapping(value: Any, doc: Document, field_name: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InputError(doc.path, f"{field_name}: expected a mapping", doc.where)
+    return value
+
+
+def _labels(meta: dict[str, Any], doc: Document) -> dict[str, str]:
+    return {str(k): str(v) for k, v in _mapping(meta.get("labels"), doc,
+                                                 "metadata.labels").items()}
+
+
+def _ips(values: Iterable[Any], doc: Document, field_name: str) -> list[str]:
+    out: list[str] = []
+    for v in values:
+        ip = canonical_ip(str(v)) if v else None
+        if v and ip is None:
+            raise InputError(doc.path, f"{field_name}: not an IP address: {v!r}", doc.where)
+        if ip and ip not in out:
+            out.append(ip)
+    return out
+
+
+def workload_of(meta: dict[str, Any], labels: dict[str, str]) -> str:
+    """Name the controller that owns a pod; a Deployment's ReplicaSet is named by the
+    Deployment (the pod-template-hash suffix stripped)."""
+    owners = [o for o in meta.get("ownerReferences") or [] if isinstance(o, dict)]
+    owner = next((o for o in owners if o.get("controller")), owners[0] if owners else None)
+    if not owner:
+        return f"Pod/{meta.get('name')}"
+    kind, name = str(owner.get("kind", "")), str(owner.get("name", ""))
+    template_hash = labels.get("pod-template-hash")
+    if kind == "ReplicaSet" and template_hash and name.endswith("-" + template_hash):
+        return f"Deployment/{name[: -len(template_hash) - 1]}"
+    if kind == "Job" and re.fullmatch(r".+-\d{8,}", name) and labels.get("job-name") == name:
+        return f"CronJob/{name.rsplit('-', 1)[0]}"
+    return f"{kind}/{name}"
+
+
+def _container_ports(spec: dict[str, Any], doc: Document) -> list[ContainerPort]:
+    out: list[ContainerPort] = []
+    containers = list(spec.get("containers") or []) + list(spec.get("initContainers") or [])
+    for c in containers:
+        for p in (c or {}).get("ports") or []:
+            try:
+                number = int(p["containerPort"])
+            except (KeyError, TypeError, ValueError):
+                raise InputError(doc.path, "spec.containers[].ports[].containerPort: "
+                                 "missing or not a number", doc.where) from None
+            out.append(ContainerPort(p.get("name"), number,
+                                     str(p.get("protocol") or "TCP").upper()))
+    return out
+
+
+def _finished_at(status: dict[str, Any], doc: Document) -> float | None:
+    times = []
+    for cs in status.get("containerStatuses") or []:
+        term = ((cs or {}).get("state") or {}).get("terminated") or {}
+        t = parse_time(term.get("finishedAt"), doc, "status.containerStatuses[].finishedAt")
+        if t is not None:
+            times.append(t)
+    return max(times) if times else None
+
+
+def _pod(doc: Document) -> Pod:
+    obj = doc.obj
+    meta = _mapping(obj.get("metadata"), doc, "metadata")
+    spec = _mapping(obj.get("spec"), doc, "spec")
+    status = _mapping(obj.get("status"), doc, "status")
+    name, ns = meta.get("name"), meta.get("namespace") or "default"
+    if not name:
+        raise InputError(doc.path, "metadata.name: missing", doc.where)
+    labels = _labels(meta, doc)
+    raw_ips = [p.get("ip") for p in status.get("podIPs") or [] if isinstance(p, dict)]
+    if not raw_ips and status.get("podIP"):
+        raw_ips = [status["podIP"]]
+    phase = status.get("phase")
+    deleted = parse_time(meta.get("deletionTimestamp"), doc, "metadata.deletionTimestamp")
+    if phase in TERMINAL_PHASES:
+        # A finished pod gives its IP back; it held it only until its containers ended.
+        finished = _finished_at(status, doc)
+        if finished is not None and (deleted is None or finished < deleted):
+            deleted = finished
+    return Pod(
+        namespace=str(ns), name=str(name),
+        ips=_ips(raw_ips, doc, "status.podIPs"),
+        labels=labels,
+        node=spec.get("nodeName"),
+        host_network=bool(spec.get("hostNetwork")),
+        workload=workload_of(meta, labels),
+        ports=_container_ports(spec, doc),
+        created=parse_time(meta.get("creationTimestamp"), doc, "metadata.creationTimestamp"),
+        deleted=deleted,
+        phase=phase,
+    )
+
+
+def _node(doc: Document) -> Node:
+    meta = _mapping(doc.obj.get("metadata"), doc, "metadata")
+    spec = _mapping(doc.obj.get("spec"), doc, "spec")
+    status = _mapping(doc.obj.get("status"), doc, "status")
+    addrs = [a.get("address") for a in status.get("addresses") or []
+             if isinstance(a, dict) and a.get("type") in ("InternalIP", "ExternalIP")]
+    cidrs = list(spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else []))
+    for c in cidrs:
+        try:
+            parse_cidr(str(c))
+        except ValueError:
+            raise InputError(doc.path, f"spec.podCIDRs: not a CIDR: {c!r}", doc.where) from None
+    return Node(str(meta.get("name")), _ips(addrs, doc, "status.addresses"),
+                [str(c) for c in cidrs])
+
+
+def _service(doc: Document) -> Service:
+    meta = _mapping(doc.obj.get("metadata"), doc, "metadata")
+    spec = _mapping(doc.obj.get("spec"), doc, "spec")
+    ips = list(spec.get("clusterIPs") or ([spec["clusterIP"]] if spec.get("clusterIP") else []))
+    ips = [i for i in ips if i and i != "None"]
+    return Service(str(meta.get("namespace") or "default"), str(meta.get("name")),
+                   _ips(ips, doc, "spec.clusterIPs"))
+
+
+def load_cluster(paths: Iterable[str | Path]) -> Cluster:
+    cluster = Cluster()
+    for path in expand_paths(paths, "--cluster"):
+        cluster.files.append(str(path))
+        for doc in read_documents(path):
+            kind = doc.obj.get("kind")
+            if kind == "Pod":
+                cluster.pods.append(_pod(doc))
+            elif kind == "Namespace":
+                meta = _mapping(doc.obj.get("metadata"), doc, "metadata")
+                cluster.namespaces[str(meta.get("name"))] = _labels(meta, doc)
+            elif kind == "Node":
+                cluster.nodes.append(_node(doc))
+            elif kind == "Service":
+                cluster.services.append(_service(doc))
+            elif kind not in _USED_KINDS:
+                cluster.ignored_kinds[str(kind)] += 1
+    return cluster

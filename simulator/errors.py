@@ -1,0 +1,28 @@
+"""User-facing failures. The CLI turns each into one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+
+class SimulatorError(Exception):
+    """A failure caused by what the user gave us, reported without a traceback."""
+
+    exit_code = 2
+
+
+class InputError(SimulatorError):
+    """Bad input: names the file and, where known, the line, document or record."""
+
+    def __init__(self, path: object, message: str, where: str | None = None) -> None:
+        self.path = str(path)
+        self.where = where
+        self.message = message
+        location = f"{self.path}: {where}" if where else self.path
+        super().__init__(f"{location}: {message}")
+
+
+class PolicyError(InputError):
+    """A policy the API server would reject."""
+
+
+class UsageError(SimulatorError):
+    """Bad command-line usage that click itself cannot catch."""

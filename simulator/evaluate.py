@@ -1,0 +1,223 @@
+"""Evaluate every distinct connection against compiled policy sets, in DuckDB.
+
+Selectors are matched per identity (namespace + label set) and per namespace, CIDRs per
+distinct address, and only then joined to connections; nothing here runs per flow.
+Reads: conns, ident, ident_label, ns, ns_label, pod_port, np_* (policy/tables.py).
+Writes: verdicts (conn_id, pset, verdict, per-direction verdicts and reasons).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import duckdb
+
+from . import db
+
+
+def _selector_match_sql(labels: str, subjects: str, subject_id: str) -> str:
+    """(sel_id, subj) for every subject whose labels satisfy every requirement."""
+    return f"""
+    WITH positive_hits AS (   -- In / Exists requirements a present label satisfies
+        SELECT r.sel_id, l.{subject_id} AS subj, count(DISTINCT r.req_idx) AS hits
+        FROM np_req r JOIN {labels} l ON l.key = r.key
+        WHERE (r.op = 'In' AND list_contains(r.vals, l.value)) OR r.op = 'Exists'
+        GROUP BY ALL
+    ),
+    violations AS (           -- NotIn / DoesNotExist requirements a present label breaks
+        SELECT DISTINCT r.sel_id, l.{subject_id} AS subj
+        FROM np_req r JOIN {labels} l ON l.key = r.key
+        WHERE (r.op = 'NotIn' AND list_contains(r.vals, l.value)) OR r.op = 'DoesNotExist'
+    ),
+    candidates AS (
+        SELECT p.sel_id, p.subj FROM positive_hits p JOIN np_sel s USING (sel_id)
+        WHERE p.hits = s.n_pos
+        UNION ALL
+        SELECT s.sel_id, x.{subject_id} FROM np_sel s CROSS JOIN {subjects} x
+        WHERE s.n_pos = 0
+    )
+    SELECT c.sel_id, c.subj FROM candidates c ANTI JOIN violations v USING (sel_id, subj)
+    """
+
+
+MATCH_SQL = f"""
+CREATE OR REPLACE TABLE pod_sel_match AS {_selector_match_sql('ident_label', 'ident', 'ident_id')};
+CREATE OR REPLACE TABLE ns_sel_match AS {_selector_match_sql('ns_label', 'ns', 'namespace')};
+
+-- which policies select which identities, per direction they isolate
+CREATE OR REPLACE TABLE target_ident AS
+SELECT t.pset, t.pol_id, t.direction, i.ident_id
+FROM np_target t
+JOIN pod_sel_match m ON m.sel_id = t.pod_sel_id
+JOIN ident i ON i.ident_id = m.subj
+LEFT JOIN ns_sel_match n ON n.sel_id = t.ns_sel_id AND n.subj = i.namespace
+WHERE i.namespace = t.ns_fixed OR n.sel_id IS NOT NULL;
+
+-- pod peers: identities matched (namespace AND pod selector)
+CREATE OR REPLACE TABLE peer_ident AS
+SELECT p.peer_id, i.ident_id
+FROM np_peer p
+JOIN pod_sel_match m ON m.sel_id = p.pod_sel_id
+JOIN ident i ON i.ident_id = m.subj
+LEFT JOIN ns_sel_match n ON n.sel_id = p.ns_sel_id AND n.subj = i.namespace
+WHERE p.kind = 'pods' AND (i.namespace = p.ns_fixed OR n.sel_id IS NOT NULL);
+
+-- ipBlock peers: addresses inside cidr and outside every except
+CREATE OR REPLACE TABLE peer_ip AS
+WITH conn_ip AS (
+    SELECT DISTINCT src_ip AS ip, src_family AS family, src_key AS key FROM conns
+    UNION SELECT DISTINCT dst_ip, dst_family, dst_key FROM conns
+)
+SELECT p.peer_id, a.ip
+FROM np_peer p
+JOIN conn_ip a ON a.family = p.family AND a.key BETWEEN p.lo AND p.hi
+WHERE p.kind = 'cidr'
+  AND NOT EXISTS (SELECT 1 FROM np_except e WHERE e.peer_id = p.peer_id
+                  AND e.family = a.family AND a.key BETWEEN e.lo AND e.hi);
+"""
+
+EVAL_SQL = """
+CREATE OR REPLACE TABLE conn_dir AS
+SELECT conn_id, 'ingress' AS direction, dst_kind AS subj_kind, dst_ident AS subj_ident,
+       dst_node AS subj_node, src_kind AS peer_kind, src_ident AS peer_ident,
+       src_ip AS peer_ip, src_node AS peer_node, src_ep = dst_ep AS loopback
+FROM conns
+UNION ALL
+SELECT conn_id, 'egress', src_kind, src_ident, src_node, dst_kind, dst_ident, dst_ip,
+       dst_node, src_ep = dst_ep
+FROM conns;
+
+-- policies that isolate the subject pod in this direction
+CREATE OR REPLACE TABLE dir_pol AS
+SELECT cd.conn_id, cd.direction, ti.pset, ti.pol_id
+FROM conn_dir cd
+JOIN target_ident ti ON ti.ident_id = cd.subj_ident AND ti.direction = cd.direction
+WHERE cd.subj_kind = 'pod';
+
+CREATE OR REPLACE TABLE dir_rule AS
+SELECT dp.conn_id, dp.direction, dp.pset, r.rule_id
+FROM dir_pol dp
+JOIN np_rule r ON r.pset = dp.pset AND r.pol_id = dp.pol_id AND r.direction = dp.direction;
+
+CREATE OR REPLACE TABLE rule_hits AS
+WITH peer_ok AS (
+    SELECT dr.conn_id, dr.direction, dr.rule_id
+    FROM dir_rule dr JOIN np_peer p ON p.rule_id = dr.rule_id AND p.kind = 'any'
+    UNION
+    SELECT dr.conn_id, dr.direction, dr.rule_id
+    FROM dir_rule dr
+    JOIN conn_dir cd USING (conn_id, direction)
+    JOIN np_peer p ON p.rule_id = dr.rule_id AND p.kind = 'pods'
+    JOIN peer_ident pi ON pi.peer_id = p.peer_id AND pi.ident_id = cd.peer_ident
+    WHERE cd.peer_kind = 'pod'
+    UNION
+    SELECT dr.conn_id, dr.direction, dr.rule_id
+    FROM dir_rule dr
+    JOIN conn_dir cd USING (conn_id, direction)
+    JOIN np_peer p ON p.rule_id = dr.rule_id AND p.kind = 'cidr'
+    JOIN peer_ip pi ON pi.peer_id = p.peer_id AND pi.ip = cd.peer_ip
+),
+-- pod peers that could match a peer we could not resolve (for 'unknown' verdicts)
+peer_maybe AS (
+    SELECT DISTINCT dr.conn_id, dr.direction, dr.rule_id
+    FROM dir_rule dr
+    JOIN conn_dir cd USING (conn_id, direction)
+    JOIN np_peer p ON p.rule_id = dr.rule_id AND p.kind = 'pods'
+    WHERE cd.peer_kind IN ('unresolved', 'service')
+),
+port_ok AS (
+    SELECT DISTINCT dr.conn_id, dr.direction, dr.rule_id
+    FROM dir_rule dr
+    JOIN conns c USING (conn_id)
+    JOIN np_port pt ON pt.rule_id = dr.rule_id
+    WHERE pt.proto IS NULL
+       OR (pt.proto = c.proto AND pt.name IS NULL
+           AND (pt.lo IS NULL OR c.dst_port BETWEEN pt.lo AND pt.hi))
+       OR (pt.proto = c.proto AND pt.name IS NOT NULL AND c.dst_kind = 'pod'
+           AND EXISTS (SELECT 1 FROM pod_port pp
+                       WHERE pp.pod_ref = c.dst_pod_ref AND pp.name = pt.name
+                         AND pp.proto = pt.proto AND pp.port = c.dst_port))
+)
+SELECT po.conn_id, po.direction, po.rule_id, 'allow' AS hit
+FROM peer_ok po JOIN port_ok pt USING (conn_id, direction, rule_id)
+UNION ALL
+SELECT pm.conn_id, pm.direction, pm.rule_id, 'maybe'
+FROM peer_maybe pm JOIN port_ok pt USING (conn_id, direction, rule_id);
+
+CREATE OR REPLACE TABLE dir_verdict AS
+WITH isolation AS (
+    SELECT dp.conn_id, dp.direction, dp.pset, list(DISTINCT p.ref ORDER BY p.ref) AS isolated_by
+    FROM dir_pol dp JOIN np_pol p ON p.pset = dp.pset AND p.pol_id = dp.pol_id
+    GROUP BY ALL
+),
+admission AS (
+    SELECT h.conn_id, h.direction, r.pset,
+        list(DISTINCT p.ref || ' ' || r.direction || '[' || r.rule_idx || ']'
+             ORDER BY p.ref || ' ' || r.direction || '[' || r.rule_idx || ']')
+            FILTER (WHERE h.hit = 'allow') AS allowed_by,
+        bool_or(h.hit = 'maybe') AS maybe
+    FROM rule_hits h
+    JOIN np_rule r ON r.rule_id = h.rule_id
+    JOIN np_pol p ON p.pset = r.pset AND p.pol_id = r.pol_id
+    GROUP BY ALL
+)
+SELECT cd.conn_id, cd.direction, ps.pset,
+    CASE
+        WHEN cd.subj_kind IN ('node', 'external') THEN 'allow'
+        WHEN cd.subj_kind <> 'pod' THEN 'unknown'
+        WHEN cd.loopback THEN 'allow'
+        WHEN cd.direction = 'ingress' AND cd.peer_kind = 'node'
+             AND cd.peer_node = cd.subj_node THEN 'allow'
+        WHEN i.isolated_by IS NULL THEN 'allow'
+        WHEN len(a.allowed_by) > 0 THEN 'allow'
+        WHEN a.maybe THEN 'unknown'
+        ELSE 'deny'
+    END AS verdict,
+    CASE
+        WHEN cd.subj_kind IN ('node', 'external')
+            THEN cd.direction || ': ' || cd.subj_kind || ' endpoint, no policy applies'
+        WHEN cd.subj_kind <> 'pod'
+            THEN cd.direction || ': ' || cd.subj_kind || ' endpoint, policies not known'
+        WHEN cd.loopback THEN cd.direction || ': pod to itself (loopback), not policed'
+        WHEN cd.direction = 'ingress' AND cd.peer_kind = 'node' AND cd.peer_node = cd.subj_node
+            THEN 'ingress: from the pod''s own node (kubelet probes), always allowed'
+        WHEN i.isolated_by IS NULL THEN cd.direction || ': not isolated'
+        WHEN len(a.allowed_by) > 0
+            THEN cd.direction || ': allowed by ' || array_to_string(a.allowed_by, ', ')
+        WHEN a.maybe THEN cd.direction || ': isolated by '
+            || array_to_string(i.isolated_by, ', ')
+            || '; a pod-selector rule might admit the unresolved peer'
+        ELSE cd.direction || ': isolated by ' || array_to_string(i.isolated_by, ', ')
+            || '; no ' || cd.direction || ' rule admits it'
+    END AS reason,
+    coalesce(i.isolated_by, []) AS isolated_by,
+    coalesce(a.allowed_by, []) AS allowed_by
+FROM conn_dir cd
+CROSS JOIN (SELECT unnest($psets) AS pset) ps
+LEFT JOIN isolation i ON i.conn_id = cd.conn_id AND i.direction = cd.direction
+    AND i.pset = ps.pset
+LEFT JOIN admission a ON a.conn_id = cd.conn_id AND a.direction = cd.direction
+    AND a.pset = ps.pset;
+
+CREATE OR REPLACE TABLE verdicts AS
+SELECT e.conn_id, e.pset,
+    CASE WHEN e.verdict = 'deny' OR i.verdict = 'deny' THEN 'deny'
+         WHEN e.verdict = 'unknown' OR i.verdict = 'unknown' THEN 'unknown'
+         ELSE 'allow' END AS verdict,
+    -- lead with the direction that decides
+    CASE WHEN i.verdict = 'deny' AND e.verdict <> 'deny' THEN i.reason || '; ' || e.reason
+         ELSE e.reason || '; ' || i.reason END AS reason,
+    e.verdict AS egress, e.isolated_by AS egress_isolated_by, e.allowed_by AS egress_allowed_by,
+    i.verdict AS ingress, i.isolated_by AS ingress_isolated_by,
+    i.allowed_by AS ingress_allowed_by
+FROM dir_verdict e
+JOIN dir_verdict i ON i.conn_id = e.conn_id AND i.pset = e.pset AND i.direction = 'ingress'
+WHERE e.direction = 'egress';
+"""
+
+
+def evaluate(con: duckdb.DuckDBPyConnection, psets: Sequence[str]) -> None:
+    db.run(con, MATCH_SQL)
+    for statement in EVAL_SQL.split(";\n\n"):
+        if statement.strip():
+            db.run(con, statement, {"psets": list(psets)} if "$psets" in statement else None)

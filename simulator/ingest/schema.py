@@ -1,0 +1,46 @@
+"""The normalized flow schema (the project's own flow table) and the record shape every
+format is mapped to inside the pipeline."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+_TS = pa.timestamp("us", tz="UTC")
+
+# The normalized flow table users can write (Parquet or CSV) and `simulate` reads.
+# Required: start_time, src_ip, dst_ip, dst_port, protocol. Everything else optional.
+FLOW_SCHEMA = pa.schema([
+    pa.field("start_time", _TS, nullable=False),
+    pa.field("end_time", _TS),
+    pa.field("src_ip", pa.string(), nullable=False),
+    pa.field("dst_ip", pa.string(), nullable=False),
+    pa.field("src_port", pa.int32()),
+    pa.field("dst_port", pa.int32()),
+    pa.field("protocol", pa.string(), nullable=False),  # TCP|UDP|SCTP|ICMP|ICMPv6|<number>
+    pa.field("packets", pa.int64()),
+    pa.field("bytes", pa.int64()),
+    pa.field("verdict", pa.string()),  # observed: allowed|denied|unknown
+    pa.field("is_reply", pa.bool_()),  # null: unknown, inferred from ports
+    pa.field("tcp_flags", pa.int32()),  # OR of TCP flags seen (FIN=1, SYN=2, RST=4, ACK=16)
+    # Identity, for sources that carry it (Hubble). Labels are JSON objects as text.
+    pa.field("src_namespace", pa.string()),
+    pa.field("src_pod", pa.string()),
+    pa.field("src_workload", pa.string()),
+    pa.field("src_labels", pa.string()),
+    pa.field("src_namespace_labels", pa.string()),
+    pa.field("dst_namespace", pa.string()),
+    pa.field("dst_pod", pa.string()),
+    pa.field("dst_workload", pa.string()),
+    pa.field("dst_labels", pa.string()),
+    pa.field("dst_namespace_labels", pa.string()),
+])
+NORMALIZED_REQUIRED = ("start_time", "src_ip", "dst_ip", "dst_port", "protocol")
+IDENTITY_COLUMNS = tuple(f"{side}_{c}" for side in ("src", "dst")
+                         for c in ("namespace", "pod", "workload", "labels", "namespace_labels"))
+
+# What every format's SELECT yields inside the pipeline (times as epoch seconds and
+# protocols as IANA numbers, so that grouping works on cheap types).
+RECORD_COLUMNS = (
+    "src_file", "src_row", "t_start", "t_end", "src_ip", "dst_ip", "src_port", "dst_port",
+    "proto", "packets", "bytes", "observed", "is_reply", "tcp_flags", "skip_reason",
+) + IDENTITY_COLUMNS

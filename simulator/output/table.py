@@ -1,0 +1,43 @@
+"""The connections table as Parquet, CSV or JSON Lines (chosen by file extension)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+
+from .. import db
+from ..errors import UsageError
+
+FORMATS = {".parquet": "parquet", ".csv": "csv", ".jsonl": "json", ".ndjson": "json"}
+
+
+def _csv_safe_select(con: duckdb.DuckDBPyConnection) -> str:
+    """Text cells that a spreadsheet would run as a formula get a leading quote; lists
+    become JSON text."""
+    cols = con.execute("DESCRIBE result").fetchall()
+    exprs = []
+    for name, type_, *_ in cols:
+        if type_ == "VARCHAR":
+            exprs.append(f"""CASE WHEN regexp_matches("{name}", '^[=+\\-@\\t\\r]')
+                             THEN '''' || "{name}" ELSE "{name}" END AS "{name}\"""")
+        elif type_.endswith("[]"):
+            exprs.append(f'CAST(to_json("{name}") AS VARCHAR) AS "{name}"')
+        else:
+            exprs.append(f'"{name}"')
+    return "SELECT " + ", ".join(exprs) + " FROM result"
+
+
+def write_connections(con: duckdb.DuckDBPyConnection, path: str | Path) -> None:
+    path = Path(path)
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise UsageError(f"--out {path}: unknown extension; use .parquet, .csv or .jsonl")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    target = str(path).replace("'", "''")
+    if fmt == "csv":
+        db.run(con, f"COPY ({_csv_safe_select(con)}) TO '{target}' (FORMAT csv, HEADER)")
+    elif fmt == "json":
+        db.run(con, f"COPY (SELECT * FROM result) TO '{target}' (FORMAT json)")
+    else:
+        db.run(con, f"COPY (SELECT * FROM result) TO '{target}' (FORMAT parquet)")

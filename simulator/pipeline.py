@@ -1,0 +1,151 @@
+"""One simulation run: ingest -> resolve -> evaluate -> diff. Outputs read `result`."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from . import catalog, connections, db, diff, evaluate, ipnet
+from .cluster import Cluster, load_cluster
+from .connections import EPHEMERAL_MIN
+from .errors import InputError
+from .ingest import open_flow_sources
+from .ingest.schema import RECORD_COLUMNS
+from .ipnet import parse_cidr
+from .policy.loader import PolicySet, load_policy_set
+from .policy.tables import register_policy_tables
+from .progress import Progress
+from .summary import build_summary
+
+SKIP_EXAMPLES = 3
+
+
+@dataclass
+class Options:
+    flows: list[str]
+    policies: list[str]
+    cluster: list[str] = field(default_factory=list)
+    baseline: list[str] = field(default_factory=list)
+    pod_cidrs: list[str] = field(default_factory=list)
+    memory_limit: str = "1500MB"
+    temp_dir: str | None = None
+    threads: int | None = None
+    quiet: bool = True
+
+
+@dataclass
+class Result:
+    con: duckdb.DuckDBPyConnection
+    summary: dict[str, Any]
+    _tmp: str | None = None
+
+    def connections(self) -> pa.Table:
+        return self.con.execute("SELECT * FROM result").fetch_arrow_table()
+
+    def close(self) -> None:
+        self.con.close()
+        if self._tmp:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+def _connect(opts: Options) -> tuple[duckdb.DuckDBPyConnection, str | None]:
+    tmp = None
+    temp_dir = opts.temp_dir
+    if temp_dir is None:
+        tmp = temp_dir = tempfile.mkdtemp(prefix="netpol-simulator-")
+    con = duckdb.connect(config={"memory_limit": opts.memory_limit,
+                                 "temp_directory": temp_dir,
+                                 "preserve_insertion_order": False})
+    if opts.threads:
+        db.run(con, f"SET threads = {int(opts.threads)}")
+    ipnet.register(con)
+    return con, tmp
+
+
+def _records_sql(sources: list[Any]) -> str:
+    cols = ", ".join(c for c in RECORD_COLUMNS if c not in ("src_file", "src_row"))
+    return "\nUNION ALL\n".join(f"SELECT {cols} FROM ({s.select_sql})" for s in sources)
+
+
+def _skip_examples(con: duckdb.DuckDBPyConnection, sources: list[Any]) -> list[str]:
+    out: list[str] = []
+    for s in sources:
+        rows = con.execute(f"SELECT filename, place, reason FROM ({s.examples_sql}) "
+                           f"WHERE reason IS NOT NULL LIMIT {SKIP_EXAMPLES}").fetchall()
+        out += [f"{f}: {place}: {reason}" for f, place, reason in rows]
+    return out[:SKIP_EXAMPLES * 2]
+
+
+def _check_cidrs(cidrs: list[str]) -> None:
+    for c in cidrs:
+        try:
+            parse_cidr(c)
+        except ValueError:
+            raise InputError("--pod-cidr", f"not a CIDR: {c!r}") from None
+
+
+def run(opts: Options) -> Result:
+    progress = Progress(not opts.quiet)
+    _check_cidrs(opts.pod_cidrs)
+    with progress.phase("loading policies"):
+        candidate = load_policy_set("candidate", opts.policies)
+        baseline: PolicySet | None = (load_policy_set("baseline", opts.baseline)
+                                      if opts.baseline else None)
+    with progress.phase("loading cluster snapshot"):
+        cluster = load_cluster(opts.cluster) if opts.cluster else Cluster()
+    con, tmp = _connect(opts)
+    try:
+        return _run(con, tmp, opts, progress, candidate, baseline, cluster)
+    except BaseException:
+        con.close()
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _run(con: duckdb.DuckDBPyConnection, tmp: str | None, opts: Options, progress: Progress,
+         candidate: PolicySet, baseline: PolicySet | None, cluster: Cluster) -> Result:
+    idents = catalog.Identities()
+    sources = open_flow_sources(con, opts.flows)
+    records = _records_sql(sources)
+    has_identity = any(s.format == "normalized" for s in sources)
+    catalog.register_cluster(con, cluster, opts.pod_cidrs, idents)
+    server_ports = [cp.port for p in cluster.pods for cp in p.ports if cp.port >= EPHEMERAL_MIN]
+    with progress.phase("reading flows") as note:
+        try:
+            connections.build_tuples(con, records, server_ports, has_identity)
+        except duckdb.Error as e:
+            files = ", ".join(f for s in sources for f in s.files)
+            raise InputError(files, f"cannot read flows: {str(e).splitlines()[0]}") from None
+        n = db.one(con, "SELECT sum(records), count(*) FROM tuples")
+        note["done"] = f"{int(n[0] or 0):,} records, {int(n[1] or 0):,} tuples"
+    with progress.phase("resolving endpoints") as note:
+        bad_label_pods = catalog.register_flow_pods(con, idents)
+        catalog.register_identities(con, idents)
+        resplit = connections.resolve(con, records, server_ports, has_identity)
+        db.run(con, connections.CONNS_SQL)
+        n = db.one(con, "SELECT count(*) FROM conns")
+        note["done"] = f"{int(n[0]):,} connections"
+    with progress.phase("evaluating policies"):
+        sets = [("candidate", candidate.policies)]
+        if baseline is not None:
+            sets.append(("baseline", baseline.policies))
+        register_policy_tables(con, sets)
+        evaluate.evaluate(con, [name for name, _ in sets])
+        diff.build_result(con, baseline is not None)
+    summary = build_summary(
+        con, sources=sources, cluster=cluster, candidate=candidate, baseline=baseline,
+        skip_examples=_skip_examples(con, sources) if _has_skips(con) else [],
+        resplit=resplit, bad_label_pods=bad_label_pods,
+    )
+    return Result(con, summary, tmp)
+
+
+def _has_skips(con: duckdb.DuckDBPyConnection) -> bool:
+    row = db.one(con, "SELECT count(*) FROM tuples WHERE skip_reason IS NOT NULL")
+    return bool(row and row[0])

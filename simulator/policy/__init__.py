@@ -1,0 +1,1 @@
+"""Policy sets: load manifests, validate and compile each dialect into one IR."""

@@ -1,0 +1,116 @@
+"""The run's summary as plain data: what was read, skipped, resolved and what changes.
+Every output (terminal, JSON) renders this one dict."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import duckdb
+
+from . import db
+from .cluster import Cluster
+from .connections import LATE_SKIPS_SQL
+from .diff import CHANGES
+from .policy.loader import PolicySet
+
+TOP_N = 10
+
+
+def _rows(con: duckdb.DuckDBPyConnection, sql: str) -> list[dict[str, Any]]:
+    cur = con.execute(sql)
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+
+def _policy_set(p: PolicySet | None) -> dict[str, Any] | None:
+    if p is None:
+        return None
+    return {"files": len(p.files), "policies": len(p.policies),
+            "ignored": dict(sorted(p.ignored.items()))}
+
+
+def workload_pairs_sql(change: str, limit: int | None = TOP_N) -> str:
+    """Connections of one change class grouped by workload pair, biggest first."""
+    return f"""
+        SELECT
+            coalesce(src_namespace || '/', '') || coalesce(src_workload, src_ip) AS source,
+            coalesce(dst_namespace || '/', '') || coalesce(dst_workload, dst_ip) AS destination,
+            protocol || coalesce('/' || dst_port, '') AS port,
+            count(*) AS connections, sum(flows)::BIGINT AS flows, sum(bytes)::BIGINT AS bytes,
+            min(first_seen) AS first_seen, max(last_seen) AS last_seen,
+            arg_max(candidate_reason, flows) AS candidate_reason,
+            arg_max(baseline_reason, flows) AS baseline_reason
+        FROM result WHERE change = '{change}'
+        GROUP BY ALL ORDER BY flows DESC, source, destination, port
+        {f'LIMIT {limit}' if limit else ''}"""
+
+
+def build_summary(con: duckdb.DuckDBPyConnection, *, sources: list[Any], cluster: Cluster,
+                  candidate: PolicySet, baseline: PolicySet | None,
+                  skip_examples: list[str], resplit: int,
+                  bad_label_pods: int) -> dict[str, Any]:
+    skipped = {r["reason"]: int(r["records"]) for r in _rows(con, """
+        SELECT skip_reason AS reason, sum(records) AS records FROM tuples
+        WHERE skip_reason IS NOT NULL GROUP BY 1""")}
+    for r in _rows(con, f"SELECT reason, sum(records) AS records FROM ({LATE_SKIPS_SQL}) "
+                        "GROUP BY 1"):
+        skipped[r["reason"]] = skipped.get(r["reason"], 0) + int(r["records"])
+    total = int(db.one(con, "SELECT coalesce(sum(records), 0) FROM tuples")[0])
+    by_change = {r["change"]: {k: int(v or 0) for k, v in r.items() if k != "change"}
+                 for r in _rows(con, """
+        SELECT change, count(*) AS connections, sum(flows) AS flows, sum(bytes) AS bytes
+        FROM result GROUP BY 1""")}
+    zero = {"connections": 0, "flows": 0, "bytes": 0}
+    counts = db.one(con, """
+        SELECT count(*), coalesce(sum(flows), 0),
+               count(*) FILTER (WHERE direction_guessed),
+               count(*) FILTER (WHERE baseline_agrees IS NOT NULL),
+               count(*) FILTER (WHERE NOT baseline_agrees)
+        FROM result""")
+    unresolved = _rows(con, """
+        SELECT ip, kind, sum(flows)::BIGINT AS flows FROM (
+            SELECT src_ip AS ip, src_kind AS kind, flows FROM result
+            WHERE src_kind IN ('unresolved', 'service')
+            UNION ALL
+            SELECT dst_ip, dst_kind, flows FROM result
+            WHERE dst_kind IN ('unresolved', 'service'))
+        GROUP BY ALL ORDER BY flows DESC, ip""")
+    return {
+        "inputs": {
+            "flows": [{"format": s.format, "files": list(s.files)} for s in sources],
+            "cluster": {"files": cluster.files, "pods": len(cluster.pods),
+                        "namespaces": len(cluster.namespaces), "nodes": len(cluster.nodes),
+                        "services": len(cluster.services),
+                        "ignored": dict(sorted(cluster.ignored_kinds.items()))},
+            "candidate": _policy_set(candidate),
+            "baseline": _policy_set(baseline),
+            "baseline_source": "policies" if baseline is not None else "observed verdicts",
+        },
+        "flows": {
+            "read": total,
+            "skipped": dict(sorted(skipped.items())),
+            "skipped_examples": skip_examples,
+            "evaluated": int(counts[1]),
+            "resplit_tuples": resplit,
+            "pods_with_bad_labels": bad_label_pods,
+        },
+        "connections": {
+            "total": int(counts[0]),
+            "direction_guessed": int(counts[2]),
+            "by_change": {c: by_change.get(c, dict(zero)) for c in CHANGES},
+        },
+        "unresolved_endpoints": {
+            "addresses": len(unresolved),
+            "top": [{k: (str(v) if k != "flows" else int(v)) for k, v in r.items()}
+                    for r in unresolved[:TOP_N]],
+        },
+        "calibration": {
+            "compared": int(counts[3]),
+            "disagreements": int(counts[4]),
+            "examples": _rows(con, """
+                SELECT src_ip, dst_ip, dst_port, protocol, observed, baseline, baseline_reason
+                FROM result WHERE NOT baseline_agrees ORDER BY flows DESC LIMIT 10"""),
+        },
+        "top_breaks": _rows(con, workload_pairs_sql("break")),
+        "top_newly_allowed": _rows(con, workload_pairs_sql("newly_allowed")),
+    }

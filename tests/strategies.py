@@ -1,0 +1,437 @@
+"""Hypothesis strategies for random but valid "worlds": namespaces, pods, nodes, policies
+and flows, small enough to replay through the CLI in a fraction of a second.
+
+Everything generated is something the Kubernetes API server would accept (valid label
+values, canonical CIDRs with `except` strictly inside, endPort only with a numeric port,
+IANA service names for named ports). Every NetworkPolicy feature shows up: all four
+matchExpressions operators, namespaceSelector+podSelector peers, ipBlock with except
+(IPv4 and IPv6), named ports with protocols, endPort ranges, SCTP/UDP, `{}` rules,
+`ingress: []`, explicit and defaulted policyTypes, egress-only policies; and every kind
+of endpoint: pods (IPv4 and dual-stack), hostNetwork pods, node IPs, external IPs.
+
+The model keeps IP resolution unambiguous: all pods exist for the whole flow time, pod
+IPs lie inside their node's podCIDRs, external IPs lie outside every podCIDR.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from hypothesis import strategies as st
+
+try:  # tests/ as a package or as a plain directory on sys.path
+    from tests.reference import ContainerPort, Pod, World
+    from tests.worldfiles import netpol
+except ImportError:  # pragma: no cover
+    from reference import ContainerPort, Pod, World
+    from worldfiles import netpol
+
+# ------------------------------------------------------------------ fixed parts of a world
+
+NODES: dict[str, str] = {"node-1": "172.16.0.1", "node-2": "172.16.0.2"}
+NODE_POD_CIDRS: dict[str, tuple[str, str]] = {
+    "node-1": ("10.0.1.0/24", "fd00:0:0:1::/64"),
+    "node-2": ("10.0.2.0/24", "fd00:0:0:2::/64"),
+}
+EXTERNAL_IPS = (
+    "192.0.2.10",
+    "198.51.100.7",
+    "203.0.113.99",
+    "203.0.113.5",
+    "8.8.8.8",
+    "2001:db8::10",
+    "2001:db8:1::20",
+)
+NAMESPACE_NAMES = ("alpha", "beta", "gamma")
+NAMESPACE_LABELS: dict[str, tuple[str, ...]] = {"team": ("red", "blue"), "env": ("prod", "dev")}
+POD_LABELS: dict[str, tuple[str, ...]] = {
+    "app": ("web", "db", "api"),
+    "tier": ("front", "back"),
+    "example.com/role": ("a", "b"),
+}
+# (name, number, protocol): the same name maps to different numbers/protocols on different
+# pods, so named ports must really be resolved per destination pod.
+CONTAINER_PORTS: tuple[tuple[str | None, int, str], ...] = (
+    ("http", 80, "TCP"),
+    ("http", 8080, "TCP"),
+    ("metrics", 9090, "TCP"),
+    ("dns", 53, "UDP"),
+    ("dns-tcp", 53, "TCP"),
+    ("svc", 5000, "UDP"),
+    ("svc", 5000, "TCP"),
+    ("svc", 5001, "SCTP"),
+    ("sig", 3868, "SCTP"),
+    (None, 443, "TCP"),
+    (None, 5432, "TCP"),
+)
+PORT_NAMES = ("http", "metrics", "dns", "dns-tcp", "svc", "sig", "nope")
+PORT_NUMBERS = (22, 53, 80, 443, 3868, 5000, 5001, 5432, 8080, 9090, 20000)
+PROTOCOLS = ("TCP", "UDP", "SCTP")
+
+
+@dataclass(frozen=True)
+class Flow:
+    """One request-direction flow record: src_ip:src_port -> dst_ip:dst_port/protocol."""
+
+    src: str
+    dst: str
+    port: int
+    protocol: str  # TCP, UDP, SCTP, ICMP, ICMPv6
+    src_port: int = 40000
+
+
+@dataclass(frozen=True)
+class Case:
+    world: World  # namespaces, pods, nodes and the (candidate) policies
+    flows: tuple[Flow, ...]
+    node_pod_cidrs: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+def canonical(ip: str) -> str:
+    return str(ipaddress.ip_address(ip))
+
+
+# ------------------------------------------------------------------ namespaces and pods
+
+
+@st.composite
+def namespaces(draw: st.DrawFn) -> dict[str, dict[str, str]]:
+    names = draw(st.lists(st.sampled_from(NAMESPACE_NAMES), min_size=2, max_size=3, unique=True))
+    result = {}
+    for name in sorted(names):
+        keys = draw(st.lists(st.sampled_from(sorted(NAMESPACE_LABELS)), unique=True, max_size=2))
+        result[name] = {k: draw(st.sampled_from(NAMESPACE_LABELS[k])) for k in keys}
+    return result
+
+
+@st.composite
+def label_sets(draw: st.DrawFn, palette: Mapping[str, tuple[str, ...]]) -> dict[str, str]:
+    keys = draw(st.lists(st.sampled_from(sorted(palette)), unique=True, max_size=len(palette)))
+    return {k: draw(st.sampled_from(palette[k])) for k in keys}
+
+
+@st.composite
+def container_ports(draw: st.DrawFn) -> tuple[ContainerPort, ...]:
+    chosen = draw(st.lists(st.sampled_from(CONTAINER_PORTS), max_size=3))
+    ports: list[ContainerPort] = []
+    for name, number, proto in chosen:
+        if name is not None and any(p.name == name for p in ports):
+            continue  # container port names are unique within a pod
+        if any((p.number, p.protocol) == (number, proto) for p in ports):
+            continue
+        ports.append(ContainerPort(name, number, proto))
+    return tuple(ports)
+
+
+@st.composite
+def pods(draw: st.DrawFn, ns_names: list[str]) -> tuple[Pod, ...]:
+    count = draw(st.integers(2, 6))
+    result = []
+    for i in range(count):
+        node = draw(st.sampled_from(sorted(NODES)))
+        k = node.split("-")[1]
+        host_network = i > 0 and draw(st.integers(0, 7)) == 0  # pod-0 is always a real pod
+        if host_network:
+            ips: tuple[str, ...] = (NODES[node],)
+        else:
+            ips = (f"10.0.{k}.{10 + i}",)
+            if draw(st.booleans()):
+                ips += (canonical(f"fd00:0:0:{k}::{10 + i:x}"),)
+        result.append(
+            Pod(
+                namespace=draw(st.sampled_from(ns_names)),
+                name=f"pod-{i}",
+                ips=ips,
+                labels=draw(label_sets(POD_LABELS)),
+                ports=draw(container_ports()),
+                host_network=host_network,
+                node=node,
+            )
+        )
+    return tuple(result)
+
+
+# ------------------------------------------------------------------ selectors
+
+
+@st.composite
+def label_selectors(draw: st.DrawFn, palette: Mapping[str, tuple[str, ...]]) -> dict[str, Any]:
+    """A metav1.LabelSelector over `palette` (plus a value no object carries)."""
+    selector: dict[str, Any] = {}
+    keys = sorted(palette)
+    match_labels = {}
+    for key in draw(st.lists(st.sampled_from(keys), unique=True, max_size=1)):
+        match_labels[key] = draw(st.sampled_from((*palette[key], *palette[key], "zzz")))
+    if match_labels:
+        selector["matchLabels"] = match_labels
+    exprs = []
+    for _ in range(draw(st.sampled_from((0, 0, 1, 1, 2)))):
+        key = draw(st.sampled_from(keys))
+        op = draw(st.sampled_from(("In", "NotIn", "Exists", "DoesNotExist")))
+        req: dict[str, Any] = {"key": key, "operator": op}
+        if op in ("In", "NotIn"):
+            req["values"] = draw(
+                st.lists(st.sampled_from((*palette[key], "zzz")), min_size=1, max_size=2,
+                         unique=True)
+            )
+        exprs.append(req)
+    if exprs:
+        selector["matchExpressions"] = exprs
+    return selector
+
+
+# ------------------------------------------------------------------ peers and ports
+
+
+@st.composite
+def ip_blocks(draw: st.DrawFn, world_ips: list[str]) -> dict[str, Any]:
+    """A canonical CIDR around some IP of the world, with `except`s strictly inside it."""
+    anchor = ipaddress.ip_address(draw(st.sampled_from(world_ips)))
+    bits = anchor.max_prefixlen
+    if bits == 32:
+        prefix = draw(st.sampled_from((0, 8, 12, 16, 22, 24, 28, 30, 31, 32)))
+    else:
+        prefix = draw(st.sampled_from((0, 16, 48, 60, 64, 112, 120, 127, 128)))
+    net = ipaddress.ip_network(f"{anchor}/{prefix}", strict=False)
+    block: dict[str, Any] = {"cidr": str(net)}
+    inside = [ip for ip in world_ips if ipaddress.ip_address(ip) in net]
+    excepts: list[str] = []
+    if prefix < bits:
+        for _ in range(draw(st.integers(0, 2))):
+            hole_anchor = draw(st.sampled_from(inside))
+            hole_prefix = draw(st.integers(prefix + 1, bits))
+            hole = str(ipaddress.ip_network(f"{hole_anchor}/{hole_prefix}", strict=False))
+            if hole not in excepts:
+                excepts.append(hole)
+    if excepts:
+        block["except"] = excepts
+    return block
+
+
+@st.composite
+def peers(draw: st.DrawFn, ns_palette: Mapping[str, tuple[str, ...]],
+          world_ips: list[str]) -> dict[str, Any]:
+    kind = draw(st.sampled_from(("pod", "namespace", "both", "ipBlock")))
+    if kind == "ipBlock":
+        return {"ipBlock": draw(ip_blocks(world_ips))}
+    peer: dict[str, Any] = {}
+    if kind in ("namespace", "both"):
+        peer["namespaceSelector"] = draw(label_selectors(ns_palette))
+    if kind in ("pod", "both"):
+        peer["podSelector"] = draw(label_selectors(POD_LABELS))
+    return peer
+
+
+@st.composite
+def policy_ports(draw: st.DrawFn) -> dict[str, Any]:
+    port: dict[str, Any] = {}
+    if draw(st.integers(0, 3)) > 0:
+        port["protocol"] = draw(st.sampled_from(PROTOCOLS))
+    kind = draw(st.sampled_from(("number", "number", "range", "name", "name", "absent")))
+    if kind in ("number", "range"):
+        port["port"] = draw(st.sampled_from(PORT_NUMBERS))
+        if kind == "range":
+            port["endPort"] = port["port"] + draw(st.sampled_from((0, 1, 5, 100, 5000)))
+    elif kind == "name":
+        port["port"] = draw(st.sampled_from(PORT_NAMES))
+    return port
+
+
+@st.composite
+def rules(draw: st.DrawFn, peers_key: str, ns_palette: Mapping[str, tuple[str, ...]],
+          world_ips: list[str]) -> dict[str, Any]:
+    rule: dict[str, Any] = {}
+    shape = draw(st.sampled_from(("absent", "empty", "list", "list")))
+    if shape == "empty":
+        rule[peers_key] = []
+    elif shape == "list":
+        rule[peers_key] = draw(st.lists(peers(ns_palette, world_ips), min_size=1, max_size=3))
+    shape = draw(st.sampled_from(("absent", "empty", "list", "list")))
+    if shape == "empty":
+        rule["ports"] = []
+    elif shape == "list":
+        rule["ports"] = draw(st.lists(policy_ports(), min_size=1, max_size=3))
+    return rule
+
+
+@st.composite
+def policies(draw: st.DrawFn, ns_labels: Mapping[str, Mapping[str, str]],
+             world_ips: list[str], index: int) -> dict[str, Any]:
+    ns_palette: dict[str, tuple[str, ...]] = dict(NAMESPACE_LABELS)
+    ns_palette["kubernetes.io/metadata.name"] = (*NAMESPACE_NAMES,)
+    spec: dict[str, Any] = {"podSelector": draw(label_selectors(POD_LABELS))}
+    types = draw(st.sampled_from((
+        None, None, [], ["Ingress"], ["Egress"], ["Egress"], ["Ingress", "Egress"],
+        ["Egress", "Ingress"],
+    )))
+    if types is not None:
+        spec["policyTypes"] = list(types)  # no shared objects, so no YAML aliases
+    for key, peers_key in (("ingress", "from"), ("egress", "to")):
+        shape = draw(st.sampled_from(("absent", "empty", "list", "list", "list")))
+        if shape == "empty":
+            spec[key] = []
+        elif shape == "list":
+            spec[key] = draw(
+                st.lists(rules(peers_key, ns_palette, world_ips), min_size=1, max_size=3)
+            )
+    ns = draw(st.sampled_from(sorted(ns_labels)))
+    return netpol(ns, f"np-{index}", spec)
+
+
+# ------------------------------------------------------------------ flows
+
+
+def endpoint_ips(world: World) -> list[str]:
+    ips = [ip for p in world.pods for ip in p.ips]
+    ips += list(world.nodes.values())
+    ips += list(EXTERNAL_IPS)
+    return sorted(set(ips))
+
+
+def interesting_ports(world: World, dst_pod: Pod | None) -> list[tuple[str, int]]:
+    """(protocol, port) pairs on and around the ports the policies and the pod name."""
+    found: set[tuple[str, int]] = set()
+    if dst_pod is not None:
+        found.update((cp.protocol, cp.number) for cp in dst_pod.ports)
+    for pol in world.policies:
+        spec = pol["spec"]
+        for rule in (spec.get("ingress") or []) + (spec.get("egress") or []):
+            for ps in rule.get("ports") or []:
+                proto, want = ps.get("protocol", "TCP"), ps.get("port")
+                if isinstance(want, int):
+                    end = ps.get("endPort", want)
+                    found.update((proto, p) for p in (want - 1, want, (want + end) // 2, end,
+                                                      end + 1))
+                elif want is None:
+                    found.add((proto, 1234))
+    return sorted((proto, p) for proto, p in found if 0 < p < 32768)
+
+
+@st.composite
+def flows(draw: st.DrawFn, world: World) -> tuple[Flow, ...]:
+    real_pods = [p for p in world.pods if not p.host_network]
+    pod_ips = {ip: p for p in real_pods for ip in p.ips}
+    all_ips = endpoint_ips(world)
+    result = []
+    for _ in range(draw(st.integers(10, 40))):
+        # at least one end is a real pod; both ends share an address family
+        pod_ip = draw(st.sampled_from(sorted(pod_ips)))
+        family = ipaddress.ip_address(pod_ip).version
+        others = [
+            ip for ip in all_ips
+            if ipaddress.ip_address(ip).version == family
+            and (ip not in pod_ips or pod_ips[ip] is not pod_ips[pod_ip])
+        ]
+        pod_others = [ip for ip in others if ip in pod_ips]
+        if pod_others and draw(st.booleans()):
+            other = draw(st.sampled_from(pod_others))  # pod to pod, half the time
+        else:
+            other = draw(st.sampled_from(others))
+        src, dst = (pod_ip, other) if draw(st.booleans()) else (other, pod_ip)
+        proto = draw(st.sampled_from(("TCP", "TCP", "TCP", "UDP", "SCTP", "ICMP")))
+        if proto == "ICMP":
+            if family == 6:
+                proto = "ICMPv6"
+            result.append(Flow(src, dst, 0, proto, 0))
+            continue
+        near_policy = interesting_ports(world, pod_ips.get(dst))
+        if near_policy and draw(st.booleans()):
+            proto, port = draw(st.sampled_from(near_policy))
+        else:
+            port = draw(st.sampled_from(PORT_NUMBERS))
+        result.append(Flow(src, dst, port, proto, draw(st.integers(40000, 60000))))
+    return tuple(result)
+
+
+# ------------------------------------------------------------------ whole cases
+
+
+@st.composite
+def cases(draw: st.DrawFn) -> Case:
+    ns_labels = draw(namespaces())
+    the_pods = draw(pods(sorted(ns_labels)))
+    base = World(ns_labels, the_pods, dict(NODES))
+    world_ips = endpoint_ips(base)
+    count = draw(st.integers(1, 5))
+    the_policies = tuple(draw(policies(ns_labels, world_ips, i)) for i in range(count))
+    world = World(ns_labels, the_pods, dict(NODES), the_policies)
+    return Case(world, draw(flows(world)), dict(NODE_POD_CIDRS))
+
+
+# ------------------------------------------------------------------ feature census
+
+
+def _walk_rules(spec: Mapping[str, Any]) -> Iterable[tuple[str, Mapping[str, Any]]]:
+    for key in ("ingress", "egress"):
+        for rule in spec.get(key) or []:
+            yield key, rule
+
+
+def features(case: Case) -> set[str]:
+    """Names of the features a case exercises, to check the strategies cover them all."""
+    seen: set[str] = set()
+    for p in case.world.pods:
+        if p.host_network:
+            seen.add("hostNetwork pod")
+        if any(":" in ip for ip in p.ips):
+            seen.add("dual-stack pod")
+    for pol in case.world.policies:
+        spec = pol["spec"]
+        types = spec.get("policyTypes")
+        seen.add("policyTypes defaulted" if not types else "policyTypes explicit")
+        if types == ["Egress"]:
+            seen.add("egress-only policy")
+        if not types and spec.get("egress"):
+            seen.add("Egress defaulted from rules")
+        for key in ("ingress", "egress"):
+            if spec.get(key) == []:
+                seen.add(f"{key}: []")
+        selectors = [spec.get("podSelector") or {}]
+        for direction, rule in _walk_rules(spec):
+            if not rule:
+                seen.add("rule {}")
+            for peer in rule.get("from", []) + rule.get("to", []):
+                if "ipBlock" in peer:
+                    v6 = ":" in peer["ipBlock"]["cidr"]
+                    seen.add("ipBlock v6" if v6 else "ipBlock v4")
+                    if peer["ipBlock"].get("except"):
+                        seen.add("ipBlock except v6" if v6 else "ipBlock except v4")
+                if "namespaceSelector" in peer and "podSelector" in peer:
+                    seen.add("namespaceSelector AND podSelector")
+                selectors += [peer.get("namespaceSelector") or {}, peer.get("podSelector") or {}]
+            for ps in rule.get("ports", []):
+                seen.add(f"protocol {ps.get('protocol', 'TCP')}")
+                if isinstance(ps.get("port"), str):
+                    seen.add(f"named port {direction}")
+                if "endPort" in ps:
+                    seen.add("endPort")
+                if "port" not in ps:
+                    seen.add("port absent")
+        for sel in selectors:
+            for req in sel.get("matchExpressions", []):
+                seen.add(f"operator {req['operator']}")
+    node_ips = set(case.world.nodes.values())
+    pod_ips = {ip for p in case.world.pods if not p.host_network for ip in p.ips}
+    for f in case.flows:
+        for ip in (f.src, f.dst):
+            if ip in node_ips:
+                seen.add("node IP flow")
+            elif ip not in pod_ips:
+                seen.add("external IP flow")
+        seen.add(f"flow {f.protocol}")
+    return seen
+
+
+ALL_FEATURES = frozenset({
+    "hostNetwork pod", "dual-stack pod", "policyTypes defaulted", "policyTypes explicit",
+    "egress-only policy", "Egress defaulted from rules", "ingress: []", "egress: []", "rule {}",
+    "ipBlock v4", "ipBlock v6", "ipBlock except v4", "ipBlock except v6",
+    "namespaceSelector AND podSelector", "protocol TCP", "protocol UDP", "protocol SCTP",
+    "named port ingress", "named port egress", "endPort", "port absent",
+    "operator In", "operator NotIn", "operator Exists", "operator DoesNotExist",
+    "node IP flow", "external IP flow", "flow TCP", "flow UDP", "flow SCTP", "flow ICMP",
+    "flow ICMPv6",
+})

@@ -1,0 +1,176 @@
+"""Write test worlds to disk in the real input formats `simulate` reads.
+
+Tests build clusters, policies and flows as plain Python data and use these helpers to
+turn them into kubectl JSON, policy YAML and AWS VPC flow-log Parquet, so every test
+drives the same parsers a user's files go through.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+PROTO_NUMBERS = {"TCP": 6, "UDP": 17, "SCTP": 132, "ICMP": 1, "ICMPv6": 58}
+
+# Column types of AWS's Parquet delivery (FORMATS.md, "Delivery, incl. Parquet").
+VPC_PARQUET_SCHEMA = pa.schema(
+    [
+        ("version", pa.int32()),
+        ("account_id", pa.string()),
+        ("interface_id", pa.string()),
+        ("srcaddr", pa.string()),
+        ("dstaddr", pa.string()),
+        ("srcport", pa.int32()),
+        ("dstport", pa.int32()),
+        ("protocol", pa.int32()),
+        ("packets", pa.int64()),
+        ("bytes", pa.int64()),
+        ("start", pa.int64()),
+        ("end", pa.int64()),
+        ("action", pa.string()),
+        ("log_status", pa.string()),
+    ]
+)
+
+
+def namespace(name: str, labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": name, "labels": dict(labels or {})},
+    }
+
+
+def pod(
+    ns: str,
+    name: str,
+    ip: str | Sequence[str],
+    labels: Mapping[str, str] | None = None,
+    ports: Iterable[tuple[str | None, int, str]] = (),
+    *,
+    node: str = "node-1",
+    host_network: bool = False,
+    created: str = "2024-01-01T00:00:00Z",
+    deleted: str | None = None,
+    owner: tuple[str, str] | None = None,
+    phase: str = "Running",
+) -> dict[str, Any]:
+    """A Pod as `kubectl get pod -o json` prints it. ports: (name|None, number, protocol)."""
+    ips = [ip] if isinstance(ip, str) else list(ip)
+    container_ports = []
+    for pname, number, proto in ports:
+        entry: dict[str, Any] = {"containerPort": number, "protocol": proto}
+        if pname:
+            entry["name"] = pname
+        container_ports.append(entry)
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": ns,
+        "labels": dict(labels or {}),
+        "creationTimestamp": created,
+    }
+    if deleted:
+        meta["deletionTimestamp"] = deleted
+    if owner:
+        meta["ownerReferences"] = [
+            {"apiVersion": "apps/v1", "kind": owner[0], "name": owner[1], "controller": True}
+        ]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": meta,
+        "spec": {
+            "nodeName": node,
+            "hostNetwork": host_network,
+            "containers": [{"name": "main", "image": "agnhost", "ports": container_ports}],
+        },
+        "status": {
+            "phase": phase,
+            "podIP": ips[0] if ips else None,
+            "podIPs": [{"ip": i} for i in ips],
+        },
+    }
+
+
+def node(name: str, ip: str, pod_cidrs: Sequence[str] = ()) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+        "spec": {"podCIDR": pod_cidrs[0] if pod_cidrs else None, "podCIDRs": list(pod_cidrs)},
+        "status": {"addresses": [{"type": "InternalIP", "address": ip}]},
+    }
+
+
+def write_cluster(path: Path, objects: Iterable[Mapping[str, Any]]) -> Path:
+    """Write objects as the `kind: List` that `kubectl get ... -o json` prints."""
+    doc = {"apiVersion": "v1", "kind": "List", "items": list(objects), "metadata": {}}
+    path.write_text(json.dumps(doc, indent=1))
+    return path
+
+
+def write_policies(directory: Path, policies: Iterable[Mapping[str, Any]]) -> Path:
+    """Write each policy to its own YAML file below `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for i, pol in enumerate(policies):
+        meta = pol.get("metadata", {})
+        name = f"{i:04d}-{meta.get('namespace', 'default')}-{meta.get('name', 'policy')}.yaml"
+        (directory / name).write_text(yaml.safe_dump(dict(pol), sort_keys=False))
+    return directory
+
+
+def netpol(
+    ns: str, name: str, spec: Mapping[str, Any]
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": dict(spec),
+    }
+
+
+def vpc_record(
+    src: str,
+    dst: str,
+    dst_port: int,
+    protocol: str | int = "TCP",
+    *,
+    src_port: int = 40000,
+    start: int = 1_717_000_000,
+    end: int | None = None,
+    packets: int = 1,
+    nbytes: int = 60,
+    action: str = "ACCEPT",
+    log_status: str = "OK",
+) -> dict[str, Any]:
+    proto = PROTO_NUMBERS[protocol] if isinstance(protocol, str) else protocol
+    return {
+        "version": 2,
+        "account_id": "123456789012",
+        "interface_id": "eni-0123456789abcdef0",
+        "srcaddr": src,
+        "dstaddr": dst,
+        "srcport": src_port,
+        "dstport": dst_port,
+        "protocol": proto,
+        "packets": packets,
+        "bytes": nbytes,
+        "start": start,
+        "end": end if end is not None else start + 10,
+        "action": action,
+        "log_status": log_status,
+    }
+
+
+def write_vpc_parquet(path: Path, records: Iterable[Mapping[str, Any]]) -> Path:
+    rows = list(records)
+    table = pa.Table.from_pylist(rows, schema=VPC_PARQUET_SCHEMA)
+    pq.write_table(table, path)
+    return path
