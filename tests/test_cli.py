@@ -1,0 +1,299 @@
+"""The command line as a user meets it: outputs, exit codes, and bad input reported as one
+line naming the file and the place, with exit code 2 and no traceback."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+from test_semantics import XA, XB, YA, deny_all_ingress, world
+from worldfiles import netpol, pod, vpc_record, write_cluster, write_policies, write_vpc_parquet
+
+from simulator.cli import main
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture
+def inputs(tmp_path: Path) -> dict[str, Path]:
+    recs = [vpc_record(XA, YA, 80), vpc_record(YA, XA, 40000, src_port=80),
+            vpc_record(XB, YA, 81, action="REJECT"),
+            vpc_record(None, None, 0, log_status="NODATA")]
+    return {
+        "flows": write_vpc_parquet(tmp_path / "flows.parquet", recs),
+        "cluster": write_cluster(tmp_path / "cluster.json", world()),
+        "candidate": write_policies(tmp_path / "candidate", [deny_all_ingress("y")]),
+        "baseline": write_policies(tmp_path / "baseline", []),
+    }
+
+
+def invoke(*args: Any) -> Any:
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def base_args(inp: dict[str, Path]) -> list[Any]:
+    return ["--flows", inp["flows"], "--cluster", inp["cluster"], "--policies", inp["candidate"]]
+
+
+def assert_input_error(result: Any, *fragments: str) -> None:
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("simulate: error: ")
+    assert "Traceback" not in result.output
+    for f in fragments:
+        assert f in lines[0], lines[0]
+
+
+def test_summary_names_breaks_and_skips(inputs):
+    r = invoke(*base_args(inputs), "--baseline", inputs["baseline"])
+    assert r.exit_code == 0, r.output
+    assert "Flows: 4 read, 1 skipped, 3 evaluated" in r.output
+    assert "NODATA" in r.output
+    assert "record 4" in r.output  # the skipped record is named
+    assert "break" in r.output and "x/Pod/a -> y/Pod/a TCP/80" in r.output
+    assert "isolated by y/deny-ingress" in r.output
+
+
+def test_quiet_prints_nothing(inputs):
+    r = invoke(*base_args(inputs), "--quiet")
+    assert r.exit_code == 0
+    assert r.output == ""
+
+
+def test_fail_on_break_exit_code(inputs):
+    assert invoke(*base_args(inputs), "--fail-on-break", "-q").exit_code == 1
+    ok = write_policies(inputs["flows"].parent / "open", [])
+    r = invoke("--flows", inputs["flows"], "--cluster", inputs["cluster"], "--policies", ok,
+               "--fail-on-break", "-q")
+    assert r.exit_code == 0
+
+
+@pytest.mark.parametrize("ext", [".parquet", ".csv", ".jsonl"])
+def test_out_formats_carry_the_required_columns(inputs, tmp_path, ext):
+    out = tmp_path / f"conns{ext}"
+    assert invoke(*base_args(inputs), "--out", out, "-q").exit_code == 0
+    if ext == ".parquet":
+        rows = pq.read_table(out).to_pylist()
+    elif ext == ".csv":
+        rows = list(csv.DictReader(out.open()))
+    else:
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+    required = ("src_ip dst_ip dst_port protocol src_kind dst_kind src_namespace src_pod "
+                "src_workload dst_namespace dst_pod dst_workload flows packets bytes first_seen "
+                "last_seen observed baseline candidate change baseline_reason "
+                "candidate_reason").split()
+    assert all(c in rows[0] for c in required)
+    by_key = {(r["src_ip"], str(r["dst_port"])): r for r in rows}
+    assert by_key[(XA, "80")]["change"] == "break"
+    assert by_key[(XB, "81")]["observed"] == "denied"
+    assert by_key[(XB, "81")]["change"] == "still_denied"
+
+
+def test_csv_neutralises_formula_injection(tmp_path):
+    objs = world() + [pod("x", "evil", "10.0.1.66", {"app": "x"}, [],
+                          owner=("Job", "=HYPERLINK(\"http://e\")"))]
+    write_cluster(tmp_path / "c.json", objs)
+    write_vpc_parquet(tmp_path / "f.parquet", [vpc_record("10.0.1.66", YA, 80)])
+    write_policies(tmp_path / "p", [])
+    r = invoke("--flows", tmp_path / "f.parquet", "--cluster", tmp_path / "c.json",
+               "--policies", tmp_path / "p", "--out", tmp_path / "o.csv", "-q")
+    assert r.exit_code == 0, r.output
+    row = next(csv.DictReader((tmp_path / "o.csv").open()))
+    assert row["src_workload"].startswith("Job/=")  # not at the start: harmless
+    assert not any(v.startswith(("=", "+", "@")) for v in row.values())
+
+
+def test_json_output(inputs, tmp_path):
+    out = tmp_path / "r.json"
+    assert invoke(*base_args(inputs), "--baseline", inputs["baseline"], "--json", out,
+                  "-q").exit_code == 0
+    doc = json.loads(out.read_text())
+    assert doc["schema_version"] == 1
+    s = doc["summary"]
+    assert s["flows"]["read"] == 4
+    assert s["flows"]["skipped"] == {"NODATA record (no traffic in the window)": 1}
+    # against an empty baseline set, the REJECTed 81 connection breaks too, and the
+    # baseline model disagrees with the dataplane about it
+    assert s["connections"]["by_change"]["break"]["connections"] == 2
+    assert s["calibration"]["disagreements"] == 1
+    assert s["top_breaks"][0]["destination"] == "y/Pod/a"
+    assert len(doc["connections"]) == s["connections"]["total"]
+    brk = [c for c in doc["connections"] if c["change"] == "break"][0]
+    assert brk["candidate_ingress_isolated_by"] == ["y/deny-ingress"]
+
+
+def test_inputs_are_not_modified(inputs, tmp_path):
+    files = [inputs["flows"], inputs["cluster"], *inputs["candidate"].iterdir()]
+    before = {f: hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+    invoke(*base_args(inputs), "--out", tmp_path / "o.parquet", "-q")
+    assert before == {f: hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+
+
+def test_ignored_kinds_are_counted(inputs):
+    (inputs["candidate"] / "extra.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n---\n"
+        "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Service\n"
+        "  metadata: {name: s}\n")
+    r = invoke(*base_args(inputs))
+    assert r.exit_code == 0, r.output
+    assert "ignored in candidate: v1 ConfigMap ×1, v1 Service ×1" in r.output
+
+
+def test_normalized_flows_with_identity_run_without_cluster(tmp_path):
+    table = pa.table({
+        "start_time": pa.array([1_717_000_000_000_000] * 2, pa.timestamp("us", tz="UTC")),
+        "src_ip": ["10.0.1.10", "10.0.1.11"], "dst_ip": ["10.0.2.10", "10.0.2.10"],
+        "src_port": pa.array([40000, 40001], pa.int32()),
+        "dst_port": pa.array([80, 80], pa.int32()), "protocol": ["TCP", "TCP"],
+        "verdict": ["FORWARDED", "FORWARDED"],
+        "src_namespace": ["x", "x"], "src_pod": ["a", "b"],
+        "src_labels": ['{"app": "web"}', '{"app": "batch"}'],
+        "dst_namespace": ["y", "y"], "dst_pod": ["db-0", "db-0"],
+        "dst_labels": ['{"app": "db"}', '{"app": "db"}'],
+        "dst_namespace_labels": ['{"team": "data"}', '{"team": "data"}'],
+    })
+    pq.write_table(table, tmp_path / "flows.parquet")
+    pol = netpol("y", "db", {"podSelector": {"matchLabels": {"app": "db"}}, "ingress": [
+        {"from": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "web"}}}]}]})
+    write_policies(tmp_path / "p", [pol])
+    r = invoke("--flows", tmp_path / "flows.parquet", "--policies", tmp_path / "p",
+               "--out", tmp_path / "o.parquet", "-q")
+    assert r.exit_code == 0, r.output
+    rows = {r["src_pod"]: r for r in pq.read_table(tmp_path / "o.parquet").to_pylist()}
+    assert rows["a"]["candidate"] == "allow"
+    assert rows["b"]["candidate"] == "deny"
+    assert rows["b"]["change"] == "break"  # observed FORWARDED
+    assert rows["b"]["dst_kind"] == "pod"
+
+
+def test_normalized_csv(tmp_path):
+    (tmp_path / "flows.csv").write_text(
+        "start_time,src_ip,dst_ip,src_port,dst_port,protocol,verdict\n"
+        "2024-06-01T12:00:00Z,10.0.1.10,10.0.2.10,40000,80,TCP,allowed\n"
+        "2024-06-01T12:00:01Z,10.0.1.10,not-an-ip,40000,80,TCP,allowed\n"
+        "2024-06-01T12:00:02Z,10.0.1.10,10.0.2.10,40000,,TCP,allowed\n")
+    write_cluster(tmp_path / "c.json", world())
+    write_policies(tmp_path / "p", [deny_all_ingress("y")])
+    r = invoke("--flows", tmp_path / "flows.csv", "--cluster", tmp_path / "c.json",
+               "--policies", tmp_path / "p", "--json", tmp_path / "o.json")
+    assert r.exit_code == 0, r.output
+    s = json.loads((tmp_path / "o.json").read_text())["summary"]
+    assert s["flows"]["skipped"] == {"invalid IP address": 1, "missing or invalid port": 1}
+    assert any("line 4" in e for e in s["flows"]["skipped_examples"])
+    assert s["connections"]["by_change"]["break"]["connections"] == 1
+
+
+def test_real_vpc_records_with_tcp_flags(tmp_path):
+    """The AWS doc's TCP-flag sequence, turned into the Parquet delivery schema: SYN-ACK
+    and FIN records are the server's replies, so there are two connections, both to the
+    server's port 5001, none from it."""
+    lines = (FIXTURES / "awsdocs-v3-custom-tcp-flags.log").read_text().split("\n")
+    header = [h.replace("-", "_") for h in lines[0].split()]
+    rows = [dict(zip(header, line.split(), strict=True)) for line in lines[1:] if line.strip()]
+    ints = {"version", "srcport", "dstport", "protocol", "tcp_flags", "packets", "bytes",
+            "start", "end"}
+    table = pa.Table.from_pylist([{k: int(v) if k in ints else v for k, v in r.items()}
+                                  for r in rows])
+    pq.write_table(table, tmp_path / "f.parquet")
+    write_policies(tmp_path / "p", [])
+    r = invoke("--flows", tmp_path / "f.parquet", "--policies", tmp_path / "p",
+               "--out", tmp_path / "o.parquet", "-q")
+    assert r.exit_code == 0, r.output
+    conns = pq.read_table(tmp_path / "o.parquet").to_pylist()
+    assert {(c["src_ip"], c["dst_ip"], c["dst_port"]) for c in conns} == {
+        ("52.213.180.42", "10.0.0.62", 5001)}
+    assert conns[0]["flows"] == 8 and conns[0]["reply_flows"] == 4
+    assert conns[0]["direction"] == "tcp flags"
+
+
+# --- bad input -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("spec,field", [
+    ({"podSelector": {}, "ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0/33"}}]}]},
+     "spec.ingress[0].from[0].ipBlock.cidr"),
+    ({"podSelector": {}, "ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0/16",
+                                                             "except": ["10.1.0.0/24"]}}]}]},
+     "spec.ingress[0].from[0].ipBlock.except[0]"),
+    ({"podSelector": {}, "ingress": [{"ports": [{"port": "http", "endPort": 90}]}]},
+     "spec.ingress[0].ports[0].endPort"),
+    ({"podSelector": {}, "ingress": [{"ports": [{"port": 90, "endPort": 80}]}]},
+     "spec.ingress[0].ports[0].endPort"),
+    ({"podSelector": {}, "egress": [{"ports": [{"protocol": "ICMP"}]}]},
+     "spec.egress[0].ports[0].protocol"),
+    ({"podSelector": {"matchExpressions": [{"key": "a", "operator": "Equals",
+                                            "values": ["b"]}]}},
+     "spec.podSelector.matchExpressions[0].operator"),
+    ({"podSelector": {"matchExpressions": [{"key": "a", "operator": "Exists",
+                                            "values": ["b"]}]}},
+     "spec.podSelector.matchExpressions[0].values"),
+    ({"podSelector": {}, "ingress": [{"from": [{}]}]}, "spec.ingress[0].from[0]"),
+    ({"podSelector": {}, "ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0/8"},
+                                                 "podSelector": {}}]}]},
+     "spec.ingress[0].from[0]"),
+    ({"podSelector": {}, "policyTypes": ["Inbound"]}, "spec.policyTypes"),
+    ({"podSelector": {}, "ingres": []}, "spec.ingres"),
+    ({"podSelector": {}, "ingress": [{"ports": [{"port": 70000}]}]},
+     "spec.ingress[0].ports[0].port"),
+])
+def test_invalid_policy_names_file_document_and_field(inputs, spec, field):
+    bad = inputs["candidate"] / "zz-bad.yaml"
+    bad.write_text("# first document is fine\n"
+                   "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: fine}\n---\n"
+                   + json.dumps(netpol("y", "broken", spec)))
+    r = invoke(*base_args(inputs))
+    assert_input_error(r, str(bad), "document 1", "y/broken", field)
+
+
+def test_invalid_yaml_names_the_line(inputs):
+    bad = inputs["candidate"] / "zz-bad.yaml"
+    bad.write_text("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n"
+                   "  name: [unclosed\n")
+    assert_input_error(invoke(*base_args(inputs)), str(bad), "line")
+
+
+def test_invalid_cluster_json_names_the_line(inputs):
+    inputs["cluster"].write_text('{"kind": "List",\n "items": [\n {"kind": "Pod",]}')
+    assert_input_error(invoke(*base_args(inputs)), str(inputs["cluster"]), "line 3")
+
+
+def test_bad_pod_ip_in_snapshot(inputs):
+    objs = world() + [pod("x", "broken", "10.0.0.300", {}, [])]
+    write_cluster(inputs["cluster"], objs)
+    assert_input_error(invoke(*base_args(inputs)), str(inputs["cluster"]), "x/broken",
+                       "status.podIPs")
+
+
+def test_unknown_flow_schema_lists_what_was_expected(inputs, tmp_path):
+    pq.write_table(pa.table({"a": [1], "b": ["x"]}), tmp_path / "weird.parquet")
+    r = invoke("--flows", tmp_path / "weird.parquet", "--policies", inputs["candidate"])
+    assert_input_error(r, "weird.parquet", "unknown flow schema", "srcaddr", "start_time")
+
+
+def test_flow_file_that_is_not_parquet(inputs, tmp_path):
+    (tmp_path / "x.parquet").write_text("hello")
+    r = invoke("--flows", tmp_path / "x.parquet", "--policies", inputs["candidate"])
+    assert_input_error(r, "x.parquet", "not a readable PARQUET file")
+
+
+def test_missing_inputs(inputs, tmp_path):
+    assert_input_error(invoke("--flows", tmp_path / "nope.parquet", "--policies",
+                              inputs["candidate"]), "nope.parquet", "no such file")
+    assert_input_error(invoke("--flows", inputs["flows"], "--policies", tmp_path / "nodir"),
+                       "nodir", "no such file")
+    assert_input_error(invoke("--flows", inputs["flows"]), "--policies")
+
+
+def test_bad_pod_cidr_option(inputs):
+    assert_input_error(invoke(*base_args(inputs), "--pod-cidr", "10.0.0.0"), "--pod-cidr")
+
+
+def test_bad_out_extension(inputs, tmp_path):
+    assert_input_error(invoke(*base_args(inputs), "--out", tmp_path / "x.xlsx"), "--out")
