@@ -80,11 +80,11 @@ EVAL_SQL = """
 CREATE OR REPLACE TABLE conn_dir AS
 SELECT conn_id, 'ingress' AS direction, dst_kind AS subj_kind, dst_ident AS subj_ident,
        dst_node AS subj_node, src_kind AS peer_kind, src_ident AS peer_ident,
-       src_ip AS peer_ip, src_node AS peer_node, src_ep = dst_ep AS loopback
+       src_ip AS peer_ip, src_node AS peer_node
 FROM conns
 UNION ALL
 SELECT conn_id, 'egress', src_kind, src_ident, src_node, dst_kind, dst_ident, dst_ip,
-       dst_node, src_ep = dst_ep
+       dst_node
 FROM conns;
 
 -- policies that isolate the subject pod in this direction
@@ -165,7 +165,6 @@ SELECT cd.conn_id, cd.direction, ps.pset,
     CASE
         WHEN cd.subj_kind IN ('node', 'external') THEN 'allow'
         WHEN cd.subj_kind <> 'pod' THEN 'unknown'
-        WHEN cd.loopback THEN 'allow'
         WHEN cd.direction = 'ingress' AND cd.peer_kind = 'node'
              AND cd.peer_node = cd.subj_node THEN 'allow'
         WHEN i.isolated_by IS NULL THEN 'allow'
@@ -178,7 +177,6 @@ SELECT cd.conn_id, cd.direction, ps.pset,
             THEN cd.direction || ': ' || cd.subj_kind || ' endpoint, no policy applies'
         WHEN cd.subj_kind <> 'pod'
             THEN cd.direction || ': ' || cd.subj_kind || ' endpoint, policies not known'
-        WHEN cd.loopback THEN cd.direction || ': pod to itself (loopback), not policed'
         WHEN cd.direction = 'ingress' AND cd.peer_kind = 'node' AND cd.peer_node = cd.subj_node
             THEN 'ingress: from the pod''s own node (kubelet probes), always allowed'
         WHEN i.isolated_by IS NULL THEN cd.direction || ': not isolated'

@@ -16,9 +16,11 @@ model (in the spirit of cyclonus / policy-assistant's generated cases) whose exp
 derived from the networking.k8s.io/v1 semantics; their docstrings say why each cell is what it
 is.
 
-Upstream ignores loopback probes when grading (CNIs disagree about them). A replayed flow from
-a pod to itself is ordinary pod-to-pod traffic for NetworkPolicy purposes, so here the
-self-probe cells are graded and hold the value upstream's reachability table gives them.
+Loopback: upstream probes every pod from itself too, but ignores those cells when grading
+(``ignoreLoopback``: CNIs disagree about them, kubernetes/kubernetes#95879). A recorded
+pod-to-itself flow is ordinary pod traffic for this project (docs/ARCHITECTURE.md,
+"Semantics decisions"), so the self cells are graded here, with the values upstream's
+reachability tables give them.
 
 Deliberately left out: DNS exceptions (only the probed port is modelled), Service/ClusterIP
 destinations, and the multi-step "update" tests are split into one case per step, each step a

@@ -91,11 +91,13 @@ def test_e2e_model_case(case: m.Case, tmp_path: Path) -> None:
     paths = m.write_world(tmp_path, case)
     rows = _run(paths)
     observed, problems = _observed(rows, case)
+    expected = case.reachability
 
     wrong = [
         f"{f} -> {t}: expected {'allow' if want else 'deny'}, got "
-        f"{'?' if observed[(f, t)] is None else ('allow' if observed[(f, t)] else 'deny')}"
-        for (f, t), want in case.reachability.items()
+        f"{'allow' if observed[(f, t)] else 'deny'}"
+        + ("  (loopback)" if f == t else "")
+        for (f, t), want in expected.items()
         if observed.get((f, t)) is not None and observed[(f, t)] != want
     ]
     if wrong or problems:
@@ -105,7 +107,7 @@ def test_e2e_model_case(case: m.Case, tmp_path: Path) -> None:
             f"{len(wrong)} cell(s) differ\n"
             + "\n".join(wrong + problems)
             + "\n\n"
-            + m.render_expected_observed(case.reachability, observed),
+            + m.render_expected_observed(expected, observed),
             pytrace=False,
         )
 
