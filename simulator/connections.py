@@ -71,6 +71,10 @@ def tuples_sql(records: str, server_ports: Sequence[int], has_identity: bool,
     GROUP BY ALL"""
 
 
+# Records stamped before this (epoch 0 and the like) carry no real time: they resolve to
+# whoever holds the address in the snapshot.
+TIME_KNOWN_FROM = 946_684_800.0  # 2000-01-01
+
 # Endpoint of each tuple side. Needs: tuples, ip_info, holder, pod_cidr, flow_pod.
 RESOLVE_SQL = """
 CREATE OR REPLACE TABLE tuple_ep AS
@@ -94,7 +98,8 @@ covering AS (
     SELECT a.tuple_id, a.side,
            arg_min(h.holder_id, (h.prio, -h.created)) AS holder_id
     FROM addressed a
-    JOIN holder h ON h.ip = a.ip AND h.created <= a.t_first AND a.t_last_start < h.deleted
+    JOIN holder h ON h.ip = a.ip
+        AND ((h.created <= a.t_first AND a.t_last_start < h.deleted) OR a.t_last_start < $epoch)
     WHERE a.f_pod IS NULL
     GROUP BY a.tuple_id, a.side
 ),
@@ -103,7 +108,7 @@ partial AS (
     SELECT DISTINCT a.tuple_id, a.side
     FROM addressed a
     JOIN holder h ON h.ip = a.ip AND h.created <= a.t_last_start AND a.t_first < h.deleted
-    WHERE a.f_pod IS NULL
+    WHERE a.f_pod IS NULL AND a.t_first >= $epoch
       AND NOT (h.created <= a.t_first AND a.t_last_start < h.deleted)
 )
 SELECT
@@ -284,7 +289,7 @@ def resolve(con: duckdb.DuckDBPyConnection, records_sql: str,
     """Resolve tuple endpoints; re-split tuples whose addresses changed hands inside their
     time span. Returns the number of tuples re-split."""
     db.run(con, IP_INFO_SQL)
-    db.run(con, RESOLVE_SQL)
+    db.run(con, RESOLVE_SQL, {"epoch": TIME_KNOWN_FROM})
     n = db.one(con, "SELECT count(DISTINCT tuple_id) FROM tuple_ep WHERE ambiguous")
     ambiguous = int(n[0]) if n else 0
     if ambiguous:
@@ -302,5 +307,5 @@ def resolve(con: duckdb.DuckDBPyConnection, records_sql: str,
             INSERT INTO tuples BY NAME
             SELECT {max_id} + row_number() OVER () AS tuple_id, * EXCLUDE (t_start)
             FROM ({split}) s""")
-        db.run(con, RESOLVE_SQL)
+        db.run(con, RESOLVE_SQL, {"epoch": TIME_KNOWN_FROM})
     return ambiguous

@@ -411,6 +411,14 @@ def test_flow_before_pod_existed_is_unresolved(simulate_world):
     assert row["change"] == "unresolved"
 
 
+def test_records_without_a_real_time_resolve_to_the_snapshot(simulate_world):
+    # start=0 means the source had no timestamp, not that the flow happened in 1970
+    recs = [vpc_record(XA, YA, 80, start=0, end=0)]
+    run = simulate_world(world(), [deny_all_ingress("y")], recs)
+    row = run.conn(XA, YA, 80)
+    assert (row["src_kind"], row["dst_kind"], row["change"]) == ("pod", "pod", "break")
+
+
 def test_unresolved_in_pod_cidr_is_never_external(simulate_world):
     pol = netpol("y", "p", {"podSelector": {}, "ingress": [{"from": [{"podSelector": {}}]}]})
     run = simulate_world(world(), [pol], probes(("10.0.7.7", YA), ("10.9.9.9", YA)))
