@@ -13,8 +13,8 @@ expectations are written the way upstream writes them (start from all-allowed, t
 `expect_peer` / `expect_all_ingress` / `expect_all_egress` / `expect` adjustments), taken from
 the upstream test source. Cases marked ``upstream=False`` are upstream-style cases in the same
 model (in the spirit of cyclonus / policy-assistant's generated cases) whose expectations are
-derived from the networking.k8s.io/v1 semantics; their docstrings say why each cell is what it
-is.
+derived from the networking.k8s.io/v1 semantics; their titles and the comments next to them
+say why the cells are what they are.
 
 Loopback: upstream probes every pod from itself too, but ignores those cells when grading
 (``ignoreLoopback``: CNIs disagree about them, kubernetes/kubernetes#95879). A recorded
