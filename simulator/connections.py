@@ -15,60 +15,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import duckdb
 
 from . import db
-from .ingest.schema import IDENTITY_COLUMNS
-
-EPHEMERAL_MIN = 32768
+from .ingest.sources import FlowSource
 
 # How a tuple's direction was decided, strongest first. The last two are guesses.
 DIRECTION_SOURCES = ("flow flag", "tcp flags", "declared port", "port heuristic",
                      "as recorded")
 GUESSED = DIRECTION_SOURCES[3:]
-
-
-def _group_columns(has_identity: bool) -> str:
-    cols = ["skip_reason", "src_ip", "dst_ip", "sp", "dp", "proto", "observed", "is_reply",
-            "syn_ack"]
-    return ", ".join(cols + (list(IDENTITY_COLUMNS) if has_identity else []))
-
-
-def tuples_sql(records: str, server_ports: Sequence[int], has_identity: bool,
-               extra_key: str = "", where: str = "") -> str:
-    """Group records into tuples. server_ports: declared container ports in the
-    ephemeral range, which must not be folded."""
-    keep = ", ".join(str(p) for p in sorted(set(server_ports))) or "-1"
-    identity = "" if has_identity else ", " + ", ".join(
-        f"NULL::VARCHAR AS {c}" for c in IDENTITY_COLUMNS)
-    return f"""
-    WITH records AS ({records}),
-    folded AS (
-        SELECT *,
-            CASE WHEN src_port >= {EPHEMERAL_MIN} AND dst_port < {EPHEMERAL_MIN}
-                      AND is_reply IS DISTINCT FROM true
-                      AND coalesce(tcp_flags & 18, 0) <> 18
-                      AND src_port NOT IN ({keep})
-                 THEN -1 ELSE src_port END AS sp,
-            CASE WHEN dst_port >= {EPHEMERAL_MIN} AND src_port < {EPHEMERAL_MIN}
-                      AND is_reply IS DISTINCT FROM false
-                      AND coalesce(tcp_flags & 18, 0) <> 2
-                      AND dst_port NOT IN ({keep})
-                 THEN -1 ELSE dst_port END AS dp,
-            tcp_flags & 18 AS syn_ack
-        FROM records
-    ),
-    kept AS (SELECT * FROM folded {where})
-    SELECT {_group_columns(has_identity)}{extra_key}{identity},
-        count(*) AS records,
-        sum(packets) AS packets,
-        sum(bytes) AS bytes,
-        min(t_start) AS t_first,
-        max(t_start) AS t_last_start,
-        max(coalesce(t_end, t_start)) AS t_last
-    FROM kept
-    GROUP BY ALL"""
 
 
 # Records stamped before this (epoch 0 and the like) carry no real time: they resolve to
@@ -160,34 +117,40 @@ SELECT p.*, EXISTS (SELECT 1 FROM pod_cidr c
 FROM parsed p
 """
 
+# Distinct endpoints (a pod, node or service, or an external/unresolved address), each
+# with the address it was seen with; tuples and connections refer to them by ep_id.
+ENDPOINTS_SQL = """
+CREATE OR REPLACE TABLE ep AS
+SELECT row_number() OVER (ORDER BY ep_name, ip) AS ep_id, *
+FROM (
+    SELECT ep_name, ip, any_value(kind) AS kind, any_value(family) AS family,
+           any_value(key) AS key, any_value(namespace) AS namespace, any_value(pod) AS pod,
+           any_value(workload) AS workload, any_value(node) AS node,
+           any_value(pod_ref) AS pod_ref, any_value(ident_id) AS ident_id
+    FROM tuple_ep
+    WHERE kind <> 'invalid' AND NOT bad_labels
+    GROUP BY ep_name, ip
+)
+"""
+
 # Orient every tuple initiator -> responder and group into connections.
 CONNS_SQL = """
 CREATE OR REPLACE TABLE conns AS
-WITH t AS (
-    SELECT t.*,
-        s.kind AS s_kind, s.ep_name AS s_ep, s.ip AS s_ip, s.family AS s_family,
-        s.key AS s_key, s.namespace AS s_ns, s.pod AS s_pod, s.workload AS s_workload,
-        s.node AS s_node, s.pod_ref AS s_pod_ref, s.ident_id AS s_ident,
-        d.kind AS d_kind, d.ep_name AS d_ep, d.ip AS d_ip, d.family AS d_family,
-        d.key AS d_key, d.namespace AS d_ns, d.pod AS d_pod, d.workload AS d_workload,
-        d.node AS d_node, d.pod_ref AS d_pod_ref, d.ident_id AS d_ident
+WITH sides AS (
+    SELECT te.tuple_id, te.side, e.ep_id, e.pod_ref
+    FROM tuple_ep te JOIN ep e ON e.ep_name = te.ep_name AND e.ip = te.ip
+),
+t AS (
+    SELECT t.*, s.ep_id AS s_ep, s.pod_ref AS s_pod_ref, d.ep_id AS d_ep, d.pod_ref AS d_pod_ref
     FROM tuples t
-    JOIN tuple_ep s ON s.tuple_id = t.tuple_id AND s.side = 'src'
-    JOIN tuple_ep d ON d.tuple_id = t.tuple_id AND d.side = 'dst'
-    WHERE t.skip_reason IS NULL AND s.kind <> 'invalid' AND d.kind <> 'invalid'
-      AND NOT s.bad_labels AND NOT d.bad_labels
+    JOIN sides s ON s.tuple_id = t.tuple_id AND s.side = 'src'
+    JOIN sides d ON d.tuple_id = t.tuple_id AND d.side = 'dst'
+    WHERE t.skip_reason IS NULL
 ),
-declared AS (
-    SELECT t.tuple_id,
-        EXISTS (SELECT 1 FROM pod_port pp WHERE pp.pod_ref = t.d_pod_ref
-                AND pp.proto = t.proto AND pp.port = t.dp) AS dst_declared,
-        EXISTS (SELECT 1 FROM pod_port pp WHERE pp.pod_ref = t.s_pod_ref
-                AND pp.proto = t.proto AND pp.port = t.sp) AS src_declared
-    FROM t
-),
+declared AS (SELECT DISTINCT pod_ref, proto, port FROM pod_port),
 reverse AS (
     SELECT a.tuple_id, min(b.t_first) AS rev_first
-    FROM t a JOIN t b ON a.src_ip = b.dst_ip AND a.dst_ip = b.src_ip AND a.sp = b.dp
+    FROM t a JOIN t b ON a.s_ep = b.d_ep AND a.d_ep = b.s_ep AND a.sp = b.dp
         AND a.dp = b.sp AND a.proto = b.proto
     GROUP BY a.tuple_id
 ),
@@ -197,9 +160,9 @@ directed AS (
             WHEN t.is_reply IS NOT NULL THEN struct_pack(reply := t.is_reply, how := 0)
             WHEN t.proto = 6 AND t.syn_ack = 2 THEN struct_pack(reply := false, how := 1)
             WHEN t.proto = 6 AND t.syn_ack = 18 THEN struct_pack(reply := true, how := 1)
-            WHEN dc.dst_declared AND NOT dc.src_declared
+            WHEN dd.port IS NOT NULL AND sd.port IS NULL
                 THEN struct_pack(reply := false, how := 2)
-            WHEN dc.src_declared AND NOT dc.dst_declared
+            WHEN sd.port IS NOT NULL AND dd.port IS NULL
                 THEN struct_pack(reply := true, how := 2)
             WHEN t.sp = -1 AND t.dp <> -1 THEN struct_pack(reply := false, how := 3)
             WHEN t.dp = -1 AND t.sp <> -1 THEN struct_pack(reply := true, how := 3)
@@ -212,45 +175,22 @@ directed AS (
                 THEN struct_pack(reply := t.t_first > r.rev_first, how := 3)
             ELSE struct_pack(reply := false, how := 4)
         END AS dir
-    FROM t JOIN declared dc USING (tuple_id) LEFT JOIN reverse r USING (tuple_id)
+    FROM t
+    LEFT JOIN declared dd ON dd.pod_ref = t.d_pod_ref AND dd.proto = t.proto AND dd.port = t.dp
+    LEFT JOIN declared sd ON sd.pod_ref = t.s_pod_ref AND sd.proto = t.proto AND sd.port = t.sp
+    LEFT JOIN reverse r ON r.tuple_id = t.tuple_id
 ),
 oriented AS (
-    SELECT
-        records, packets, bytes, t_first, t_last, observed, dir.reply AS reply, dir.how AS how,
-        proto,
-        CASE WHEN dir.reply THEN sp ELSE dp END AS server_port,
-        CASE WHEN dir.reply THEN d_kind ELSE s_kind END AS src_kind,
+    SELECT records, packets, bytes, t_first, t_last, observed, proto,
+        dir.reply AS reply, dir.how AS how,
         CASE WHEN dir.reply THEN d_ep ELSE s_ep END AS src_ep,
-        CASE WHEN dir.reply THEN d_ip ELSE s_ip END AS src_ip,
-        CASE WHEN dir.reply THEN d_family ELSE s_family END AS src_family,
-        CASE WHEN dir.reply THEN d_key ELSE s_key END AS src_key,
-        CASE WHEN dir.reply THEN d_ns ELSE s_ns END AS src_namespace,
-        CASE WHEN dir.reply THEN d_pod ELSE s_pod END AS src_pod,
-        CASE WHEN dir.reply THEN d_workload ELSE s_workload END AS src_workload,
-        CASE WHEN dir.reply THEN d_node ELSE s_node END AS src_node,
-        CASE WHEN dir.reply THEN d_pod_ref ELSE s_pod_ref END AS src_pod_ref,
-        CASE WHEN dir.reply THEN d_ident ELSE s_ident END AS src_ident,
-        CASE WHEN dir.reply THEN s_kind ELSE d_kind END AS dst_kind,
         CASE WHEN dir.reply THEN s_ep ELSE d_ep END AS dst_ep,
-        CASE WHEN dir.reply THEN s_ip ELSE d_ip END AS dst_ip,
-        CASE WHEN dir.reply THEN s_family ELSE d_family END AS dst_family,
-        CASE WHEN dir.reply THEN s_key ELSE d_key END AS dst_key,
-        CASE WHEN dir.reply THEN s_ns ELSE d_ns END AS dst_namespace,
-        CASE WHEN dir.reply THEN s_pod ELSE d_pod END AS dst_pod,
-        CASE WHEN dir.reply THEN s_workload ELSE d_workload END AS dst_workload,
-        CASE WHEN dir.reply THEN s_node ELSE d_node END AS dst_node,
-        CASE WHEN dir.reply THEN s_pod_ref ELSE d_pod_ref END AS dst_pod_ref,
-        CASE WHEN dir.reply THEN s_ident ELSE d_ident END AS dst_ident
+        CASE WHEN dir.reply THEN sp ELSE dp END AS server_port
     FROM directed
 )
 SELECT
-    row_number() OVER (ORDER BY src_ip, dst_ip, server_port, proto, src_ep, dst_ep)
-        AS conn_id,
-    src_kind, src_ep, src_ip, src_family, src_key, src_namespace, src_pod, src_workload,
-    src_node, src_pod_ref, src_ident,
-    dst_kind, dst_ep, dst_ip, dst_family, dst_key, dst_namespace, dst_pod, dst_workload,
-    dst_node, dst_pod_ref, dst_ident,
-    NULLIF(server_port, -1) AS dst_port, proto,
+    row_number() OVER (ORDER BY src_ep, dst_ep, server_port, proto) AS conn_id,
+    src_ep, dst_ep, NULLIF(server_port, -1) AS dst_port, proto,
     sum(records)::BIGINT AS flows,
     (sum(records) FILTER (WHERE reply))::BIGINT AS reply_flows,
     sum(packets)::BIGINT AS packets, sum(bytes)::BIGINT AS bytes,
@@ -260,10 +200,7 @@ SELECT
          ELSE 'unknown' END AS observed,
     min(how) AS how
 FROM oriented
-GROUP BY src_kind, src_ep, src_ip, src_family, src_key, src_namespace, src_pod,
-    src_workload, src_node, src_pod_ref, src_ident,
-    dst_kind, dst_ep, dst_ip, dst_family, dst_key, dst_namespace, dst_pod, dst_workload,
-    dst_node, dst_pod_ref, dst_ident, server_port, proto
+GROUP BY src_ep, dst_ep, server_port, proto
 """
 
 
@@ -278,34 +215,47 @@ GROUP BY t.tuple_id
 """
 
 
-def build_tuples(con: duckdb.DuckDBPyConnection, records_sql: str,
-                 server_ports: Sequence[int], has_identity: bool) -> None:
-    db.run(con, "CREATE OR REPLACE TABLE tuples AS SELECT row_number() OVER () AS tuple_id, * "
-                f"FROM ({tuples_sql(records_sql, server_ports, has_identity)})")
+def _union(sources: Sequence[FlowSource], server_ports: Sequence[int], **kw: Any) -> str:
+    return "\nUNION ALL\n".join(s.tuples_sql(server_ports, **kw) for s in sources)
 
 
-def resolve(con: duckdb.DuckDBPyConnection, records_sql: str,
-            server_ports: Sequence[int], has_identity: bool) -> int:
+def build_tuples(con: duckdb.DuckDBPyConnection, sources: Sequence[FlowSource],
+                 server_ports: Sequence[int]) -> None:
+    db.run(con, "CREATE OR REPLACE TABLE tuples AS "
+                "SELECT row_number() OVER () AS tuple_id, * "
+                f"FROM ({_union(sources, server_ports)})")
+
+
+def resolve(con: duckdb.DuckDBPyConnection, sources: Sequence[FlowSource],
+            server_ports: Sequence[int]) -> int:
     """Resolve tuple endpoints; re-split tuples whose addresses changed hands inside their
     time span. Returns the number of tuples re-split."""
     db.run(con, IP_INFO_SQL)
     db.run(con, RESOLVE_SQL, {"epoch": TIME_KNOWN_FROM})
     n = db.one(con, "SELECT count(DISTINCT tuple_id) FROM tuple_ep WHERE ambiguous")
     ambiguous = int(n[0]) if n else 0
-    if ambiguous:
-        keys = "src_ip, dst_ip, sp, dp, proto, observed, is_reply, syn_ack"
-        db.run(con, f"""
-            CREATE OR REPLACE TEMP TABLE ambiguous_keys AS
-            SELECT DISTINCT {keys} FROM tuples
-            WHERE tuple_id IN (SELECT tuple_id FROM tuple_ep WHERE ambiguous)""")
-        same = " AND ".join(f"k.{c} IS NOT DISTINCT FROM folded.{c}" for c in keys.split(", "))
-        split = tuples_sql(records_sql, server_ports, has_identity, extra_key=", t_start",
-                           where=f"WHERE EXISTS (SELECT 1 FROM ambiguous_keys k WHERE {same})")
-        max_id = db.one(con, "SELECT max(tuple_id) FROM tuples")[0]
-        db.run(con, f"""
-            DELETE FROM tuples WHERE tuple_id IN (SELECT tuple_id FROM tuple_ep WHERE ambiguous);
-            INSERT INTO tuples BY NAME
-            SELECT {max_id} + row_number() OVER () AS tuple_id, * EXCLUDE (t_start)
-            FROM ({split}) s""")
-        db.run(con, RESOLVE_SQL, {"epoch": TIME_KNOWN_FROM})
+    if not ambiguous:
+        return 0
+    # Re-read only the records that touch a re-assigned address, grouped per record time,
+    # and replace the straddling tuples with them.
+    keys = ("src_ip", "dst_ip", "sp", "dp", "proto", "observed", "is_reply", "syn_ack")
+    db.run(con, f"""
+        CREATE OR REPLACE TEMP TABLE ambiguous_tuples AS
+        SELECT tuple_id, {', '.join(keys)} FROM tuples
+        WHERE tuple_id IN (SELECT tuple_id FROM tuple_ep WHERE ambiguous);
+        CREATE OR REPLACE TEMP TABLE resplit_ips AS
+        SELECT DISTINCT ip_raw FROM (SELECT src_ip AS ip_raw FROM ambiguous_tuples
+                                     UNION ALL SELECT dst_ip FROM ambiguous_tuples)""")
+    split = _union(sources, server_ports, by_time=True,
+                   row_filter="({src_ip}) IN (SELECT ip_raw FROM resplit_ips) "
+                              "OR ({dst_ip}) IN (SELECT ip_raw FROM resplit_ips)")
+    same = " AND ".join(f"a.{c} IS NOT DISTINCT FROM s.{c}" for c in keys)
+    max_id = db.one(con, "SELECT max(tuple_id) FROM tuples")[0]
+    db.run(con, f"""
+        DELETE FROM tuples WHERE tuple_id IN (SELECT tuple_id FROM ambiguous_tuples);
+        INSERT INTO tuples BY NAME
+        SELECT {max_id} + row_number() OVER () AS tuple_id, s.* EXCLUDE (t_start)
+        FROM ({split}) s
+        WHERE EXISTS (SELECT 1 FROM ambiguous_tuples a WHERE {same})""")
+    db.run(con, RESOLVE_SQL, {"epoch": TIME_KNOWN_FROM})
     return ambiguous

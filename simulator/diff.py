@@ -46,6 +46,10 @@ def build_result(con: duckdb.DuckDBPyConnection, has_baseline_set: bool) -> None
     CREATE OR REPLACE TABLE result AS
     WITH joined AS (
         SELECT c.*, {how} AS direction,
+            s.ip AS src_ip, s.kind AS src_kind, s.namespace AS src_namespace,
+            s.pod AS src_pod, s.workload AS src_workload, s.node AS src_node,
+            d.ip AS dst_ip, d.kind AS dst_kind, d.namespace AS dst_namespace,
+            d.pod AS dst_pod, d.workload AS dst_workload, d.node AS dst_node,
             {baseline},
             k.verdict AS candidate, k.reason AS candidate_reason,
             k.egress AS candidate_egress, k.ingress AS candidate_ingress,
@@ -54,6 +58,8 @@ def build_result(con: duckdb.DuckDBPyConnection, has_baseline_set: bool) -> None
             k.ingress_isolated_by AS candidate_ingress_isolated_by,
             k.ingress_allowed_by AS candidate_ingress_allowed_by
         FROM conns c
+        JOIN ep s ON s.ep_id = c.src_ep
+        JOIN ep d ON d.ep_id = c.dst_ep
         JOIN verdicts k ON k.conn_id = c.conn_id AND k.pset = 'candidate'
         {join}
     )

@@ -64,10 +64,7 @@ WHERE p.kind = 'pods' AND (i.namespace = p.ns_fixed OR n.sel_id IS NOT NULL);
 
 -- ipBlock peers: addresses inside cidr and outside every except
 CREATE OR REPLACE TABLE peer_ip AS
-WITH conn_ip AS (
-    SELECT DISTINCT src_ip AS ip, src_family AS family, src_key AS key FROM conns
-    UNION SELECT DISTINCT dst_ip, dst_family, dst_key FROM conns
-)
+WITH conn_ip AS (SELECT DISTINCT ip, family, key FROM ep)
 SELECT p.peer_id, a.ip
 FROM np_peer p
 JOIN conn_ip a ON a.family = p.family AND a.key BETWEEN p.lo AND p.hi
@@ -78,14 +75,21 @@ WHERE p.kind = 'cidr'
 
 EVAL_SQL = """
 CREATE OR REPLACE TABLE conn_dir AS
-SELECT conn_id, 'ingress' AS direction, dst_kind AS subj_kind, dst_ident AS subj_ident,
-       dst_node AS subj_node, src_kind AS peer_kind, src_ident AS peer_ident,
-       src_ip AS peer_ip, src_node AS peer_node
-FROM conns
+WITH c AS (
+    SELECT c.conn_id, c.dst_port, c.proto,
+        s.kind AS s_kind, s.ident_id AS s_ident, s.node AS s_node, s.ip AS s_ip,
+        d.kind AS d_kind, d.ident_id AS d_ident, d.node AS d_node, d.ip AS d_ip,
+        d.pod_ref AS dst_pod_ref
+    FROM conns c JOIN ep s ON s.ep_id = c.src_ep JOIN ep d ON d.ep_id = c.dst_ep
+)
+SELECT conn_id, 'ingress' AS direction, d_kind AS subj_kind, d_ident AS subj_ident,
+       d_node AS subj_node, s_kind AS peer_kind, s_ident AS peer_ident, s_ip AS peer_ip,
+       s_node AS peer_node, d_kind AS dst_kind, dst_pod_ref, dst_port, proto
+FROM c
 UNION ALL
-SELECT conn_id, 'egress', src_kind, src_ident, src_node, dst_kind, dst_ident, dst_ip,
-       dst_node
-FROM conns;
+SELECT conn_id, 'egress', s_kind, s_ident, s_node, d_kind, d_ident, d_ip, d_node,
+       d_kind, dst_pod_ref, dst_port, proto
+FROM c;
 
 -- policies that isolate the subject pod in this direction
 CREATE OR REPLACE TABLE dir_pol AS
@@ -128,7 +132,7 @@ peer_maybe AS (
 port_ok AS (
     SELECT DISTINCT dr.conn_id, dr.direction, dr.rule_id
     FROM dir_rule dr
-    JOIN conns c USING (conn_id)
+    JOIN conn_dir c USING (conn_id, direction)
     JOIN np_port pt ON pt.rule_id = dr.rule_id
     WHERE pt.proto IS NULL
        OR (pt.proto = c.proto AND pt.name IS NULL
@@ -145,16 +149,15 @@ SELECT pm.conn_id, pm.direction, pm.rule_id, 'maybe'
 FROM peer_maybe pm JOIN port_ok pt USING (conn_id, direction, rule_id);
 
 CREATE OR REPLACE TABLE dir_verdict AS
-WITH isolation AS (
-    SELECT dp.conn_id, dp.direction, dp.pset, list(DISTINCT p.ref ORDER BY p.ref) AS isolated_by
-    FROM dir_pol dp JOIN np_pol p ON p.pset = dp.pset AND p.pol_id = dp.pol_id
-    GROUP BY ALL
+WITH isolation AS (   -- depends on the subject's identity only
+    SELECT ti.ident_id, ti.direction, ti.pset, list(p.ref ORDER BY p.ref) AS isolated_by
+    FROM target_ident ti JOIN np_pol p ON p.pset = ti.pset AND p.pol_id = ti.pol_id
+    GROUP BY ti.ident_id, ti.direction, ti.pset
 ),
 admission AS (
     SELECT h.conn_id, h.direction, r.pset,
-        list(DISTINCT p.ref || ' ' || r.direction || '[' || r.rule_idx || ']'
-             ORDER BY p.ref || ' ' || r.direction || '[' || r.rule_idx || ']')
-            FILTER (WHERE h.hit = 'allow') AS allowed_by,
+        list(p.ref || ' ' || r.direction || '[' || r.rule_idx || ']'
+             ORDER BY p.ref, r.rule_idx) FILTER (WHERE h.hit = 'allow') AS allowed_by,
         bool_or(h.hit = 'maybe') AS maybe
     FROM rule_hits h
     JOIN np_rule r ON r.rule_id = h.rule_id
@@ -192,8 +195,8 @@ SELECT cd.conn_id, cd.direction, ps.pset,
     coalesce(a.allowed_by, []) AS allowed_by
 FROM conn_dir cd
 CROSS JOIN (SELECT unnest($psets) AS pset) ps
-LEFT JOIN isolation i ON i.conn_id = cd.conn_id AND i.direction = cd.direction
-    AND i.pset = ps.pset
+LEFT JOIN isolation i ON cd.subj_kind = 'pod' AND i.ident_id = cd.subj_ident
+    AND i.direction = cd.direction AND i.pset = ps.pset
 LEFT JOIN admission a ON a.conn_id = cd.conn_id AND a.direction = cd.direction
     AND a.pset = ps.pset;
 

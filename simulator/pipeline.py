@@ -12,10 +12,9 @@ import pyarrow as pa
 
 from . import catalog, connections, db, diff, evaluate, ipnet
 from .cluster import Cluster, load_cluster
-from .connections import EPHEMERAL_MIN
 from .errors import InputError
 from .ingest import open_flow_sources
-from .ingest.schema import RECORD_COLUMNS
+from .ingest.sources import EPHEMERAL_MIN
 from .ipnet import parse_cidr
 from .policy.loader import PolicySet, load_policy_set
 from .policy.tables import register_policy_tables
@@ -67,15 +66,12 @@ def _connect(opts: Options) -> tuple[duckdb.DuckDBPyConnection, str | None]:
     return con, tmp
 
 
-def _records_sql(sources: list[Any]) -> str:
-    cols = ", ".join(c for c in RECORD_COLUMNS if c not in ("src_file", "src_row"))
-    return "\nUNION ALL\n".join(f"SELECT {cols} FROM ({s.select_sql})" for s in sources)
-
-
-def _skip_examples(con: duckdb.DuckDBPyConnection, sources: list[Any]) -> list[str]:
+def _skip_examples(con: duckdb.DuckDBPyConnection, sources: list[Any],
+                   server_ports: list[int]) -> list[str]:
     out: list[str] = []
     for s in sources:
-        rows = con.execute(f"SELECT filename, place, reason FROM ({s.examples_sql}) "
+        rows = con.execute(f"SELECT filename, place, reason FROM "
+                           f"({s.examples_sql(server_ports)}) "
                            f"WHERE reason IS NOT NULL LIMIT {SKIP_EXAMPLES}").fetchall()
         out += [f"{f}: {place}: {reason}" for f, place, reason in rows]
     return out[:SKIP_EXAMPLES * 2]
@@ -112,13 +108,11 @@ def _run(con: duckdb.DuckDBPyConnection, tmp: str | None, opts: Options, progres
          candidate: PolicySet, baseline: PolicySet | None, cluster: Cluster) -> Result:
     idents = catalog.Identities()
     sources = open_flow_sources(con, opts.flows)
-    records = _records_sql(sources)
-    has_identity = any(s.format == "normalized" for s in sources)
     catalog.register_cluster(con, cluster, opts.pod_cidrs, idents)
     server_ports = [cp.port for p in cluster.pods for cp in p.ports if cp.port >= EPHEMERAL_MIN]
     with progress.phase("reading flows") as note:
         try:
-            connections.build_tuples(con, records, server_ports, has_identity)
+            connections.build_tuples(con, sources, server_ports)
         except duckdb.Error as e:
             files = ", ".join(f for s in sources for f in s.files)
             raise InputError(files, f"cannot read flows: {str(e).splitlines()[0]}") from None
@@ -127,7 +121,8 @@ def _run(con: duckdb.DuckDBPyConnection, tmp: str | None, opts: Options, progres
     with progress.phase("resolving endpoints") as note:
         bad_label_pods = catalog.register_flow_pods(con, idents)
         catalog.register_identities(con, idents)
-        resplit = connections.resolve(con, records, server_ports, has_identity)
+        resplit = connections.resolve(con, sources, server_ports)
+        db.run(con, connections.ENDPOINTS_SQL)
         db.run(con, connections.CONNS_SQL)
         n = db.one(con, "SELECT count(*) FROM conns")
         note["done"] = f"{int(n[0]):,} connections"
@@ -140,7 +135,8 @@ def _run(con: duckdb.DuckDBPyConnection, tmp: str | None, opts: Options, progres
         diff.build_result(con, baseline is not None)
     summary = build_summary(
         con, sources=sources, cluster=cluster, candidate=candidate, baseline=baseline,
-        skip_examples=_skip_examples(con, sources) if _has_skips(con) else [],
+        skip_examples=(_skip_examples(con, sources, server_ports)
+                       if _has_skips(con) else []),
         resplit=resplit, bad_label_pods=bad_label_pods,
     )
     return Result(con, summary, tmp)

@@ -1,5 +1,5 @@
-"""Flow ingest: detect each flow file's format and expose all of them to DuckDB as one
-view, `flow_records`, in the pipeline's record shape (see RECORD_COLUMNS)."""
+"""Flow ingest: detect each flow file's format and give, per group of same-shaped files,
+the SQL that groups its records into tuples (see sources.TUPLE_COLUMNS)."""
 
 from __future__ import annotations
 

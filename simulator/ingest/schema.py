@@ -37,10 +37,3 @@ FLOW_SCHEMA = pa.schema([
 NORMALIZED_REQUIRED = ("start_time", "src_ip", "dst_ip", "dst_port", "protocol")
 IDENTITY_COLUMNS = tuple(f"{side}_{c}" for side in ("src", "dst")
                          for c in ("namespace", "pod", "workload", "labels", "namespace_labels"))
-
-# What every format's SELECT yields inside the pipeline (times as epoch seconds and
-# protocols as IANA numbers, so that grouping works on cheap types).
-RECORD_COLUMNS = (
-    "src_file", "src_row", "t_start", "t_end", "src_ip", "dst_ip", "src_port", "dst_port",
-    "proto", "packets", "bytes", "observed", "is_reply", "tcp_flags", "skip_reason",
-) + IDENTITY_COLUMNS

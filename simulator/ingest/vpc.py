@@ -1,4 +1,7 @@
-"""AWS VPC flow logs, Parquet delivery (field names with underscores)."""
+"""AWS VPC flow logs, Parquet delivery (field names with underscores).
+
+Per record only cheap, raw columns are read and grouped on; text clean-up, the verdict
+mapping and the skip reasons are computed once per group (see sources.FlowSource)."""
 
 from __future__ import annotations
 
@@ -10,68 +13,61 @@ def matches(columns: dict[str, str]) -> bool:
     return all(c in columns for c in ("srcaddr", "dstaddr", "dstport", "protocol", "start"))
 
 
-def _cols(columns: dict[str, str]) -> dict[str, str]:
-    def col(name: str) -> str:
-        return f'"{name}"' if name in columns else "NULL"
+def _col(columns: dict[str, str], name: str, default: str = "NULL") -> str:
+    return f'"{name}"' if name in columns else default
 
-    src, dst = col("srcaddr"), col("dstaddr")
-    # pkt-srcaddr/pkt-dstaddr are the addresses on the packet (the pod IP behind an ENI's
-    # primary address, a NAT or a transit gateway); '-' when absent.
-    if "pkt_srcaddr" in columns:
-        src = f"COALESCE(NULLIF(\"pkt_srcaddr\", '-'), {src})"
-    if "pkt_dstaddr" in columns:
-        dst = f"COALESCE(NULLIF(\"pkt_dstaddr\", '-'), {dst})"
+
+def raw_columns(columns: dict[str, str]) -> dict[str, str]:
+    """name -> expression over the file's columns, evaluated per record."""
+    c = lambda n, d="NULL": _col(columns, n, d)  # noqa: E731
     return {
-        "src": f"NULLIF(trim(CAST({src} AS VARCHAR)), '-')",
-        "dst": f"NULLIF(trim(CAST({dst} AS VARCHAR)), '-')",
-        "sport": f"TRY_CAST({col('srcport')} AS INTEGER)",
-        "dport": f"TRY_CAST({col('dstport')} AS INTEGER)",
-        "proto": f"TRY_CAST({col('protocol')} AS INTEGER)",
-        "status": f"upper(CAST({col('log_status')} AS VARCHAR))",
-        "start": f"TRY_CAST({col('start')} AS DOUBLE)",
+        "r_src": f"CAST({c('srcaddr')} AS VARCHAR)",
+        "r_dst": f"CAST({c('dstaddr')} AS VARCHAR)",
+        # pkt-srcaddr/pkt-dstaddr: the address on the packet (the pod behind an ENI's
+        # primary address, a NAT or a transit gateway); '-' when the same.
+        "r_pkt_src": f"CAST({c('pkt_srcaddr')} AS VARCHAR)",
+        "r_pkt_dst": f"CAST({c('pkt_dstaddr')} AS VARCHAR)",
+        "src_port": f"TRY_CAST({c('srcport')} AS INTEGER)",
+        "dst_port": f"TRY_CAST({c('dstport')} AS INTEGER)",
+        "r_proto": f"CAST({c('protocol')} AS VARCHAR)",
+        "r_action": f"CAST({c('action')} AS VARCHAR)",
+        "r_status": f"CAST({c('log_status')} AS VARCHAR)",
+        "is_reply": "NULL::BOOLEAN",
+        "tcp_flags": f"TRY_CAST({c('tcp_flags')} AS INTEGER)",
     }
 
 
-def _skip_reason(c: dict[str, str]) -> str:
-    return f"""CASE
-        WHEN {c['status']} = 'NODATA' THEN 'NODATA record (no traffic in the window)'
-        WHEN {c['status']} = 'SKIPDATA' THEN 'SKIPDATA record (AWS dropped records)'
-        WHEN {c['src']} IS NULL OR {c['dst']} IS NULL THEN 'missing address'
-        WHEN {c['proto']} IS NULL THEN 'missing or invalid protocol'
-        WHEN {c['proto']} IN (6, 17, 132) AND ({c['sport']} IS NULL OR {c['dport']} IS NULL)
-            THEN 'missing or invalid port'
-        WHEN {c['sport']} NOT BETWEEN 0 AND 65535 OR {c['dport']} NOT BETWEEN 0 AND 65535
-            THEN 'port out of range'
-        WHEN {c['start']} IS NULL THEN 'missing or invalid start time'
-    END"""
+def measures(columns: dict[str, str]) -> dict[str, str]:
+    return {
+        "packets": f"TRY_CAST({_col(columns, 'packets')} AS BIGINT)",
+        "bytes": f"TRY_CAST({_col(columns, 'bytes')} AS BIGINT)",
+        "t_start": f"TRY_CAST({_col(columns, 'start')} AS DOUBLE)",
+        "t_end": f"TRY_CAST({_col(columns, 'end')} AS DOUBLE)",
+    }
 
 
-def select(reader: str, columns: dict[str, str]) -> str:
-    c = _cols(columns)
-    flags = 'TRY_CAST("tcp_flags" AS INTEGER)' if "tcp_flags" in columns else "NULL::INTEGER"
-    end = 'TRY_CAST("end" AS DOUBLE)' if "end" in columns else "NULL::DOUBLE"
-    action = 'upper(CAST("action" AS VARCHAR))' if "action" in columns else "NULL"
-    identity = ", ".join(f"NULL::VARCHAR AS {side}_{f}" for side in ("src", "dst")
-                         for f in ("namespace", "pod", "workload", "labels", "namespace_labels"))
-    return f"""
-        SELECT
-            {c['start']} AS t_start,
-            {end} AS t_end,
-            {c['src']} AS src_ip,
-            {c['dst']} AS dst_ip,
-            coalesce({c['sport']}, 0) AS src_port,
-            coalesce({c['dport']}, 0) AS dst_port,
-            {c['proto']} AS proto,
-            TRY_CAST({'"packets"' if 'packets' in columns else 'NULL'} AS BIGINT) AS packets,
-            TRY_CAST({'"bytes"' if 'bytes' in columns else 'NULL'} AS BIGINT) AS bytes,
-            CASE {action} WHEN 'ACCEPT' THEN 'allowed' WHEN 'REJECT' THEN 'denied'
-                ELSE 'unknown' END AS observed,
-            NULL::BOOLEAN AS is_reply,
-            {flags} AS tcp_flags,
-            {_skip_reason(c)} AS skip_reason,
-            {identity}
-        FROM {reader}"""
+_SRC = "NULLIF(trim(coalesce(NULLIF(trim(r_pkt_src), '-'), r_src)), '-')"
+_DST = "NULLIF(trim(coalesce(NULLIF(trim(r_pkt_dst), '-'), r_dst)), '-')"
+_PROTO = "TRY_CAST(NULLIF(trim(r_proto), '-') AS INTEGER)"
 
 
-def skip_reason(columns: dict[str, str]) -> str:
-    return _skip_reason(_cols(columns))
+def post_columns() -> dict[str, str]:
+    """name -> expression over raw_columns(), evaluated per group."""
+    status = "upper(trim(r_status))"
+    return {
+        "src_ip": _SRC,
+        "dst_ip": _DST,
+        "proto": _PROTO,
+        "observed": """CASE upper(trim(r_action)) WHEN 'ACCEPT' THEN 'allowed'
+                       WHEN 'REJECT' THEN 'denied' ELSE 'unknown' END""",
+        "skip_reason": f"""CASE
+            WHEN {status} = 'NODATA' THEN 'NODATA record (no traffic in the window)'
+            WHEN {status} = 'SKIPDATA' THEN 'SKIPDATA record (AWS dropped records)'
+            WHEN {_SRC} IS NULL OR {_DST} IS NULL THEN 'missing address'
+            WHEN {_PROTO} IS NULL THEN 'missing or invalid protocol'
+            WHEN {_PROTO} IN (6, 17, 132) AND (sp IS NULL OR dp IS NULL)
+                THEN 'missing or invalid port'
+            WHEN sp NOT BETWEEN -1 AND 65535 OR dp NOT BETWEEN -1 AND 65535
+                THEN 'port out of range'
+        END""",
+    }
