@@ -160,9 +160,13 @@ directed AS (
             WHEN t.is_reply IS NOT NULL THEN struct_pack(reply := t.is_reply, how := 0)
             WHEN t.proto = 6 AND t.syn_ack = 2 THEN struct_pack(reply := false, how := 1)
             WHEN t.proto = 6 AND t.syn_ack = 18 THEN struct_pack(reply := true, how := 1)
+            -- a declared port serves, unless the other side sends from a privileged port
+            -- (clients don't): then it is a reply that hit a declared port by chance
             WHEN dd.port IS NOT NULL AND sd.port IS NULL
+                 AND NOT (t.sp BETWEEN 1 AND 1023 AND t.dp >= 1024)
                 THEN struct_pack(reply := false, how := 2)
             WHEN sd.port IS NOT NULL AND dd.port IS NULL
+                 AND NOT (t.dp BETWEEN 1 AND 1023 AND t.sp >= 1024)
                 THEN struct_pack(reply := true, how := 2)
             WHEN t.sp = -1 AND t.dp <> -1 THEN struct_pack(reply := false, how := 3)
             WHEN t.dp = -1 AND t.sp <> -1 THEN struct_pack(reply := true, how := 3)

@@ -60,6 +60,8 @@ def _connect(opts: Options) -> tuple[duckdb.DuckDBPyConnection, str | None]:
     con = duckdb.connect(config={"memory_limit": opts.memory_limit,
                                  "temp_directory": temp_dir,
                                  "preserve_insertion_order": False})
+    # we print our own progress lines; DuckDB's bar would interleave with them
+    db.run(con, "SET enable_progress_bar = false")
     if opts.threads:
         db.run(con, f"SET threads = {int(opts.threads)}")
     ipnet.register(con)

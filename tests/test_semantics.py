@@ -360,6 +360,15 @@ def test_reply_to_declared_port_is_recognised_without_ephemeral_ports(simulate_w
     assert row["direction_guessed"] is False
 
 
+def test_reply_from_privileged_port_to_a_declared_port_is_a_reply(simulate_world):
+    # an external HTTPS server answers y/b, whose client port happens to be 8080, a port
+    # y/b declares: the privileged source port says who serves
+    recs = [vpc_record(EXT, YB, 8080, src_port=443)]
+    run = simulate_world(world(), [], recs)
+    row = run.conn(YB, EXT, 443)
+    assert row["reply_flows"] == 1
+
+
 def test_tcp_flags_decide_direction_over_ports(simulate_world, tmp_path):
     recs = [dict(vpc_record(XA, YA, 40001, src_port=40000), tcp_flags=18)]
     import pyarrow as pa
