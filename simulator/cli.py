@@ -72,6 +72,7 @@ def main(flows: tuple[str, ...], cluster: tuple[str, ...], policies: tuple[str, 
     from .output.table import write_connections
     from .output.terminal import render
     from .pipeline import Options, run
+    from .progress import Progress
 
     opts = Options(flows=list(flows), policies=list(policies), cluster=list(cluster),
                    baseline=list(baseline), pod_cidrs=list(pod_cidrs),
@@ -79,10 +80,12 @@ def main(flows: tuple[str, ...], cluster: tuple[str, ...], policies: tuple[str, 
     try:
         result = run(opts)
         try:
-            if out:
-                write_connections(result.con, out)
-            if json_out:
-                write_json(result.con, result.summary, json_out)
+            if out or json_out:
+                with Progress(not quiet).phase("writing reports"):
+                    if out:
+                        write_connections(result.con, out)
+                    if json_out:
+                        write_json(result.con, result.summary, json_out)
             summary = result.summary
         finally:
             result.close()

@@ -120,6 +120,7 @@ def _run(con: duckdb.DuckDBPyConnection, tmp: str | None, opts: Options, progres
             raise InputError(files, f"cannot read flows: {str(e).splitlines()[0]}") from None
         n = db.one(con, "SELECT sum(records), count(*) FROM tuples")
         note["done"] = f"{int(n[0] or 0):,} records, {int(n[1] or 0):,} tuples"
+        note["count"] = int(n[0] or 0)
     with progress.phase("resolving endpoints") as note:
         bad_label_pods = catalog.register_flow_pods(con, idents)
         catalog.register_identities(con, idents)
