@@ -6,7 +6,8 @@ Generates the workload with benchmarks/generate.py if DIR has none (or one of an
 size), then measures, on the same flows.parquet:
 
 * floor      -- one bare DuckDB query grouping the records into distinct connections
-                (best of 3, in this process, query time only)
+                (best of 3, in this process, query time only; two runs before the simulate
+                runs and one after, so a change in background load biases the ratio less)
 * simulate   -- the full `simulate ... --quiet` run as a child process, from process start
                 to exit (best of --repeat), with the child's peak RSS
 * --help     -- `simulate --help` wall time (best of 5): the CLI's start-up cost
@@ -188,16 +189,41 @@ def time_floor(path: Path, repeat: int) -> list[float]:
 def floor_child_rss(path: Path) -> int:
     """Peak RSS of a fresh Python process that runs the floor query once."""
     script = (
-        "import duckdb, sys; con = duckdb.connect(); "
+        "import duckdb; con = duckdb.connect(); con.execute('SET enable_progress_bar = false'); "
         f"con.execute({FLOOR_SQL.format(path=str(path).replace(chr(39), chr(39) * 2))!r})"
         ".fetchall()"
     )
     r = run_child([sys.executable, "-c", script], timeout=600)
-    return r["peak_rss"] if r["rc"] == 0 else 0
+    if r["rc"] != 0:
+        print("  floor child failed: " + r["stderr"][-500:], file=sys.stderr)
+        return 0
+    return r["peak_rss"]
 
 
 PROFILE_SCRIPT = """
-import cProfile, pstats, sys
+import cProfile, pstats, sys, time
+
+STEPS = []
+try:  # time every statement the pipeline sends through simulator.db, by calling function
+    import simulator.db as _db
+
+    def _wrap(fn):
+        def timed(con, sql, *a, **k):
+            t0 = time.perf_counter()
+            try:
+                return fn(con, sql, *a, **k)
+            finally:
+                f = sys._getframe(1)
+                where = f"{{f.f_code.co_filename.rsplit('/', 1)[-1]}}:{{f.f_code.co_name}}"
+                head = " ".join(str(sql).split())[:90]
+                STEPS.append((time.perf_counter() - t0, where, head))
+        return timed
+
+    _db.run = _wrap(_db.run)
+    _db.one = _wrap(_db.one)
+except ImportError:
+    pass
+
 pr = cProfile.Profile()
 pr.enable()
 from simulator.cli import main
@@ -208,19 +234,31 @@ except SystemExit:
     pass
 pr.disable()
 pr.dump_stats({prof!r})
+print("== SQL statements via simulator.db, slowest first ==")
+total = sum(s[0] for s in STEPS)
+print(f"{{len(STEPS)}} statements, {{total:.2f}} s")
+for secs, where, head in sorted(STEPS, reverse=True)[:25]:
+    print(f"{{secs:8.2f}} s  {{where:<40}} {{head}}")
+print()
 st = pstats.Stats({prof!r}, stream=sys.stdout)
-st.sort_stats("cumulative").print_stats(40)
+st.sort_stats("cumulative").print_stats(45)
 st.sort_stats("tottime").print_stats(20)
 """
 
 
 def profile_simulate(sim_args: list[str], out: Path) -> Path:
+    """One simulate run under cProfile, with per-SQL-statement timings. The script is run
+    from a file: DuckDB turns its progress bar on for `python -c` (no __main__.__file__)."""
     prof = out / "simulate.prof"
-    script = PROFILE_SCRIPT.format(argv=["simulate", *sim_args], prof=str(prof))
-    r = run_child([sys.executable, "-c", script])
+    script = out / "_profile_simulate.py"
+    script.write_text(PROFILE_SCRIPT.format(argv=["simulate", *sim_args], prof=str(prof)))
+    r = run_child([sys.executable, str(script)])
     report = out / "simulate_profile.txt"
     report.write_text(r["stdout"] + "\n" + r["stderr"])
     print(f"  profiled run: {r['seconds']:.2f} s (rc {r['rc']}); report in {report}", flush=True)
+    lines = r["stdout"].splitlines()
+    for line in lines[:12]:
+        print("    " + line)
     return report
 
 
@@ -299,6 +337,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"workload: {n_flows:,} flow records in {flows_path}", flush=True)
 
+    load0 = os.getloadavg() if hasattr(os, "getloadavg") else None
+    if load0 and load0[0] > 0.5:
+        print(
+            f"WARNING: load average {load0[0]:.2f} before starting: other processes compete "
+            "for the CPUs, absolute times will be inflated",
+            flush=True,
+        )
     results: dict[str, Any] = {
         "machine": mach,
         "workload": info,
@@ -307,8 +352,11 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     print("timing floor ...", flush=True)
-    floor = min(time_floor(flows_path, args.floor_repeat))
-    results["floor_seconds"] = floor
+    # floor runs are split around the simulate runs (all before with --skip-simulate), so a
+    # change in background load between the phases biases the ratio less
+    n_after = 0 if args.skip_simulate else args.floor_repeat // 3
+    floor_runs = time_floor(flows_path, args.floor_repeat - n_after)
+    floor = min(floor_runs)
     floor_rss = floor_child_rss(flows_path)
     results["floor_peak_rss_bytes"] = floor_rss
     print(f"  floor process peak RSS: {fmt_mb(floor_rss)}", flush=True)
@@ -364,12 +412,21 @@ def main(argv: list[str] | None = None) -> int:
             results["peak_rss_bytes"] = max(r["peak_rss"] for r in ok_runs)
             if best["stderr"].strip():
                 results["simulate_stderr_tail"] = best["stderr"][-2000:]
+        if n_after:
+            print("timing floor again ...", flush=True)
+            floor_runs += time_floor(flows_path, n_after)
+            floor = min(floor_runs)
         check = check_output(conns)
         if args.profile and ok_runs:
             print("profiling simulate (cProfile) ...", flush=True)
-            profile_simulate([*sim_args[:-3], str(out / "conns_profiled.parquet"), "--quiet"], out)
+            prof_args = [*sim_args[:-3], "--out", str(out / "conns_profiled.parquet"), "--quiet"]
+            profile_simulate(prof_args, out)
         results["output"] = {k: v for k, v in check.items() if k != "kinds"}
 
+    results["floor_seconds"] = floor
+    results["floor_runs"] = floor_runs
+    load1 = os.getloadavg() if hasattr(os, "getloadavg") else None
+    results["loadavg_before_after"] = [load0, load1]
     ratio = sim / floor if sim and floor else None
     results["ratio"] = ratio
     print()
@@ -400,6 +457,11 @@ def main(argv: list[str] | None = None) -> int:
         ),
     ]
     print_table(rows)
+    if load0 and load1:
+        print(
+            f"(1-min load average before {load0[0]:.2f}, after {load1[0]:.2f}; "
+            f"{os.cpu_count()} CPUs)"
+        )
     if ratio is not None:
         print(f"\nRATIO simulate/floor = {ratio:.2f}x (target <= {TARGET_RATIO:.0f}x at 10M flows)")
     if check:
