@@ -113,7 +113,7 @@ parsed AS (
     FROM raw
 )
 SELECT p.*, EXISTS (SELECT 1 FROM pod_cidr c
-                    WHERE c.family = p.family AND p.key BETWEEN c.lo AND c.hi) AS in_pod_cidr
+                    WHERE p.key BETWEEN c.lo AND c.hi) AS in_pod_cidr
 FROM parsed p
 """
 

@@ -64,13 +64,13 @@ WHERE p.kind = 'pods' AND (i.namespace = p.ns_fixed OR n.sel_id IS NOT NULL);
 
 -- ipBlock peers: addresses inside cidr and outside every except
 CREATE OR REPLACE TABLE peer_ip AS
-WITH conn_ip AS (SELECT DISTINCT ip, family, key FROM ep)
+WITH conn_ip AS (SELECT DISTINCT ip, key FROM ep)
 SELECT p.peer_id, a.ip
 FROM np_peer p
-JOIN conn_ip a ON a.family = p.family AND a.key BETWEEN p.lo AND p.hi
+JOIN conn_ip a ON a.key BETWEEN p.lo AND p.hi
 WHERE p.kind = 'cidr'
   AND NOT EXISTS (SELECT 1 FROM np_except e WHERE e.peer_id = p.peer_id
-                  AND e.family = a.family AND a.key BETWEEN e.lo AND e.hi);
+                  AND a.key BETWEEN e.lo AND e.hi);
 """
 
 EVAL_SQL = """

@@ -1,9 +1,10 @@
 """IP addresses and CIDRs as sortable keys, so CIDR membership is a range join in SQL.
 
-A key is the address as fixed-width lowercase hex (8 digits for IPv4, 32 for IPv6);
-within one family, string order equals numeric order. IPv4 keys are computed in SQL
-(vectorised); IPv6 text has too many spellings for SQL, so distinct IPv6 strings go
-through Python's ipaddress once each.
+A key is the family digit and the address as fixed-width lowercase hex ("4" + 8 digits,
+"6" + 32 digits): string order equals numeric order within a family, and no IPv4 key lies
+between IPv6 bounds or the reverse, so a CIDR match is a pure range join. IPv4 keys are
+computed in SQL (vectorised); IPv6 text has too many spellings for SQL, so distinct IPv6
+strings go through Python's ipaddress once each.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ class CidrRange:
 
 def key_of(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
     width = 8 if addr.version == 4 else 32
-    return format(int(addr), f"0{width}x")
+    return f"{addr.version}{int(addr):0{width}x}"
 
 
 def canonical_ip(text: str) -> str | None:
@@ -76,7 +77,7 @@ def register(con: duckdb.DuckDBPyConnection) -> None:
             CASE ip_family(s) WHEN 4 THEN s WHEN 6 THEN ipv6_canon(s) END;
         CREATE OR REPLACE MACRO ip_key(s) AS
             CASE ip_family(s)
-                WHEN 4 THEN printf('%02x%02x%02x%02x',
+                WHEN 4 THEN printf('4%02x%02x%02x%02x',
                     split_part(s, '.', 1)::INT, split_part(s, '.', 2)::INT,
                     split_part(s, '.', 3)::INT, split_part(s, '.', 4)::INT)
                 WHEN 6 THEN ipv6_key(s) END;

@@ -87,7 +87,7 @@ def register_policy_tables(con: duckdb.DuckDBPyConnection,
             req.add(sid, i, r.key, r.op, list(r.values))
     ints = {"pol_id": I32, "rule_id": I32, "peer_id": I32, "rule_idx": I32, "priority": I32,
             "ns_sel_id": I32, "pod_sel_id": I32, "sel_id": I32, "req_idx": I32, "n_pos": I32,
-            "family": I32, "proto": I32, "lo_port": I32}
+            "family": I32, "proto": I32}
     for name, rows, extra in (
         ("np_pol", pol, {}), ("np_target", target, {}), ("np_rule", rule, {}),
         ("np_peer", peer, {}), ("np_except", exc, {}),
