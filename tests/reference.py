@@ -14,7 +14,12 @@ The model:
   (source is not a pod, or is not egress-isolated, or some egress rule of a policy
   selecting it admits the destination and port) AND the destination side allows it
   (destination is not a pod, or is not ingress-isolated, or some ingress rule of a
-  policy selecting it admits the source and port).
+  policy selecting it admits the source and port, or the source is the destination
+  pod's own node).
+* "Pods cannot ... block access from their resident node" (kubernetes.io, Network
+  Policies, "What you can't do"): ingress from the IP of the node a pod runs on (the
+  node itself or a hostNetwork pod there) is always allowed, so kubelet probes work.
+  Egress from a pod to its node is policed like any other egress.
 
 Policies are the plain dicts a user writes in YAML (``{"metadata": ..., "spec": ...}``).
 """
@@ -222,6 +227,12 @@ def rule_admits(
     return any(port_matches(ps, protocol, port, dst_pod) for ps in ports)
 
 
+def is_resident_node(world: World, ip: str, pod: Pod) -> bool:
+    """Is `ip` the address of the node `pod` runs on?"""
+    node_ip = world.nodes.get(pod.node)
+    return node_ip is not None and same_ip(ip, node_ip)
+
+
 def evaluate_side(
     world: World,
     pod: Pod | None,
@@ -231,10 +242,13 @@ def evaluate_side(
     protocol: str,
     port: int,
     dst_pod: Pod | None,
+    resident_node_allowed: bool = True,
 ) -> Side:
     """Does `pod` (the source for Egress, the destination for Ingress) let this through?"""
     if pod is None:
         return Side(allowed=True)  # not a pod: no NetworkPolicy applies
+    if direction == INGRESS and resident_node_allowed and is_resident_node(world, remote_ip, pod):
+        return Side(allowed=True)  # a pod cannot block its own node (kubelet probes)
     rules_key, peers_key = ("ingress", "from") if direction == INGRESS else ("egress", "to")
     isolated_by: list[str] = []
     admitted_by: list[str] = []
@@ -253,12 +267,22 @@ def evaluate_side(
     return Side(allowed, tuple(isolated_by), tuple(admitted_by))
 
 
-def evaluate(world: World, src_ip: str, dst_ip: str, port: int, protocol: str) -> Verdict:
+def evaluate(
+    world: World,
+    src_ip: str,
+    dst_ip: str,
+    port: int,
+    protocol: str,
+    *,
+    resident_node_allowed: bool = True,
+) -> Verdict:
     """Verdict for a connection initiated by src_ip to dst_ip:port/protocol."""
     src_pod = resolve_pod(world, src_ip)
     dst_pod = resolve_pod(world, dst_ip)
     egress = evaluate_side(world, src_pod, EGRESS, dst_ip, dst_pod, protocol, port, dst_pod)
-    ingress = evaluate_side(world, dst_pod, INGRESS, src_ip, src_pod, protocol, port, dst_pod)
+    ingress = evaluate_side(
+        world, dst_pod, INGRESS, src_ip, src_pod, protocol, port, dst_pod, resident_node_allowed
+    )
     return Verdict(egress.allowed and ingress.allowed, egress, ingress)
 
 

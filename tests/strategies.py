@@ -11,6 +11,13 @@ of endpoint: pods (IPv4 and dual-stack), hostNetwork pods, node IPs, external IP
 
 The model keeps IP resolution unambiguous: all pods exist for the whole flow time, pod
 IPs lie inside their node's podCIDRs, external IPs lie outside every podCIDR.
+
+Flows: `cases()` draws 10-40 flows (half aimed at a specific rule's peers and ports, half
+random); `all_flows(case)` adds a deterministic probe matrix (every endpoint pair with a
+pod at one end, on every port the pods or policies mention), so each world is checked
+exhaustively and a shrunk world still carries a full set of probes. Flows are request
+records (client port 40000-60000, server port < 32768); ICMP appears in one direction per
+address pair only, since VPC logs cannot tell an ICMP request from its reply.
 """
 
 from __future__ import annotations
@@ -23,10 +30,24 @@ from typing import Any
 from hypothesis import strategies as st
 
 try:  # tests/ as a package or as a plain directory on sys.path
-    from tests.reference import ContainerPort, Pod, World
+    from tests.reference import (
+        ContainerPort,
+        Pod,
+        World,
+        peer_matches,
+        resolve_pod,
+        selector_matches,
+    )
     from tests.worldfiles import netpol
 except ImportError:  # pragma: no cover
-    from reference import ContainerPort, Pod, World
+    from reference import (
+        ContainerPort,
+        Pod,
+        World,
+        peer_matches,
+        resolve_pod,
+        selector_matches,
+    )
     from worldfiles import netpol
 
 # ------------------------------------------------------------------ fixed parts of a world
@@ -70,6 +91,11 @@ CONTAINER_PORTS: tuple[tuple[str | None, int, str], ...] = (
 PORT_NAMES = ("http", "metrics", "dns", "dns-tcp", "svc", "sig", "nope")
 PORT_NUMBERS = (22, 53, 80, 443, 3868, 5000, 5001, 5432, 8080, 9090, 20000)
 PROTOCOLS = ("TCP", "UDP", "SCTP")
+# None: the field is absent. [] is defaulted by the API server exactly like absent.
+POLICY_TYPES: tuple[list[str] | None, ...] = (
+    None, None, [], ["Ingress"], ["Egress"], ["Egress"], ["Ingress", "Egress"],
+    ["Egress", "Ingress"],
+)
 
 
 @dataclass(frozen=True)
@@ -236,7 +262,15 @@ def policy_ports(draw: st.DrawFn) -> dict[str, Any]:
         if kind == "range":
             port["endPort"] = port["port"] + draw(st.sampled_from((0, 1, 5, 100, 5000)))
     elif kind == "name":
-        port["port"] = draw(st.sampled_from(PORT_NAMES))
+        if draw(st.integers(0, 2)) > 0:
+            # a (name, protocol) some pod may declare, so named ports do resolve
+            name, _, proto = draw(st.sampled_from([c for c in CONTAINER_PORTS if c[0]]))
+            port.pop("protocol", None)
+            if proto != "TCP" or draw(st.booleans()):
+                port["protocol"] = proto
+            port["port"] = name
+        else:
+            port["port"] = draw(st.sampled_from(PORT_NAMES))
     return port
 
 
@@ -262,11 +296,10 @@ def policies(draw: st.DrawFn, ns_labels: Mapping[str, Mapping[str, str]],
              world_ips: list[str], index: int) -> dict[str, Any]:
     ns_palette: dict[str, tuple[str, ...]] = dict(NAMESPACE_LABELS)
     ns_palette["kubernetes.io/metadata.name"] = (*NAMESPACE_NAMES,)
-    spec: dict[str, Any] = {"podSelector": draw(label_selectors(POD_LABELS))}
-    types = draw(st.sampled_from((
-        None, None, [], ["Ingress"], ["Egress"], ["Egress"], ["Ingress", "Egress"],
-        ["Egress", "Ingress"],
-    )))
+    # a third of the policies select every pod of their namespace, so most isolate someone
+    pod_selector = {} if draw(st.integers(0, 2)) == 0 else draw(label_selectors(POD_LABELS))
+    spec: dict[str, Any] = {"podSelector": pod_selector}
+    types = draw(st.sampled_from(POLICY_TYPES))
     if types is not None:
         spec["policyTypes"] = list(types)  # no shared objects, so no YAML aliases
     for key, peers_key in (("ingress", "from"), ("egress", "to")):
@@ -291,11 +324,17 @@ def endpoint_ips(world: World) -> list[str]:
     return sorted(set(ips))
 
 
-def interesting_ports(world: World, dst_pod: Pod | None) -> list[tuple[str, int]]:
-    """(protocol, port) pairs on and around the ports the policies and the pod name."""
+def interesting_ports(
+    world: World, src_pod: Pod | None, dst_pod: Pod | None
+) -> list[tuple[str, int]]:
+    """(protocol, port) pairs on and around the ports the policies and the pods name.
+
+    Container ports of both ends, under every protocol: a named port must resolve on the
+    destination (not the source) and with the rule's protocol (not any)."""
     found: set[tuple[str, int]] = set()
-    if dst_pod is not None:
-        found.update((cp.protocol, cp.number) for cp in dst_pod.ports)
+    for p in (src_pod, dst_pod):
+        if p is not None:
+            found.update((proto, cp.number) for cp in p.ports for proto in PROTOCOLS)
     for pol in world.policies:
         spec = pol["spec"]
         for rule in (spec.get("ingress") or []) + (spec.get("egress") or []):
@@ -310,40 +349,142 @@ def interesting_ports(world: World, dst_pod: Pod | None) -> list[tuple[str, int]
     return sorted((proto, p) for proto, p in found if 0 < p < 32768)
 
 
+def family(ip: str) -> int:
+    return ipaddress.ip_address(ip).version
+
+
+@st.composite
+def protocol_and_port(draw: st.DrawFn, world: World, src: str, dst: str) -> tuple[str, int]:
+    proto = draw(st.sampled_from(("TCP", "TCP", "TCP", "UDP", "SCTP", "ICMP")))
+    if proto == "ICMP":
+        return ("ICMPv6" if family(src) == 6 else "ICMP"), 0
+    near = interesting_ports(world, resolve_pod(world, src), resolve_pod(world, dst))
+    if near and draw(st.booleans()):
+        return draw(st.sampled_from(near))
+    return proto, draw(st.sampled_from(PORT_NUMBERS))
+
+
+@st.composite
+def random_flow_ends(draw: st.DrawFn, world: World) -> tuple[str, str]:
+    """Any two endpoints of one address family, at least one of them a real pod."""
+    pod_ips = {ip: p for p in world.pods if not p.host_network for ip in p.ips}
+    pod_ip = draw(st.sampled_from(sorted(pod_ips)))
+    others = [ip for ip in endpoint_ips(world) if family(ip) == family(pod_ip)]
+    pod_others = [ip for ip in others if ip in pod_ips and ip != pod_ip]
+    if pod_others and draw(st.booleans()):
+        other = draw(st.sampled_from(pod_others))  # pod to pod, half the time
+    else:
+        other = draw(st.sampled_from(others))  # rarely the pod itself
+    return (pod_ip, other) if draw(st.booleans()) else (other, pod_ip)
+
+
+@st.composite
+def targeted_flow(draw: st.DrawFn, world: World) -> Flow | None:
+    """A flow aimed at one rule: from/to a pod its policy selects, a peer the rule names
+    (or a near miss), a port the rule names. Random flows rarely get this close."""
+    if not world.policies:
+        return None
+    pol = draw(st.sampled_from(world.policies))
+    direction = draw(st.sampled_from(("ingress", "egress")))
+    rules_here = pol["spec"].get(direction) or []
+    if not rules_here:
+        return None
+    rule = draw(st.sampled_from(rules_here))
+    ns = pol["metadata"]["namespace"]
+    real = [p for p in world.pods if not p.host_network]
+    selected = [p for p in real if p.namespace == ns
+                and selector_matches(pol["spec"].get("podSelector"), p.labels)]
+    subject = draw(st.sampled_from(selected or real))
+    # the peer: an address the rule names, or any endpoint
+    peer_list = rule.get("from" if direction == "ingress" else "to") or []
+    candidates = endpoint_ips(world)
+    if peer_list and draw(st.integers(0, 3)) > 0:
+        peer = draw(st.sampled_from(peer_list))
+        if "ipBlock" in peer:
+            net = ipaddress.ip_network(peer["ipBlock"]["cidr"])
+            holes = [ipaddress.ip_network(e) for e in peer["ipBlock"].get("except", [])]
+            inside = [ip for ip in candidates if ipaddress.ip_address(ip) in net]
+            in_hole = [ip for ip in inside if any(ipaddress.ip_address(ip) in h for h in holes)]
+            candidates = (in_hole if in_hole and draw(st.booleans()) else inside) or candidates
+        else:
+            matching = [ip for p in real for ip in p.ips
+                        if peer_matches(world, peer, ns, ip, p)]
+            candidates = matching or candidates
+    candidates = [ip for ip in candidates if any(family(ip) == family(s) for s in subject.ips)]
+    if not candidates:
+        return None
+    remote = draw(st.sampled_from(candidates))
+    local = next(ip for ip in subject.ips if family(ip) == family(remote))
+    src, dst = (remote, local) if direction == "ingress" else (local, remote)
+    # the port: one the rule names, resolved on the destination pod if it is a name
+    port_list = rule.get("ports") or []
+    if not port_list or draw(st.integers(0, 4)) == 0:
+        proto, port = draw(protocol_and_port(world, src, dst))
+        return Flow(src, dst, port, proto, 0 if proto.startswith("ICMP") else 40001)
+    ps = draw(st.sampled_from(port_list))
+    proto, want = ps.get("protocol", "TCP"), ps.get("port")
+    if isinstance(want, int):
+        end = ps.get("endPort", want)
+        port = draw(st.sampled_from(sorted({want, end, (want + end) // 2, end + 1})))
+    else:
+        dst_pod = resolve_pod(world, dst)
+        named = [cp.number for cp in (dst_pod.ports if dst_pod else ()) if cp.name == want]
+        port = draw(st.sampled_from(named or list(PORT_NUMBERS)))
+    if not 0 < port < 32768:
+        return None
+    return Flow(src, dst, port, proto, draw(st.integers(40000, 60000)))
+
+
 @st.composite
 def flows(draw: st.DrawFn, world: World) -> tuple[Flow, ...]:
-    real_pods = [p for p in world.pods if not p.host_network]
-    pod_ips = {ip: p for p in real_pods for ip in p.ips}
-    all_ips = endpoint_ips(world)
-    result = []
+    result: list[Flow] = []
+    icmp_pairs: set[frozenset[str]] = set()
     for _ in range(draw(st.integers(10, 40))):
-        # at least one end is a real pod; both ends share an address family
-        pod_ip = draw(st.sampled_from(sorted(pod_ips)))
-        family = ipaddress.ip_address(pod_ip).version
-        others = [
-            ip for ip in all_ips
-            if ipaddress.ip_address(ip).version == family
-            and (ip not in pod_ips or pod_ips[ip] is not pod_ips[pod_ip])
-        ]
-        pod_others = [ip for ip in others if ip in pod_ips]
-        if pod_others and draw(st.booleans()):
-            other = draw(st.sampled_from(pod_others))  # pod to pod, half the time
-        else:
-            other = draw(st.sampled_from(others))
-        src, dst = (pod_ip, other) if draw(st.booleans()) else (other, pod_ip)
-        proto = draw(st.sampled_from(("TCP", "TCP", "TCP", "UDP", "SCTP", "ICMP")))
-        if proto == "ICMP":
-            if family == 6:
-                proto = "ICMPv6"
-            result.append(Flow(src, dst, 0, proto, 0))
-            continue
-        near_policy = interesting_ports(world, pod_ips.get(dst))
-        if near_policy and draw(st.booleans()):
-            proto, port = draw(st.sampled_from(near_policy))
-        else:
-            port = draw(st.sampled_from(PORT_NUMBERS))
-        result.append(Flow(src, dst, port, proto, draw(st.integers(40000, 60000))))
+        flow = draw(targeted_flow(world)) if draw(st.booleans()) else None
+        if flow is None:
+            src, dst = draw(random_flow_ends(world))
+            proto, port = draw(protocol_and_port(world, src, dst))
+            src_port = 0 if proto.startswith("ICMP") else draw(st.integers(40000, 60000))
+            flow = Flow(src, dst, port, proto, src_port)
+        if flow.protocol.startswith("ICMP"):
+            # VPC logs carry no ICMP type: a->b and b->a are indistinguishable from a
+            # request and its reply, so only one direction per pair.
+            pair = frozenset((flow.src, flow.dst))
+            if pair in icmp_pairs:
+                continue
+            icmp_pairs.add(pair)
+        result.append(flow)
     return tuple(result)
+
+
+def probe_matrix(world: World, already: Iterable[Flow] = ()) -> tuple[Flow, ...]:
+    """Every ordered pair of endpoints (one end a real pod, same address family) on every
+    interesting (protocol, port) of that pair, plus one ICMP probe per unordered pair:
+    the truth-table probe of upstream's e2e tests. Deterministic, so a shrunk world
+    keeps a full probe set; the drawn flows add random src ports, times, and repeats."""
+    pod_ips = {ip for p in world.pods if not p.host_network for ip in p.ips}
+    ips = endpoint_ips(world)
+    icmp_pairs = {frozenset((f.src, f.dst)) for f in already if f.protocol.startswith("ICMP")}
+    result: list[Flow] = []
+    for src in ips:
+        for dst in ips:
+            if family(src) != family(dst) or not ({src, dst} & pod_ips):
+                continue
+            src_port = 40000
+            for proto, port in interesting_ports(world, resolve_pod(world, src),
+                                                 resolve_pod(world, dst)):
+                result.append(Flow(src, dst, port, proto, src_port))
+                src_port += 1
+            pair = frozenset((src, dst))
+            if pair not in icmp_pairs:
+                icmp_pairs.add(pair)
+                result.append(Flow(src, dst, 0, "ICMPv6" if family(src) == 6 else "ICMP", 0))
+    return tuple(result)
+
+
+def all_flows(case: Case) -> tuple[Flow, ...]:
+    """The drawn flows followed by the probe matrix."""
+    return case.flows + probe_matrix(case.world, case.flows)
 
 
 # ------------------------------------------------------------------ whole cases

@@ -141,7 +141,7 @@ def test_empty_rule_allows_everything() -> None:
     w = world(np("prod", "deny", podSelector=WEB_SEL), np("prod", "all", ingress=[{}]))
     assert verdict(w, CLIENT.ips[0], WEB.ips[0]) == "allow"
     assert verdict(w, EXTERNAL, WEB.ips[0], 1, "ICMP") == "allow"
-    assert verdict(w, NODES["node-1"], WEB.ips[0], 7, "SCTP") == "allow"
+    assert verdict(w, NODES["node-2"], WEB.ips[0], 7, "SCTP") == "allow"
     v = evaluate(w, CLIENT.ips[0], WEB.ips[0], 80, "TCP")
     assert v.ingress.isolated_by == ("prod/deny", "prod/all")
     assert v.ingress.admitted_by == ("prod/all#ingress[0]",)
@@ -217,7 +217,7 @@ def test_empty_namespace_selector_is_all_pods_everywhere_but_no_external() -> No
     for p in (CLIENT, PRODCLIENT, OTHER, DB):
         assert verdict(w, p.ips[0], WEB.ips[0]) == "allow"
     assert verdict(w, EXTERNAL, WEB.ips[0]) == "deny"
-    assert verdict(w, NODES["node-1"], WEB.ips[0]) == "deny"
+    assert verdict(w, NODES["node-2"], WEB.ips[0]) == "deny"
 
 
 def test_namespace_and_pod_selector_in_one_peer_is_and() -> None:
@@ -255,7 +255,7 @@ def test_selectors_never_match_host_network_pods_or_nodes() -> None:
     rule = {"from": [{"podSelector": {}}, {"namespaceSelector": {}}]}
     w = world(np("prod", "p", podSelector=WEB_SEL, ingress=[rule]))
     assert verdict(w, HOSTNET.ips[0], WEB.ips[0]) == "deny"
-    assert verdict(w, NODES["node-1"], WEB.ips[0]) == "deny"
+    assert verdict(w, NODES["node-2"], WEB.ips[0]) == "deny"
     # and a policy selecting app=client in prod does not isolate the hostNetwork pod
     w = world(np("prod", "iso", podSelector={"matchLabels": {"app": "client"}},
                  policyTypes=["Ingress", "Egress"]))
@@ -278,7 +278,7 @@ def test_ip_block_matches_pod_and_node_ips() -> None:
     w = world(np("prod", "p", podSelector=WEB_SEL, ingress=[{"from": [peer]}]))
     assert verdict(w, PRODCLIENT.ips[0], WEB.ips[0]) == "allow"  # 10.0.1.21
     assert verdict(w, CLIENT.ips[0], WEB.ips[0]) == "deny"  # 10.0.2.20 excepted
-    assert verdict(w, NODES["node-1"], WEB.ips[0]) == "allow"
+    assert verdict(w, NODES["node-2"], WEB.ips[0]) == "allow"
     assert verdict(w, HOSTNET.ips[0], WEB.ips[0]) == "allow"
     assert verdict(w, CLIENT.ips[1], WEB.ips[1]) == "deny"  # IPv6: 0.0.0.0/0 doesn't cover
 
@@ -372,3 +372,22 @@ def test_external_and_node_endpoints_have_no_policy() -> None:
     assert verdict(w, EXTERNAL, NODES["node-1"], 22) == "allow"
     assert verdict(w, WEB.ips[0], EXTERNAL, 443) == "deny"
     assert verdict(w, CLIENT.ips[0], EXTERNAL, 443) == "allow"
+
+
+def test_resident_node_can_always_reach_its_pods() -> None:
+    # "Pods cannot ... block access from their resident node" (kubelet probes)
+    w = world(np("prod", "deny-all", policyTypes=["Ingress", "Egress"]))
+    assert WEB.node == "node-1" and HOSTNET.node == "node-2"
+    assert verdict(w, NODES["node-1"], WEB.ips[0], 8080) == "allow"
+    assert verdict(w, NODES["node-2"], WEB.ips[0], 8080) == "deny"  # another node
+    assert verdict(w, HOSTNET.ips[0], WEB.ips[0], 8080) == "deny"  # hostNetwork on node-2
+    # only ingress: egress from the pod to its node is policed
+    assert verdict(w, WEB.ips[0], NODES["node-1"], 10250) == "deny"
+    # and the exception can be switched off to see the pure policy verdict
+    strict = evaluate(w, NODES["node-1"], WEB.ips[0], 8080, "TCP", resident_node_allowed=False)
+    assert strict.word == "deny"
+
+
+def test_pod_to_itself_is_policed() -> None:
+    w = world(np("prod", "deny", podSelector=WEB_SEL))
+    assert verdict(w, WEB.ips[0], WEB.ips[0], 8080) == "deny"

@@ -87,6 +87,13 @@ def test_ingress_empty_list_vs_empty_rule_vs_absent(simulate_world):
     assert run.verdict(ZA, XA, 80) == "deny"
 
 
+def test_empty_policy_types_list_is_defaulted(simulate_world):
+    pol = netpol("y", "p", {"podSelector": {}, "policyTypes": []})
+    run = simulate_world(world(), [pol], probes((XA, YA), (YA, XA)))
+    assert run.verdict(XA, YA, 80) == "deny"  # Ingress, as if policyTypes were absent
+    assert run.verdict(YA, XA, 80) == "allow"
+
+
 def test_explicit_egress_type_ignores_ingress_rules(simulate_world):
     pol = netpol("y", "p", {"podSelector": {}, "policyTypes": ["Egress"],
                             "ingress": [{"from": [{"podSelector": {}}]}]})

@@ -228,7 +228,7 @@ def compile_networkpolicy(doc: Document) -> Policy:
     _no_unknown(ctx, spec, _SPEC_FIELDS, "spec")
     subject = Subject(selector(ctx, spec.get("podSelector"), "spec.podSelector"), namespace)
     types = _list(ctx, spec.get("policyTypes"), "spec.policyTypes")
-    if "policyTypes" in spec and spec["policyTypes"] is not None:
+    if types:
         if len(types) > 2 or len(set(types)) != len(types):
             raise ctx.fail("spec.policyTypes", "may list Ingress and Egress once each")
         for t in types:
@@ -237,7 +237,8 @@ def compile_networkpolicy(doc: Document) -> Policy:
                                                    "expected Ingress or Egress")
         isolates = frozenset(t.lower() for t in types)
     else:
-        # API server defaulting: Ingress always; Egress only when egress rules exist.
+        # API server defaulting (also for `policyTypes: []`): Ingress always; Egress only
+        # when egress rules exist.
         isolates = frozenset(["ingress"] + (["egress"] if spec.get("egress") else []))
     rules = _rules(ctx, spec, "ingress", namespace) + _rules(ctx, spec, "egress", namespace)
     return Policy(
