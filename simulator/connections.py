@@ -19,7 +19,7 @@ from typing import Any
 
 import duckdb
 
-from . import db
+from . import db, ipnet
 from .ingest.sources import FlowSource
 
 # How a tuple's direction was decided, strongest first. The last two are guesses.
@@ -101,19 +101,25 @@ LEFT JOIN (SELECT pod_ref, any_value(node) AS node, any_value(workload) AS workl
     ON a.f_pod IS NOT NULL AND cp.pod_ref = coalesce(a.f_ns, 'default') || '/' || a.f_pod
 """
 
+IP_RAW_SQL = """
+CREATE OR REPLACE TABLE ip_raw AS
+SELECT DISTINCT ip_raw FROM (
+    SELECT src_ip AS ip_raw FROM tuples WHERE skip_reason IS NULL
+    UNION ALL SELECT dst_ip FROM tuples WHERE skip_reason IS NULL)
+"""
+
+# Needs ip_raw and ipv6 (ipnet.ipv6_table of its IPv6-looking strings).
 IP_INFO_SQL = """
 CREATE OR REPLACE TABLE ip_info AS
-WITH raw AS (
-    SELECT DISTINCT ip_raw FROM (
-        SELECT src_ip AS ip_raw FROM tuples WHERE skip_reason IS NULL
-        UNION ALL SELECT dst_ip FROM tuples WHERE skip_reason IS NULL)
-),
-parsed AS (
-    SELECT ip_raw, ip_canon(ip_raw) AS ip, ip_family(ip_raw) AS family, ip_key(ip_raw) AS key
-    FROM raw
+WITH parsed AS (
+    SELECT r.ip_raw,
+        CASE WHEN ipv4_key(r.ip_raw) IS NOT NULL THEN r.ip_raw ELSE v6.ip END AS ip,
+        CASE WHEN ipv4_key(r.ip_raw) IS NOT NULL THEN 4 WHEN v6.key IS NOT NULL THEN 6 END
+            AS family,
+        coalesce(ipv4_key(r.ip_raw), v6.key) AS key
+    FROM ip_raw r LEFT JOIN ipv6 v6 USING (ip_raw)
 )
-SELECT p.*, EXISTS (SELECT 1 FROM pod_cidr c
-                    WHERE p.key BETWEEN c.lo AND c.hi) AS in_pod_cidr
+SELECT p.*, EXISTS (SELECT 1 FROM pod_cidr c WHERE p.key BETWEEN c.lo AND c.hi) AS in_pod_cidr
 FROM parsed p
 """
 
@@ -234,7 +240,12 @@ def resolve(con: duckdb.DuckDBPyConnection, sources: Sequence[FlowSource],
             server_ports: Sequence[int]) -> int:
     """Resolve tuple endpoints; re-split tuples whose addresses changed hands inside their
     time span. Returns the number of tuples re-split."""
+    db.run(con, IP_RAW_SQL)
+    v6 = [r[0] for r in con.execute(
+        "SELECT ip_raw FROM ip_raw WHERE contains(ip_raw, ':')").fetchall()]
+    con.register("ipv6", ipnet.ipv6_table(v6))
     db.run(con, IP_INFO_SQL)
+    con.unregister("ipv6")
     db.run(con, RESOLVE_SQL, {"epoch": TIME_KNOWN_FROM})
     n = db.one(con, "SELECT count(DISTINCT tuple_id) FROM tuple_ep WHERE ambiguous")
     ambiguous = int(n[0]) if n else 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 
 
 def run(con: duckdb.DuckDBPyConnection, sql: str, params: Any = None) -> None:
@@ -17,3 +18,11 @@ def one(con: duckdb.DuckDBPyConnection, sql: str, params: Any = None) -> tuple[A
     """The single row of a query (drained, see run())."""
     rows = con.execute(sql, params).fetchall()
     return rows[0] if rows else ()
+
+
+def arrow(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
+    """A query's result as an Arrow table (the method's name differs across DuckDB
+    versions)."""
+    result = con.execute(sql)
+    fetch = getattr(result, "to_arrow_table", None) or result.fetch_arrow_table
+    return fetch()

@@ -3,8 +3,8 @@
 A key is the family digit and the address as fixed-width lowercase hex ("4" + 8 digits,
 "6" + 32 digits): string order equals numeric order within a family, and no IPv4 key lies
 between IPv6 bounds or the reverse, so a CIDR match is a pure range join. IPv4 keys are
-computed in SQL (vectorised); IPv6 text has too many spellings for SQL, so distinct IPv6
-strings go through Python's ipaddress once each.
+computed in SQL (vectorised); IPv6 text has too many spellings for SQL, so each distinct
+IPv6 string goes through Python's ipaddress once.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import ipaddress
 from dataclasses import dataclass
 
 import duckdb
+import pyarrow as pa
 
 from . import db
 
@@ -50,35 +51,29 @@ def parse_cidr(text: str) -> CidrRange:
                      str(net))
 
 
-def _ipv6_canon(text: str) -> str | None:
-    try:
-        return str(ipaddress.IPv6Address(text))
-    except ValueError:
-        return None
-
-
-def _ipv6_key(text: str) -> str | None:
-    try:
-        return key_of(ipaddress.IPv6Address(text))
-    except ValueError:
-        return None
+def ipv6_table(texts: list[str]) -> pa.Table:
+    """(ip_raw, ip, key) for IPv6 spellings; ip and key are null when not an address."""
+    ips: list[str | None] = []
+    keys: list[str | None] = []
+    for text in texts:
+        try:
+            addr = ipaddress.IPv6Address(text)
+        except ValueError:
+            ips.append(None)
+            keys.append(None)
+            continue
+        ips.append(str(addr))
+        keys.append(key_of(addr))
+    return pa.table({"ip_raw": pa.array(texts, pa.string()), "ip": pa.array(ips, pa.string()),
+                     "key": pa.array(keys, pa.string())})
 
 
 def register(con: duckdb.DuckDBPyConnection) -> None:
-    """Define ip_canon(s), ip_family(s) and ip_key(s) on a DuckDB connection."""
-    con.create_function("ipv6_canon", _ipv6_canon, ["VARCHAR"], "VARCHAR",
-                        side_effects=False)
-    con.create_function("ipv6_key", _ipv6_key, ["VARCHAR"], "VARCHAR", side_effects=False)
+    """Define ipv4_key(s): the key of a canonical dotted-quad IPv4 address, else null."""
     db.run(con, f"""
-        CREATE OR REPLACE MACRO ip_family(s) AS
-            CASE WHEN regexp_full_match(s, '{IPV4_RE}') THEN 4
-                 WHEN contains(s, ':') AND ipv6_key(s) IS NOT NULL THEN 6 END;
-        CREATE OR REPLACE MACRO ip_canon(s) AS
-            CASE ip_family(s) WHEN 4 THEN s WHEN 6 THEN ipv6_canon(s) END;
-        CREATE OR REPLACE MACRO ip_key(s) AS
-            CASE ip_family(s)
-                WHEN 4 THEN printf('4%02x%02x%02x%02x',
+        CREATE OR REPLACE MACRO ipv4_key(s) AS
+            CASE WHEN regexp_full_match(s, '{IPV4_RE}')
+                 THEN printf('4%02x%02x%02x%02x',
                     split_part(s, '.', 1)::INT, split_part(s, '.', 2)::INT,
-                    split_part(s, '.', 3)::INT, split_part(s, '.', 4)::INT)
-                WHEN 6 THEN ipv6_key(s) END;
+                    split_part(s, '.', 3)::INT, split_part(s, '.', 4)::INT) END
     """)

@@ -44,7 +44,7 @@ class Result:
     _tmp: str | None = None
 
     def connections(self) -> pa.Table:
-        return self.con.execute("SELECT * FROM result").fetch_arrow_table()
+        return db.arrow(self.con, "SELECT * FROM result")
 
     def close(self) -> None:
         self.con.close()

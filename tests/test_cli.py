@@ -297,3 +297,16 @@ def test_bad_pod_cidr_option(inputs):
 
 def test_bad_out_extension(inputs, tmp_path):
     assert_input_error(invoke(*base_args(inputs), "--out", tmp_path / "x.xlsx"), "--out")
+
+
+def test_python_api_returns_the_connections_table(inputs):
+    from simulator.pipeline import Options, run
+
+    result = run(Options(flows=[str(inputs["flows"])], cluster=[str(inputs["cluster"])],
+                         policies=[str(inputs["candidate"])]))
+    try:
+        table = result.connections()
+    finally:
+        result.close()
+    rows = {(r["src_ip"], r["dst_port"]): r for r in table.to_pylist()}
+    assert rows[(XA, 80)]["change"] == "break"
