@@ -23,6 +23,6 @@ def one(con: duckdb.DuckDBPyConnection, sql: str, params: Any = None) -> tuple[A
 def arrow(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
     """A query's result as an Arrow table (the method's name differs across DuckDB
     versions)."""
-    result = con.execute(sql)
-    fetch = getattr(result, "to_arrow_table", None) or result.fetch_arrow_table
+    relation = con.sql(sql)
+    fetch = getattr(relation, "to_arrow_table", None) or relation.arrow
     return fetch()
