@@ -33,6 +33,8 @@ class _Command(click.Command):
 @click.option("--flows", "flows", multiple=True, required=True, metavar="PATH",
               help="Flow records: file, directory or glob (repeatable). AWS VPC flow logs "
                    "(Parquet) or the normalized flow table (Parquet/CSV).")
+@click.option("--flows-format", metavar="NAME",
+              help="Force the flow format instead of detecting it from the content.")
 @click.option("--cluster", multiple=True, metavar="PATH",
               help="kubectl get pods,namespaces,nodes,services,endpointslices -A -o json|yaml "
                    "output: file or directory (repeatable).")
@@ -56,7 +58,7 @@ class _Command(click.Command):
                                                 "directory under the system temp dir).")
 @click.option("--threads", type=int, help="DuckDB threads (default: all cores).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
-def main(flows: tuple[str, ...], cluster: tuple[str, ...], policies: tuple[str, ...],
+def main(flows: tuple[str, ...], flows_format: str | None, cluster: tuple[str, ...], policies: tuple[str, ...],
          baseline: tuple[str, ...], pod_cidrs: tuple[str, ...], out: str | None,
          json_out: str | None, fail_on_break: bool, memory_limit: str,
          temp_dir: str | None, threads: int | None, quiet: bool) -> None:
@@ -75,7 +77,7 @@ def main(flows: tuple[str, ...], cluster: tuple[str, ...], policies: tuple[str, 
     from .progress import Progress
 
     opts = Options(flows=list(flows), policies=list(policies), cluster=list(cluster),
-                   baseline=list(baseline), pod_cidrs=list(pod_cidrs),
+                   baseline=list(baseline), pod_cidrs=list(pod_cidrs), flows_format=flows_format,
                    memory_limit=memory_limit, temp_dir=temp_dir, threads=threads, quiet=quiet)
     try:
         result = run(opts)

@@ -31,6 +31,7 @@ class Options:
     cluster: list[str] = field(default_factory=list)
     baseline: list[str] = field(default_factory=list)
     pod_cidrs: list[str] = field(default_factory=list)
+    flows_format: str | None = None
     memory_limit: str = "1500MB"
     temp_dir: str | None = None
     threads: int | None = None
@@ -109,7 +110,7 @@ def run(opts: Options) -> Result:
 def _run(con: duckdb.DuckDBPyConnection, tmp: str | None, opts: Options, progress: Progress,
          candidate: PolicySet, baseline: PolicySet | None, cluster: Cluster) -> Result:
     idents = catalog.Identities()
-    sources = open_flow_sources(con, opts.flows)
+    sources = open_flow_sources(con, opts.flows, opts.flows_format, tmp or opts.temp_dir)
     catalog.register_cluster(con, cluster, opts.pod_cidrs, idents)
     server_ports = [cp.port for p in cluster.pods for cp in p.ports if cp.port >= EPHEMERAL_MIN]
     with progress.phase("reading flows") as note:

@@ -1,16 +1,27 @@
-"""Find flow files, detect their format from their columns, and build, per group of
-same-shaped files, the SQL that reads their records and groups them into tuples.
+"""Find flow files, detect their format, and build, per group of same-shaped files, the
+SQL that reads their records and groups them into tuples.
 
-A format module gives three things: raw_columns (cheap per-record expressions to group
-on), measures (per-record numbers to aggregate) and post_columns (the pipeline's
-normalized tuple columns, computed once per group from the raw ones). Everything costly
-(string clean-up, verdict mapping, skip reasons) is therefore paid per group, not per
-record.
+A format module (one file per format) gives:
+- REQUIRED: what it expects, for the "unknown format" error;
+- either matches(columns) (tabular formats: Parquet/CSV, detected by their columns), or
+  sniff(head) and describe(head, path) (text formats, detected from the first 64 KiB of
+  text, decompressed; describe returns the format's parameters as a str->str dict) and
+  reader(files, params, numbered) (the SQL row source; when numbered, with `filename`
+  and `place` columns naming where each record is);
+- raw_columns(params): cheap per-record expressions to group on. Must include src_port,
+  dst_port, tcp_flags, is_reply (typed INTEGER/BOOLEAN);
+- measures(params): packets, bytes, t_start, t_end (epoch seconds) per record;
+- post_columns(): src_ip, dst_ip, proto, observed, skip_reason (and identity columns),
+  computed once per group from the raw ones. Everything costly (string clean-up,
+  verdict mapping, skip reasons) is therefore paid per group, not per record.
 """
 
 from __future__ import annotations
 
 import glob
+import gzip
+import shutil
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +36,9 @@ from .schema import IDENTITY_COLUMNS
 PARQUET_SUFFIXES = (".parquet", ".pq")
 CSV_SUFFIXES = (".csv", ".csv.gz")
 FORMATS: dict[str, ModuleType] = {"vpc-parquet": vpc, "normalized": normalized}
+# Detected from content, in this order (the first whose sniff() accepts the head wins).
+TEXT_FORMATS: dict[str, ModuleType] = {}
+HEAD_BYTES = 64 * 1024
 EPHEMERAL_MIN = 32768
 
 # Columns every source's tuple query yields, in this order.
@@ -71,17 +85,32 @@ class FlowSource:
 
     @property
     def module(self) -> ModuleType:
-        return FORMATS[self.format]
+        return FORMATS.get(self.format) or TEXT_FORMATS[self.format]
 
-    def _rows_sql(self, server_ports: Sequence[int], extra_reader: str = "",
-                  extra_cols: str = "") -> str:
+    def reader(self, numbered: bool = False) -> str:
+        """The SQL row source. numbered: with `filename` and `place` (where a record is:
+        Parquet has no lines, so a 1-based record number; text formats a line)."""
+        custom = getattr(self.module, "reader", None)
+        if custom is not None:
+            return custom(list(self.files), dict(self.columns), numbered)
+        if not numbered:
+            return reader_sql(self.kind, self.files)
+        if self.kind == "parquet":
+            r = reader_sql(self.kind, self.files, ", filename = true, file_row_number = true")
+            return f"(SELECT *, 'record ' || (file_row_number + 1) AS place FROM {r})"
+        r = reader_sql(self.kind, self.files, ", filename = true")
+        return (f"(SELECT *, 'line ' || (row_number() OVER (PARTITION BY filename) + 1) "
+                f"AS place FROM {r})")
+
+    def _rows_sql(self, server_ports: Sequence[int], numbered: bool = False) -> str:
         cols = dict(self.columns)
         raw = ",\n            ".join(f"{e} AS {n}" for n, e in {
             **self.module.raw_columns(cols), **self.module.measures(cols)}.items())
+        extra = ", filename, place" if numbered else ""
         return f"""
         SELECT *, {fold_sql(server_ports)} FROM (
-            SELECT {raw}{extra_cols}
-            FROM {reader_sql(self.kind, self.files, extra_reader)})"""
+            SELECT {raw}{extra}
+            FROM {self.reader(numbered)})"""
 
     def tuples_sql(self, server_ports: Sequence[int], *, by_time: bool = False,
                    row_filter: str | None = None) -> str:
@@ -118,31 +147,23 @@ class FlowSource:
             GROUP BY {', '.join(keys)})"""
 
     def examples_sql(self, server_ports: Sequence[int]) -> str:
-        """(filename, place, reason) of every record, for naming skipped ones. Parquet has
-        no lines: a record is named by its 1-based row number; a CSV record by its line
-        (the header is line 1)."""
-        if self.kind == "parquet":
-            extra, place = ", filename = true, file_row_number = true", \
-                "'record ' || (file_row_number + 1)"
-            cols = ", filename, file_row_number"
-        else:
-            extra, place = ", filename = true", \
-                "'line ' || (row_number() OVER (PARTITION BY filename) + 1)"
-            cols = ", filename"
+        """(filename, place, reason) of every record, for naming skipped ones."""
         reason = self.module.post_columns()["skip_reason"]
-        return (f"SELECT filename, {place} AS place, {reason} AS reason "
-                f"FROM ({self._rows_sql(server_ports, extra, cols)})")
+        return (f"SELECT filename, place, {reason} AS reason "
+                f"FROM ({self._rows_sql(server_ports, numbered=True)})")
 
 
-def _expand(paths: Iterable[str]) -> list[Path]:
+def _expand(paths: Iterable[str], spool_dir: str | None) -> list[Path]:
     files: list[Path] = []
     for raw in paths:
         p = Path(raw)
-        if p.is_dir():
+        if raw == "-":
+            files.append(_spool_stdin(spool_dir))
+        elif p.is_dir():
             found = sorted(f for f in p.rglob("*") if f.is_file()
-                           and f.name.lower().endswith(PARQUET_SUFFIXES + CSV_SUFFIXES))
+                           and not f.name.startswith("."))
             if not found:
-                raise InputError(p, "--flows: directory holds no .parquet or .csv files")
+                raise InputError(p, "--flows: directory holds no files")
             files.extend(found)
         elif p.is_file():
             files.append(p)
@@ -156,40 +177,80 @@ def _expand(paths: Iterable[str]) -> list[Path]:
     return files
 
 
-def _describe(con: duckdb.DuckDBPyConnection, path: Path) -> tuple[str, dict[str, str]]:
+def _spool_stdin(spool_dir: str | None) -> Path:
+    """Standard input is read more than once (grouping, then examples of skipped records),
+    so it is copied to a file first."""
+    import tempfile
+
+    fd, name = tempfile.mkstemp(prefix="stdin-", suffix=".flows", dir=spool_dir)
+    with open(fd, "wb") as out:
+        shutil.copyfileobj(sys.stdin.buffer, out, 1 << 20)
+    return Path(name)
+
+
+def _head(path: Path) -> str:
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(HEAD_BYTES)
+        if raw[:2] == b"\x1f\x8b":
+            with gzip.open(path, "rb") as gz:
+                raw = gz.read(HEAD_BYTES)
+    except (OSError, EOFError) as e:
+        raise InputError(path, f"cannot read: {e}") from None
+    return raw.decode("utf-8", errors="replace")
+
+
+def _describe(con: duckdb.DuckDBPyConnection, path: Path,
+              forced: str | None) -> tuple[str, str, dict[str, str]]:
+    """(format, kind, columns-or-params) of one flow file."""
     name = path.name.lower()
-    if name.endswith(PARQUET_SUFFIXES):
+    with path.open("rb") as fh:
+        magic = fh.read(4)
+    if magic == b"PAR1" or (name.endswith(PARQUET_SUFFIXES) and forced not in TEXT_FORMATS):
         kind = "parquet"
-    elif name.endswith(CSV_SUFFIXES):
+    elif name.endswith(CSV_SUFFIXES) and forced not in TEXT_FORMATS:
         kind = "csv"
     else:
-        with path.open("rb") as fh:
-            kind = "parquet" if fh.read(4) == b"PAR1" else "unknown"
-    if kind == "unknown":
-        raise InputError(path, "unknown flow file format: expected AWS VPC flow logs in "
+        head = _head(path)
+        for fmt, module in TEXT_FORMATS.items():
+            if forced == fmt or (forced is None and module.sniff(head)):
+                return fmt, "text", module.describe(head, path)
+        expected = "; ".join(f"{n}: {m.REQUIRED}" for n, m in TEXT_FORMATS.items())
+        raise InputError(path, "unknown flow file format: expected Parquet or CSV flow "
+                               f"tables, or one of — {expected}" if expected else
+                               "unknown flow file format: expected AWS VPC flow logs in "
                                "Parquet or a normalized flow table (.parquet or .csv)")
     try:
         rows = con.execute(f"DESCRIBE SELECT * FROM {reader_sql(kind, [str(path)])}").fetchall()
     except duckdb.Error as e:
         first = str(e).strip().splitlines()[0]
         raise InputError(path, f"not a readable {kind.upper()} file: {first}") from None
-    return kind, {str(r[0]).lower(): str(r[1]) for r in rows}
+    columns = {str(r[0]).lower(): str(r[1]) for r in rows}
+    return detect(path, columns, forced), kind, columns
 
 
-def detect(path: Path, columns: dict[str, str]) -> str:
+def detect(path: Path, columns: dict[str, str], forced: str | None = None) -> str:
     for name, module in FORMATS.items():
-        if module.matches(columns):
+        if forced in (None, name) and module.matches(columns):
             return name
     expected = "; ".join(f"{n}: {', '.join(m.REQUIRED)}" for n, m in FORMATS.items())
     raise InputError(path, f"unknown flow schema (columns: {', '.join(sorted(columns))}); "
                            f"expected the columns of one of — {expected}")
 
 
-def open_flow_sources(con: duckdb.DuckDBPyConnection, paths: Iterable[str]) -> list[FlowSource]:
+def format_names() -> list[str]:
+    return list(FORMATS) + list(TEXT_FORMATS)
+
+
+def open_flow_sources(con: duckdb.DuckDBPyConnection, paths: Iterable[str],
+                      forced: str | None = None,
+                      spool_dir: str | None = None) -> list[FlowSource]:
+    if forced is not None and forced not in format_names():
+        raise InputError("--flows-format", f"unknown format {forced!r}; expected one of "
+                                           f"{', '.join(format_names())}")
     groups: dict[tuple[str, str, tuple[tuple[str, str], ...]], list[str]] = {}
-    for path in _expand(paths):
-        kind, columns = _describe(con, path)
-        fmt = detect(path, columns)
+    for path in _expand(paths, spool_dir):
+        fmt, kind, columns = _describe(con, path, forced)
         groups.setdefault((fmt, kind, tuple(sorted(columns.items()))), []).append(str(path))
     return [FlowSource(fmt, kind, tuple(files), cols)
             for (fmt, kind, cols), files in groups.items()]
