@@ -58,9 +58,9 @@ class _Command(click.Command):
                                                 "directory under the system temp dir).")
 @click.option("--threads", type=int, help="DuckDB threads (default: all cores).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
-def main(flows: tuple[str, ...], flows_format: str | None, cluster: tuple[str, ...], policies: tuple[str, ...],
-         baseline: tuple[str, ...], pod_cidrs: tuple[str, ...], out: str | None,
-         json_out: str | None, fail_on_break: bool, memory_limit: str,
+def main(flows: tuple[str, ...], flows_format: str | None, cluster: tuple[str, ...],
+         policies: tuple[str, ...], baseline: tuple[str, ...], pod_cidrs: tuple[str, ...],
+         out: str | None, json_out: str | None, fail_on_break: bool, memory_limit: str,
          temp_dir: str | None, threads: int | None, quiet: bool) -> None:
     """Replay recorded traffic against NetworkPolicies and report which connections the
     candidate policies would break, which they would newly allow, and why.
