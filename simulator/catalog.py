@@ -125,10 +125,11 @@ def register_flow_pods(con: duckdb.DuckDBPyConnection, idents: Identities) -> in
     rows = con.execute("""
         SELECT DISTINCT namespace, pod, labels, ns_labels FROM (
             SELECT src_namespace AS namespace, src_pod AS pod, src_labels AS labels,
-                   src_namespace_labels AS ns_labels FROM tuples WHERE src_pod IS NOT NULL
+                   src_namespace_labels AS ns_labels FROM tuples
+            WHERE src_pod IS NOT NULL OR lower(src_kind) = 'pod'
             UNION ALL
             SELECT dst_namespace, dst_pod, dst_labels, dst_namespace_labels
-            FROM tuples WHERE dst_pod IS NOT NULL)""").fetchall()
+            FROM tuples WHERE dst_pod IS NOT NULL OR lower(dst_kind) = 'pod')""").fetchall()
     data: dict[str, list[Any]] = {"namespace": [], "pod": [], "labels": [], "ident_id": []}
     bad = 0
     for ns, pod, labels_text, ns_text in rows:

@@ -38,11 +38,11 @@ CREATE OR REPLACE TABLE tuple_ep AS
 WITH sides AS (
     SELECT tuple_id, 'src' AS side, src_ip AS ip_raw, src_namespace AS f_ns,
            src_pod AS f_pod, src_workload AS f_workload, src_labels AS f_labels,
-           t_first, t_last_start
+           lower(src_kind) AS f_kind, t_first, t_last_start
     FROM tuples WHERE skip_reason IS NULL
     UNION ALL
     SELECT tuple_id, 'dst', dst_ip, dst_namespace, dst_pod, dst_workload, dst_labels,
-           t_first, t_last_start
+           lower(dst_kind), t_first, t_last_start
     FROM tuples WHERE skip_reason IS NULL
 ),
 addressed AS (
@@ -67,36 +67,56 @@ partial AS (
     JOIN holder h ON h.ip = a.ip AND h.created <= a.t_last_start AND a.t_first < h.deleted
     WHERE a.f_pod IS NULL AND a.t_first >= $epoch
       AND NOT (h.created <= a.t_first AND a.t_last_start < h.deleted)
+),
+-- A side is a flow-named pod when the flow names it, or when the flow only gives its
+-- identity (a remote pod Hubble knows by labels) and the snapshot does not know the IP.
+decided AS (
+    SELECT a.*, c.holder_id,
+        a.f_pod IS NOT NULL OR coalesce(a.f_kind = 'pod' AND c.holder_id IS NULL, false)
+            AS fpod
+    FROM addressed a LEFT JOIN covering c USING (tuple_id, side)
 )
 SELECT
     a.tuple_id, a.side, a.ip, a.family, a.key,
     p.tuple_id IS NOT NULL AS ambiguous,
-    CASE WHEN a.f_pod IS NOT NULL THEN 'pod'
+    CASE WHEN a.fpod THEN 'pod'
          WHEN a.ip IS NULL THEN 'invalid'
          WHEN h.kind IS NOT NULL THEN h.kind
+         WHEN a.f_kind IN ('node', 'host') THEN 'node'
+         WHEN a.f_kind = 'external' THEN 'external'
          WHEN a.in_pod_cidr THEN 'unresolved'
          ELSE 'external' END AS kind,
-    CASE WHEN a.f_pod IS NOT NULL THEN coalesce(a.f_ns, 'default') || '/' || a.f_pod
+    CASE WHEN a.fpod THEN coalesce(a.f_ns, 'default') || '/' || coalesce(a.f_pod, a.ip)
          WHEN h.kind IS NOT NULL THEN h.ep_name
+         WHEN a.f_kind = 'host' THEN 'host/' || a.ip
+         WHEN a.f_kind = 'node' THEN 'node/' || a.ip
          ELSE a.ip END AS ep_name,
-    CASE WHEN a.f_pod IS NOT NULL THEN coalesce(a.f_ns, 'default') ELSE h.namespace END
-        AS namespace,
-    coalesce(a.f_pod, h.pod) AS pod,
-    CASE WHEN a.f_pod IS NOT NULL THEN coalesce(a.f_workload, cp.workload, 'Pod/' || a.f_pod)
+    CASE WHEN a.fpod THEN coalesce(a.f_ns, 'default') ELSE h.namespace END AS namespace,
+    CASE WHEN a.fpod THEN a.f_pod ELSE h.pod END AS pod,
+    CASE WHEN a.fpod THEN coalesce(a.f_workload, cp.workload,
+            -- <deployment>-<pod-template-hash>-<suffix>, in Kubernetes' name alphabet
+            'Deployment/' || regexp_extract(a.f_pod,
+                '^(.+)-[bcdfghjklmnpqrstvwxz2-9]{6,10}-[bcdfghjklmnpqrstvwxz2-9]{5}$', 1)
+                                                                        .nullif(''),
+            'Pod/' || a.f_pod)
          ELSE h.workload END AS workload,
-    coalesce(h.node, cp.node) AS node,
-    CASE WHEN a.f_pod IS NOT NULL THEN coalesce(a.f_ns, 'default') || '/' || a.f_pod
+    -- a flow's "host" is the node it was observed on: the pod's own node
+    CASE WHEN h.kind IS NULL AND a.f_kind = 'host' THEN '(observing node)'
+         ELSE coalesce(h.node, cp.node) END AS node,
+    CASE WHEN a.fpod THEN coalesce(a.f_ns, 'default') || '/' || a.f_pod
          ELSE h.pod_ref END AS pod_ref,
-    CASE WHEN a.f_pod IS NOT NULL THEN fp.ident_id ELSE h.ident_id END AS ident_id,
-    a.f_pod IS NOT NULL AND fp.ident_id IS NULL AS bad_labels
-FROM addressed a
-LEFT JOIN covering c USING (tuple_id, side)
-LEFT JOIN holder h ON h.holder_id = c.holder_id
+    -- a flow that names a pod but not its labels (a field mask): the snapshot's labels
+    CASE WHEN a.fpod AND a.f_labels IS NULL THEN coalesce(cp.ident_id, fp.ident_id)
+         WHEN a.fpod THEN fp.ident_id ELSE h.ident_id END AS ident_id,
+    a.fpod AND fp.ident_id IS NULL AS bad_labels
+FROM decided a
+LEFT JOIN holder h ON h.holder_id = a.holder_id
 LEFT JOIN partial p ON p.tuple_id = a.tuple_id AND p.side = a.side
-LEFT JOIN flow_pod fp ON a.f_pod IS NOT NULL AND fp.namespace = coalesce(a.f_ns, 'default')
-    AND fp.pod = a.f_pod AND fp.labels IS NOT DISTINCT FROM a.f_labels
+LEFT JOIN flow_pod fp ON a.fpod AND fp.namespace = coalesce(a.f_ns, 'default')
+    AND fp.pod IS NOT DISTINCT FROM a.f_pod AND fp.labels IS NOT DISTINCT FROM a.f_labels
 -- the snapshot fills what a flow-named pod lacks (its node, its owner)
-LEFT JOIN (SELECT pod_ref, any_value(node) AS node, any_value(workload) AS workload
+LEFT JOIN (SELECT pod_ref, any_value(node) AS node, any_value(workload) AS workload,
+                  any_value(ident_id) AS ident_id
            FROM holder WHERE kind = 'pod' GROUP BY pod_ref) cp
     ON a.f_pod IS NOT NULL AND cp.pod_ref = coalesce(a.f_ns, 'default') || '/' || a.f_pod
 """

@@ -169,7 +169,8 @@ SELECT cd.conn_id, cd.direction, ps.pset,
         WHEN cd.subj_kind IN ('node', 'external') THEN 'allow'
         WHEN cd.subj_kind <> 'pod' THEN 'unknown'
         WHEN cd.direction = 'ingress' AND cd.peer_kind = 'node'
-             AND cd.peer_node = cd.subj_node THEN 'allow'
+             AND (cd.peer_node = cd.subj_node OR cd.peer_node = '(observing node)')
+            THEN 'allow'
         WHEN i.isolated_by IS NULL THEN 'allow'
         WHEN len(a.allowed_by) > 0 THEN 'allow'
         WHEN a.maybe THEN 'unknown'
@@ -180,7 +181,8 @@ SELECT cd.conn_id, cd.direction, ps.pset,
             THEN cd.direction || ': ' || cd.subj_kind || ' endpoint, no policy applies'
         WHEN cd.subj_kind <> 'pod'
             THEN cd.direction || ': ' || cd.subj_kind || ' endpoint, policies not known'
-        WHEN cd.direction = 'ingress' AND cd.peer_kind = 'node' AND cd.peer_node = cd.subj_node
+        WHEN cd.direction = 'ingress' AND cd.peer_kind = 'node'
+             AND (cd.peer_node = cd.subj_node OR cd.peer_node = '(observing node)')
             THEN 'ingress: from the pod''s own node (kubelet probes), always allowed'
         WHEN i.isolated_by IS NULL THEN cd.direction || ': not isolated'
         WHEN len(a.allowed_by) > 0

@@ -28,12 +28,17 @@ FLOW_SCHEMA = pa.schema([
     pa.field("src_workload", pa.string()),
     pa.field("src_labels", pa.string()),
     pa.field("src_namespace_labels", pa.string()),
+    # What a non-pod endpoint is, when the source knows: node | host (the node the flow
+    # was observed on: a pod's own node) | external.
+    pa.field("src_kind", pa.string()),
     pa.field("dst_namespace", pa.string()),
     pa.field("dst_pod", pa.string()),
     pa.field("dst_workload", pa.string()),
     pa.field("dst_labels", pa.string()),
     pa.field("dst_namespace_labels", pa.string()),
+    pa.field("dst_kind", pa.string()),
 ])
 NORMALIZED_REQUIRED = ("start_time", "src_ip", "dst_ip", "dst_port", "protocol")
 IDENTITY_COLUMNS = tuple(f"{side}_{c}" for side in ("src", "dst")
-                         for c in ("namespace", "pod", "workload", "labels", "namespace_labels"))
+                         for c in ("namespace", "pod", "workload", "labels", "namespace_labels",
+                                   "kind"))

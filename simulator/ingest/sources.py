@@ -7,7 +7,9 @@ A format module (one file per format) gives:
   sniff(head) and describe(head, path) (text formats, detected from the first 64 KiB of
   text, decompressed; describe returns the format's parameters as a str->str dict) and
   reader(files, params, numbered) (the SQL row source; when numbered, with `filename`
-  and `place` columns naming where each record is);
+  and `place` columns naming where each record is). A text format may list in OPTIONS
+  the run options (open_flow_sources keywords, e.g. vpc_fields) that its sniff() and
+  describe() take as keyword arguments;
 - raw_columns(params): cheap per-record expressions to group on. Must include src_port,
   dst_port, tcp_flags, is_reply (typed INTEGER/BOOLEAN);
 - measures(params): packets, bytes, t_start, t_end (epoch seconds) per record;
@@ -30,14 +32,15 @@ from types import ModuleType
 import duckdb
 
 from ..errors import InputError
-from . import normalized, vpc
+from . import hubble, normalized, vpc, vpc_cloudwatch, vpc_text
 from .schema import IDENTITY_COLUMNS
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 CSV_SUFFIXES = (".csv", ".csv.gz")
 FORMATS: dict[str, ModuleType] = {"vpc-parquet": vpc, "normalized": normalized}
 # Detected from content, in this order (the first whose sniff() accepts the head wins).
-TEXT_FORMATS: dict[str, ModuleType] = {}
+TEXT_FORMATS: dict[str, ModuleType] = {"hubble": hubble, "vpc-text": vpc_text,
+                                         "vpc-cloudwatch": vpc_cloudwatch}
 HEAD_BYTES = 64 * 1024
 EPHEMERAL_MIN = 32768
 
@@ -200,8 +203,8 @@ def _head(path: Path) -> str:
     return raw.decode("utf-8", errors="replace")
 
 
-def _describe(con: duckdb.DuckDBPyConnection, path: Path,
-              forced: str | None) -> tuple[str, str, dict[str, str]]:
+def _describe(con: duckdb.DuckDBPyConnection, path: Path, forced: str | None,
+              options: dict[str, str] | None = None) -> tuple[str, str, dict[str, str]]:
     """(format, kind, columns-or-params) of one flow file."""
     name = path.name.lower()
     with path.open("rb") as fh:
@@ -213,8 +216,10 @@ def _describe(con: duckdb.DuckDBPyConnection, path: Path,
     else:
         head = _head(path)
         for fmt, module in TEXT_FORMATS.items():
-            if forced == fmt or (forced is None and module.sniff(head)):
-                return fmt, "text", module.describe(head, path)
+            opts = {k: v for k, v in (options or {}).items()
+                    if k in getattr(module, "OPTIONS", ())}
+            if forced == fmt or (forced is None and module.sniff(head, **opts)):
+                return fmt, "text", module.describe(head, path, **opts)
         expected = "; ".join(f"{n}: {m.REQUIRED}" for n, m in TEXT_FORMATS.items())
         raise InputError(path, "unknown flow file format: expected Parquet or CSV flow "
                                f"tables, or one of — {expected}" if expected else
@@ -244,13 +249,16 @@ def format_names() -> list[str]:
 
 def open_flow_sources(con: duckdb.DuckDBPyConnection, paths: Iterable[str],
                       forced: str | None = None,
-                      spool_dir: str | None = None) -> list[FlowSource]:
+                      spool_dir: str | None = None,
+                      vpc_fields: str | None = None) -> list[FlowSource]:
+    """vpc_fields: the field list of VPC flow log text without a header line."""
     if forced is not None and forced not in format_names():
         raise InputError("--flows-format", f"unknown format {forced!r}; expected one of "
                                            f"{', '.join(format_names())}")
+    options = {"vpc_fields": vpc_fields} if vpc_fields else {}
     groups: dict[tuple[str, str, tuple[tuple[str, str], ...]], list[str]] = {}
     for path in _expand(paths, spool_dir):
-        fmt, kind, columns = _describe(con, path, forced)
+        fmt, kind, columns = _describe(con, path, forced, options)
         groups.setdefault((fmt, kind, tuple(sorted(columns.items()))), []).append(str(path))
     return [FlowSource(fmt, kind, tuple(files), cols)
             for (fmt, kind, cols), files in groups.items()]

@@ -1,0 +1,230 @@
+"""Cilium Hubble flows: real samples, identity from the flow itself, and a break found from
+a Hubble file alone."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+from worldfiles import namespace, netpol, pod, write_cluster, write_policies
+
+from simulator.cli import main
+
+HUBBLE = Path(__file__).parent / "fixtures" / "hubble"
+
+
+def run(*args: Any, input: str | None = None) -> tuple[Any, list[dict[str, Any]], dict]:
+    out = Path(args[args.index("--out") + 1]) if "--out" in args else None
+    js = Path(args[args.index("--json") + 1]) if "--json" in args else None
+    result = CliRunner().invoke(main, [str(a) for a in args], input=input)
+    assert result.exit_code == 0, result.output
+    rows = pq.read_table(out).to_pylist() if out else []
+    summary = json.loads(js.read_text())["summary"] if js else {}
+    return result, rows, summary
+
+
+def endpoint(ns: str | None, name: str | None, labels: list[str],
+             workload: str | None = None) -> dict[str, Any]:
+    ep: dict[str, Any] = {"labels": labels}
+    if ns:
+        ep["namespace"] = ns
+    if name:
+        ep["pod_name"] = name
+    if workload:
+        ep["workloads"] = [{"name": workload, "kind": "Deployment"}]
+    return ep
+
+
+def flow(src: str, dst: str, sport: int, dport: int, source: dict, destination: dict, *,
+         verdict: str = "FORWARDED", reply: bool | None = False, flags: dict | None = None,
+         point: str = "TO_ENDPOINT", t: str = "2024-06-01T12:00:00.100Z",
+         wrapped: bool = True) -> str:
+    f: dict[str, Any] = {
+        "time": t, "verdict": verdict,
+        "IP": {"source": src, "destination": dst, "ipVersion": "IPv4"},
+        "l4": {"TCP": {"source_port": sport, "destination_port": dport,
+                       "flags": flags or {"SYN": True}}},
+        "source": source, "destination": destination, "Type": "L3_L4",
+        "node_name": "kind/worker", "event_type": {"type": 4},
+        "trace_observation_point": point,
+    }
+    if reply is not None:
+        f["is_reply"] = reply
+    if verdict == "DROPPED":
+        f["drop_reason_desc"] = "POLICY_DENIED"
+        f["event_type"] = {"type": 1, "sub_type": 133}
+    return json.dumps({"flow": f, "node_name": "kind/worker", "time": t} if wrapped else f)
+
+
+WEB = endpoint("shop", "web-7d9f8c6b5-x2x4z",
+               ["k8s:app=web", "k8s:io.kubernetes.pod.namespace=shop",
+                "k8s:io.cilium.k8s.namespace.labels.team=storefront",
+                "k8s:io.cilium.k8s.policy.serviceaccount=web"], "web")
+API = endpoint("pay", "api-5c6d7f8b9-abcde",
+               ["k8s:app=api", "k8s:io.kubernetes.pod.namespace=pay",
+                "k8s:io.cilium.k8s.namespace.labels.team=payments"], "api")
+BATCH = endpoint("pay", "batch-0", ["k8s:app=batch", "k8s:io.kubernetes.pod.namespace=pay",
+                                    "k8s:io.cilium.k8s.namespace.labels.team=payments"])
+WORLD = endpoint(None, None, ["reserved:world"])
+HOST = endpoint(None, None, ["reserved:host"])
+
+API_POLICY = netpol("pay", "api", {"podSelector": {"matchLabels": {"app": "api"}}, "ingress": [
+    {"from": [{"namespaceSelector": {"matchLabels": {"team": "payments"}}}],
+     "ports": [{"port": 8443}]}]})
+
+
+def test_hubble_file_alone_finds_a_break(tmp_path):
+    lines = [
+        flow("10.1.0.5", "10.2.0.9", 40000, 8443, WEB, API),
+        # the same SYN seen again where it left the sender: one packet, one record
+        flow("10.1.0.5", "10.2.0.9", 40000, 8443, WEB, API, point="TO_STACK"),
+        flow("10.2.0.9", "10.1.0.5", 8443, 40000, API, WEB, reply=True,
+             flags={"SYN": True, "ACK": True}),
+        flow("10.2.0.7", "10.2.0.9", 41000, 8443, BATCH, API),
+        flow("203.0.113.9", "10.2.0.9", 42000, 8443, WORLD, API, verdict="DROPPED",
+             reply=None),
+        flow("10.0.0.1", "10.2.0.9", 43000, 8443, HOST, API),
+    ]
+    (tmp_path / "flows.json").write_text("\n".join(lines) + "\n")
+    write_policies(tmp_path / "p", [API_POLICY])
+    _, rows, summary = run("--flows", tmp_path / "flows.json", "--policies", tmp_path / "p",
+                           "--out", tmp_path / "o.parquet", "--json", tmp_path / "o.json",
+                           "-q")
+    by_src = {r["src_ip"]: r for r in rows}
+    assert set(by_src) == {"10.1.0.5", "10.2.0.7", "203.0.113.9", "10.0.0.1"}
+    web = by_src["10.1.0.5"]
+    assert (web["src_kind"], web["dst_kind"], web["dst_port"]) == ("pod", "pod", 8443)
+    assert (web["src_workload"], web["dst_workload"]) == ("Deployment/web", "Deployment/api")
+    assert (web["flows"], web["reply_flows"]) == (2, 1)  # duplicate observation dropped
+    assert web["change"] == "break"
+    assert "isolated by pay/api" in web["candidate_reason"]
+    # namespace labels come from io.cilium.k8s.namespace.labels.*
+    assert by_src["10.2.0.7"]["change"] == "still_allowed"
+    world = by_src["203.0.113.9"]
+    assert (world["src_kind"], world["observed"], world["change"]) == \
+        ("external", "denied", "still_denied")
+    host = by_src["10.0.0.1"]
+    assert (host["src_kind"], host["candidate"]) == ("node", "allow")  # the pod's own node
+    assert summary["flows"]["read"] == 6 - 1
+
+
+def test_real_samples_read_without_crashing(tmp_path):
+    write_policies(tmp_path / "p", [])
+    for f in sorted(HUBBLE.iterdir()):
+        _, rows, summary = run("--flows", f, "--policies", tmp_path / "p",
+                               "--out", tmp_path / f"{f.stem}.parquet",
+                               "--json", tmp_path / f"{f.stem}.json", "-q")
+        fl = summary["flows"]
+        assert fl["read"] == fl["evaluated"] + sum(fl["skipped"].values()), f.name
+
+
+def test_sample_identity_and_replies():
+    """basic-sample-10-flows: bookinfo pods talking through the node (reserved:host);
+    half the packets are replies, which fold into their connections."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t = Path(tmp)
+        write_policies(t / "p", [])
+        _, rows, summary = run("--flows", HUBBLE / "basic-sample-10-flows.json",
+                               "--policies", t / "p", "--out", t / "o.parquet",
+                               "--json", t / "o.json", "-q")
+    assert summary["flows"]["read"] == 10
+    assert sum(r["flows"] for r in rows) == 10
+    assert sum(r["reply_flows"] for r in rows) == 5
+    namespaces = {r["src_namespace"] for r in rows} | {r["dst_namespace"] for r in rows}
+    assert "bookinfo" in namespaces
+    assert {r["src_kind"] for r in rows} | {r["dst_kind"] for r in rows} >= {"pod", "node"}
+
+
+def test_l7_events_are_counted_not_replayed(tmp_path):
+    write_policies(tmp_path / "p", [])
+    _, rows, summary = run("--flows", HUBBLE / "basic-sample-5-dns-flows.json", "--policies",
+                           tmp_path / "p", "--json", tmp_path / "o.json", "-q")
+    assert summary["flows"]["skipped"] == {
+        "L7 event (DNS/HTTP/Kafka), counted not replayed": 5}
+    assert summary["connections"]["total"] == 0
+
+
+def test_bare_and_wrapped_lines_are_the_same_flow(tmp_path):
+    write_policies(tmp_path / "p", [])
+    _, rows, summary = run("--flows", HUBBLE / "cilium-printer-test-json-vs-jsonpb.jsonl",
+                           "--policies", tmp_path / "p", "--out", tmp_path / "o.parquet",
+                           "--json", tmp_path / "o.json", "-q")
+    assert len(rows) == 1
+    assert (rows[0]["src_ip"], rows[0]["dst_ip"], rows[0]["dst_port"]) == \
+        ("1.1.1.1", "2.2.2.2", 8080)
+    assert rows[0]["observed"] == "denied"
+
+
+def test_field_masked_exporter_flow_gets_labels_from_the_snapshot(tmp_path):
+    """The exporter sample keeps only namespace and pod_name: with --cluster, the pods'
+    labels come from the snapshot, so the policy's podSelector can be evaluated."""
+    objs = [namespace("default"),
+            pod("default", "xwing", "10.244.1.60", {"class": "xwing"}, []),
+            pod("default", "deathstar-7848d6c4d5-th9v2", "10.244.1.5",
+                {"class": "deathstar", "org": "empire", "pod-template-hash": "7848d6c4d5"},
+                [(None, 80, "TCP")], owner=("ReplicaSet", "deathstar-7848d6c4d5"))]
+    write_cluster(tmp_path / "c.json", objs)
+    pol = netpol("default", "rule1", {"podSelector": {"matchLabels": {"class": "deathstar"}},
+                                      "ingress": [{"from": [{"podSelector": {
+                                          "matchLabels": {"org": "empire"}}}]}]})
+    write_policies(tmp_path / "p", [pol])
+    _, rows, _ = run("--flows", HUBBLE / "cilium-docs-exporter-dropped.jsonl", "--cluster",
+                     tmp_path / "c.json", "--policies", tmp_path / "p",
+                     "--out", tmp_path / "o.parquet", "-q")
+    xwing = [r for r in rows if r["src_pod"] == "xwing"]
+    assert len(xwing) == 1
+    assert xwing[0]["dst_workload"] == "Deployment/deathstar"
+    assert xwing[0]["candidate"] == "deny"
+    assert xwing[0]["observed"] == "denied"
+    assert xwing[0]["change"] == "still_denied"
+
+
+def test_gzip_and_stdin(tmp_path):
+    text = (HUBBLE / "aks-acns-docker-provider-flows.jsonl").read_text()
+    with gzip.open(tmp_path / "events.log.gz", "wt") as fh:
+        fh.write(text)
+    write_policies(tmp_path / "p", [])
+    _, rows_gz, _ = run("--flows", tmp_path / "events.log.gz", "--policies", tmp_path / "p",
+                        "--out", tmp_path / "a.parquet", "-q")
+    _, rows_in, _ = run("--flows", "-", "--policies", tmp_path / "p",
+                        "--out", tmp_path / "b.parquet", "-q", input=text)
+    assert rows_gz == rows_in
+    # two reply packets and one forward packet of one connection to kapinger-good:8080
+    assert len(rows_gz) == 1
+    assert (rows_gz[0]["dst_port"], rows_gz[0]["flows"]) == (8080, 3)
+    assert rows_gz[0]["src_workload"] == "Deployment/kapinger-bad"
+
+
+def test_forced_format_and_unknown_format(tmp_path):
+    write_policies(tmp_path / "p", [])
+    (tmp_path / "f.txt").write_text((HUBBLE / "basic-sample-10-flows.json").read_text())
+    run("--flows", tmp_path / "f.txt", "--flows-format", "hubble", "--policies",
+        tmp_path / "p", "-q")
+    r = CliRunner().invoke(main, ["--flows", str(tmp_path / "f.txt"), "--flows-format",
+                                  "netflow", "--policies", str(tmp_path / "p")])
+    assert r.exit_code == 2 and "unknown format 'netflow'" in r.output
+    (tmp_path / "junk.txt").write_text("hello world\n")
+    r = CliRunner().invoke(main, ["--flows", str(tmp_path / "junk.txt"), "--policies",
+                                  str(tmp_path / "p")])
+    assert r.exit_code == 2 and "junk.txt" in r.output and "unknown flow file format" in r.output
+
+
+@pytest.mark.parametrize("bad", ["{not json", '{"flow": {"verdict": "FORWARDED"}}'])
+def test_bad_lines_are_skipped_and_counted(tmp_path, bad):
+    good = flow("10.1.0.5", "10.2.0.9", 40000, 8443, WEB, API)
+    (tmp_path / "f.json").write_text(good + "\n" + bad + "\n")
+    write_policies(tmp_path / "p", [])
+    _, rows, summary = run("--flows", tmp_path / "f.json", "--policies", tmp_path / "p",
+                           "--out", tmp_path / "o.parquet", "--json", tmp_path / "o.json",
+                           "-q")
+    assert len(rows) == 1
+    assert summary["flows"]["read"] == summary["flows"]["evaluated"] + sum(
+        summary["flows"]["skipped"].values())
+    assert sum(summary["flows"]["skipped"].values()) == 1
