@@ -6,7 +6,7 @@ source prefix (`k8s:`); Cilium's bookkeeping labels (`io.kubernetes.pod.namespac
 `io.cilium.k8s.policy.*`) are not pod labels, and `io.cilium.k8s.namespace.labels.<k>`
 are the namespace's labels. Reserved identities (`reserved:world`, `host`, …) make the
 endpoint external or a node. Hubble reports packets (not totals) and may report one packet
-at several observation points: records are de-duplicated per packet before grouping.
+at several observation points: the repeats are counted as skipped duplicates.
 L7, policy-verdict and status lines are counted by kind and not replayed.
 """
 
@@ -76,18 +76,19 @@ def _read(files: list[str]) -> str:
 
 
 def reader(files: list[str], params: dict[str, str], numbered: bool) -> str:
-    if numbered:
-        return (f"(SELECT *, 'line ' || row_number() OVER (PARTITION BY filename) AS place "
-                f"FROM {_read(files)})")
-    # One packet seen at several observation points (or on both nodes) is one record.
-    # Other events (L7, policy verdicts) are counted as they come: keyed by exact time.
+    # One packet seen at several observation points (or on both nodes) is one record; the
+    # others are counted as duplicates. Other events (L7, policy verdicts) are counted as
+    # they come: keyed by their exact time.
     when = (f"CASE WHEN coalesce({_f('event_type.type')}, 4) IN (1, 4) "
             f"AND {_f('Type')} IS DISTINCT FROM 'L7' "
             f"THEN strftime(date_trunc('second', TRY_CAST({_f('time')} AS TIMESTAMPTZ)), '%c') "
             f"ELSE {_f('time')} END")
     packet = ", ".join([_f("IP"), _f("l4"), _f("is_reply"), _f("reply"), _f("verdict"),
                         _f("event_type.type"), _f("Type"), when])
-    return f"(SELECT DISTINCT ON ({packet}) * FROM {_read(files)})"
+    place = (", 'line ' || row_number() OVER (PARTITION BY filename) AS place"
+             if numbered else "")
+    return (f"(SELECT *, row_number() OVER (PARTITION BY {packet}) > 1 AS r_dup{place} "
+            f"FROM {_read(files)})")
 
 
 def _ports(end: str) -> str:
@@ -115,6 +116,7 @@ def raw_columns(params: dict[str, str]) -> dict[str, str]:
             + (CASE WHEN {flags}."SYN" THEN 2 ELSE 0 END)
             + (CASE WHEN {flags}."RST" THEN 4 ELSE 0 END)
             + (CASE WHEN {flags}."ACK" THEN 16 ELSE 0 END) END""",
+        "r_dup": "r_dup",
         "r_event": f"""CASE WHEN node_status IS NOT NULL OR lost_events IS NOT NULL
                                 THEN 'status'
                             WHEN {_f('Type')} = 'L7' OR {_f('event_type.type')} = 129 THEN 'l7'
@@ -178,6 +180,7 @@ def post_columns() -> dict[str, str]:
             WHEN r_event = 'status' THEN 'Hubble status or lost-events line (not a flow)'
             WHEN r_event = 'l7' THEN 'L7 event (DNS/HTTP/Kafka), counted not replayed'
             WHEN r_event = 'policy-verdict' THEN 'policy-verdict event, counted not replayed'
+            WHEN r_dup THEN 'same packet at another observation point'
             WHEN NULLIF(trim(r_src), '') IS NULL OR NULLIF(trim(r_dst), '') IS NULL
                 THEN 'missing address'
             WHEN r_proto IS NULL THEN 'missing or unknown L4 protocol'
