@@ -238,7 +238,7 @@ GROUP BY src_ep, dst_ep, server_port, proto
 LATE_SKIPS_SQL = """
 SELECT CASE WHEN bool_or(e.kind = 'invalid') THEN 'invalid IP address'
             ELSE 'labels are not a JSON object' END AS reason,
-       any_value(t.records) AS records
+       any_value(t.records) AS records, any_value(t.src_id) AS src_id
 FROM tuples t JOIN tuple_ep e USING (tuple_id)
 WHERE e.kind = 'invalid' OR e.bad_labels
 GROUP BY t.tuple_id
@@ -246,7 +246,9 @@ GROUP BY t.tuple_id
 
 
 def _union(sources: Sequence[FlowSource], server_ports: Sequence[int], **kw: Any) -> str:
-    return "\nUNION ALL\n".join(s.tuples_sql(server_ports, **kw) for s in sources)
+    """Every source's tuples, tagged with the source's index (src_id) for accounting."""
+    return "\nUNION ALL\n".join(f"SELECT {i} AS src_id, * FROM ({s.tuples_sql(server_ports, **kw)})"
+                                for i, s in enumerate(sources))
 
 
 def build_tuples(con: duckdb.DuckDBPyConnection, sources: Sequence[FlowSource],

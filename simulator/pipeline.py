@@ -11,6 +11,7 @@ import duckdb
 import pyarrow as pa
 
 from . import catalog, connections, db, diff, evaluate, ipnet
+from .accounting import account
 from .cluster import Cluster, load_cluster
 from .errors import InputError
 from .ingest import open_flow_sources
@@ -21,8 +22,6 @@ from .policy.tables import register_policy_tables
 from .progress import Progress
 from .summary import build_summary
 
-SKIP_EXAMPLES = 3
-
 
 @dataclass
 class Options:
@@ -32,6 +31,7 @@ class Options:
     baseline: list[str] = field(default_factory=list)
     pod_cidrs: list[str] = field(default_factory=list)
     flows_format: str | None = None
+    vpc_fields: str | None = None
     memory_limit: str = "1500MB"
     temp_dir: str | None = None
     threads: int | None = None
@@ -69,17 +69,6 @@ def _connect(opts: Options) -> tuple[duckdb.DuckDBPyConnection, str | None]:
     return con, tmp
 
 
-def _skip_examples(con: duckdb.DuckDBPyConnection, sources: list[Any],
-                   server_ports: list[int]) -> list[str]:
-    out: list[str] = []
-    for s in sources:
-        rows = con.execute(f"SELECT filename, place, reason FROM "
-                           f"({s.examples_sql(server_ports)}) "
-                           f"WHERE reason IS NOT NULL LIMIT {SKIP_EXAMPLES}").fetchall()
-        out += [f"{f}: {place}: {reason}" for f, place, reason in rows]
-    return out[:SKIP_EXAMPLES * 2]
-
-
 def _check_cidrs(cidrs: list[str]) -> None:
     for c in cidrs:
         try:
@@ -110,7 +99,8 @@ def run(opts: Options) -> Result:
 def _run(con: duckdb.DuckDBPyConnection, tmp: str | None, opts: Options, progress: Progress,
          candidate: PolicySet, baseline: PolicySet | None, cluster: Cluster) -> Result:
     idents = catalog.Identities()
-    sources = open_flow_sources(con, opts.flows, opts.flows_format, tmp or opts.temp_dir)
+    sources = open_flow_sources(con, opts.flows, opts.flows_format, tmp or opts.temp_dir,
+                                opts.vpc_fields)
     catalog.register_cluster(con, cluster, opts.pod_cidrs, idents)
     server_ports = [cp.port for p in cluster.pods for cp in p.ports if cp.port >= EPHEMERAL_MIN]
     with progress.phase("reading flows") as note:
@@ -139,13 +129,7 @@ def _run(con: duckdb.DuckDBPyConnection, tmp: str | None, opts: Options, progres
         diff.build_result(con, baseline is not None)
     summary = build_summary(
         con, sources=sources, cluster=cluster, candidate=candidate, baseline=baseline,
-        skip_examples=(_skip_examples(con, sources, server_ports)
-                       if _has_skips(con) else []),
+        accounting=account(con, sources, server_ports),
         resplit=resplit, bad_label_pods=bad_label_pods,
     )
     return Result(con, summary, tmp)
-
-
-def _has_skips(con: duckdb.DuckDBPyConnection) -> bool:
-    row = db.one(con, "SELECT count(*) FROM tuples WHERE skip_reason IS NOT NULL")
-    return bool(row and row[0])

@@ -14,6 +14,7 @@ from .diff import CHANGES
 from .policy.loader import PolicySet
 
 TOP_N = 10
+SKIP_EXAMPLES = 6
 
 
 def _rows(con: duckdb.DuckDBPyConnection, sql: str) -> list[dict[str, Any]]:
@@ -47,7 +48,7 @@ def workload_pairs_sql(change: str, limit: int | None = TOP_N) -> str:
 
 def build_summary(con: duckdb.DuckDBPyConnection, *, sources: list[Any], cluster: Cluster,
                   candidate: PolicySet, baseline: PolicySet | None,
-                  skip_examples: list[str], resplit: int,
+                  accounting: tuple[list[dict[str, Any]], list[str]], resplit: int,
                   bad_label_pods: int) -> dict[str, Any]:
     skipped = {r["reason"]: int(r["records"]) for r in _rows(con, """
         SELECT skip_reason AS reason, sum(records) AS records FROM tuples
@@ -89,7 +90,8 @@ def build_summary(con: duckdb.DuckDBPyConnection, *, sources: list[Any], cluster
         "flows": {
             "read": total,
             "skipped": dict(sorted(skipped.items())),
-            "skipped_examples": skip_examples,
+            "skipped_examples": accounting[1][:SKIP_EXAMPLES],
+            "files": accounting[0],
             "evaluated": int(counts[1]),
             "resplit_tuples": resplit,
             "pods_with_bad_labels": bad_label_pods,

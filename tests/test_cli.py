@@ -310,3 +310,25 @@ def test_python_api_returns_the_connections_table(inputs):
         result.close()
     rows = {(r["src_ip"], r["dst_port"]): r for r in table.to_pylist()}
     assert rows[(XA, 80)]["change"] == "break"
+
+
+def test_records_are_accounted_per_file(inputs, tmp_path):
+    second = write_vpc_parquet(tmp_path / "more.parquet", [
+        vpc_record(XA, YA, 80), vpc_record("10.0.1.999", YA, 80),
+        vpc_record(None, None, 0, log_status="SKIPDATA")])
+    out = tmp_path / "r.json"
+    r = invoke("--flows", inputs["flows"], "--flows", second, "--cluster", inputs["cluster"],
+               "--policies", inputs["candidate"], "--json", out)
+    assert r.exit_code == 0, r.output
+    fl = json.loads(out.read_text())["summary"]["flows"]
+    files = {Path(f["file"]).name: f for f in fl["files"]}
+    assert files["flows.parquet"]["records"] == 4
+    assert files["flows.parquet"]["skipped"] == {"NODATA record (no traffic in the window)": 1}
+    assert files["more.parquet"]["records"] == 3
+    assert files["more.parquet"]["skipped"] == {"SKIPDATA record (AWS dropped records)": 1}
+    # an address that is not one is found after grouping: counted for the files together
+    late = [f for f in fl["files"] if f["file"].startswith("(")]
+    assert late and late[0]["skipped"] == {"invalid IP address": 1}
+    assert fl["read"] == 7
+    assert fl["read"] == fl["evaluated"] + sum(fl["skipped"].values())
+    assert "more.parquet (vpc-parquet): 3 records; skipped SKIPDATA" in r.output

@@ -41,6 +41,13 @@ def render(summary: dict[str, Any]) -> str:
                  f"{fl['evaluated']:,} evaluated")
     for reason, n in fl["skipped"].items():
         lines.append(f"  skipped {n:,}: {_clean(reason)}")
+    if len(fl["files"]) > 1:
+        for f in fl["files"][:20]:
+            skipped = ", ".join(f"{_clean(r)} {n:,}" for r, n in f["skipped"].items())
+            lines.append(f"  {_clean(f['file'])} ({f['format']}): {f['records']:,} records"
+                         + (f"; skipped {skipped}" if skipped else ""))
+        if len(fl["files"]) > 20:
+            lines.append(f"  … and {len(fl['files']) - 20} more files (see --json)")
     for ex in fl["skipped_examples"]:
         lines.append(f"    e.g. {_clean(ex)}")
     lines.append(f"Connections: {cn['total']:,} distinct "
