@@ -28,7 +28,7 @@ def _scan(con: duckdb.DuckDBPyConnection, source: FlowSource,
         WITH r AS ({source.examples_sql(server_ports)})
         SELECT filename, reason, count(*) AS n,
                list(place ORDER BY TRY_CAST(regexp_extract(place, '[0-9]+') AS BIGINT))
-                   [1:{EXAMPLES_PER_REASON}] AS places
+                   FILTER (WHERE reason IS NOT NULL)[1:{EXAMPLES_PER_REASON}] AS places
         FROM r GROUP BY ALL""").fetchall()
     per_file: dict[str, dict[str, Any]] = {}
     examples: list[str] = []

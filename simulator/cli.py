@@ -31,10 +31,15 @@ class _Command(click.Command):
 
 @click.command(cls=_Command, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--flows", "flows", multiple=True, required=True, metavar="PATH",
-              help="Flow records: file, directory or glob (repeatable). AWS VPC flow logs "
-                   "(Parquet) or the normalized flow table (Parquet/CSV).")
+              help="Flow records: file, directory or glob (repeatable), '-' for standard "
+                   "input. AWS VPC flow logs (Parquet; S3 text .log/.log.gz; CloudWatch Logs "
+                   "JSON), Hubble flows, or the normalized flow table (Parquet/CSV).")
 @click.option("--flows-format", metavar="NAME",
               help="Force the flow format instead of detecting it from the content.")
+@click.option("--vpc-fields", metavar="FIELDS",
+              help="Field list of AWS VPC flow log text records that have no header line "
+                   "(custom format; also CloudWatch Logs events), e.g. \"version srcaddr "
+                   "dstaddr ...\". Default: the v2 format. A file's header line wins.")
 @click.option("--cluster", multiple=True, metavar="PATH",
               help="kubectl get pods,namespaces,nodes,services,endpointslices -A -o json|yaml "
                    "output: file or directory (repeatable).")
@@ -58,7 +63,8 @@ class _Command(click.Command):
                                                 "directory under the system temp dir).")
 @click.option("--threads", type=int, help="DuckDB threads (default: all cores).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
-def main(flows: tuple[str, ...], flows_format: str | None, cluster: tuple[str, ...],
+def main(flows: tuple[str, ...], flows_format: str | None, vpc_fields: str | None,
+         cluster: tuple[str, ...],
          policies: tuple[str, ...], baseline: tuple[str, ...], pod_cidrs: tuple[str, ...],
          out: str | None, json_out: str | None, fail_on_break: bool, memory_limit: str,
          temp_dir: str | None, threads: int | None, quiet: bool) -> None:
@@ -78,6 +84,7 @@ def main(flows: tuple[str, ...], flows_format: str | None, cluster: tuple[str, .
 
     opts = Options(flows=list(flows), policies=list(policies), cluster=list(cluster),
                    baseline=list(baseline), pod_cidrs=list(pod_cidrs), flows_format=flows_format,
+                   vpc_fields=vpc_fields,
                    memory_limit=memory_limit, temp_dir=temp_dir, threads=threads, quiet=quiet)
     try:
         result = run(opts)

@@ -1,0 +1,88 @@
+"""AWS VPC flow logs delivered through CloudWatch Logs: the subscription envelope
+`{"messageType", "owner", "logGroup", "logStream", "subscriptionFilters",
+"logEvents": [{"id", "timestamp", "message"}]}` (often gzip-compressed; one or more
+envelopes per file, as one object, concatenated objects or a JSON array).
+
+Each event's `message` is one VPC flow log text record in the default v2 format, or in
+the format given by --vpc-fields (CloudWatch has no header line). CONTROL_MESSAGE
+envelopes carry no records. Records are split and mapped as in vpc_text.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from . import vpc_text
+from .vpc_text import measures, post_columns, raw_columns
+
+__all__ = ["REQUIRED", "OPTIONS", "sniff", "describe", "reader", "raw_columns", "measures",
+           "post_columns"]
+
+REQUIRED = ("CloudWatch Logs JSON ({\"logGroup\", \"logEvents\": [{\"message\": ...}]}) "
+            "whose messages are VPC flow log records (default v2 format, or --vpc-fields)")
+OPTIONS = ("vpc_fields",)
+
+_EVENTS = re.compile(r'"logEvents"\s*:\s*\[')
+_ENVELOPE_KEY = re.compile(r'"(?:logGroup|messageType|logStream)"\s*:')
+_MESSAGE = re.compile(r'"message"\s*:\s*("(?:[^"\\]|\\.)*")')
+_EVENT_TYPE = 'STRUCT("id" VARCHAR, "timestamp" BIGINT, "message" VARCHAR)[]'
+
+
+def sniff(head: str, vpc_fields: str | None = None) -> bool:
+    """A JSON envelope with logEvents whose first message looks like a VPC record: it
+    starts with a version 2-8, or has the fields --vpc-fields names."""
+    text = head.lstrip()
+    if not text.startswith(("{", "[")) or not _EVENTS.search(text) \
+            or not _ENVELOPE_KEY.search(text):
+        return False
+    m = _MESSAGE.search(text, _EVENTS.search(text).end())  # type: ignore[union-attr]
+    if m is None:
+        return True  # an envelope without events (or its first one beyond the head)
+    try:
+        message = json.loads(m.group(1))
+    except ValueError:
+        return False
+    tokens = message.split()
+    if vpc_fields:
+        return bool(tokens) and vpc_text._fits(message, vpc_text.parse_fields(vpc_fields))
+    # The envelope is unmistakable; a record of another field count is then reported
+    # (and skipped) per record rather than the file refused.
+    return bool(tokens) and tokens[0] in vpc_text._VERSIONS
+
+
+def describe(head: str, path: Path, vpc_fields: str | None = None) -> dict[str, str]:
+    fields = (vpc_text.parse_fields(vpc_fields) if vpc_fields
+              else list(vpc_text.DEFAULT_FIELDS))
+    return {"fields": " ".join(fields), "header": " ".join(fields),
+            "compression": vpc_text.compression(path)}
+
+
+def reader(files: list[str], params: dict[str, str], numbered: bool) -> str:
+    listed = "[" + ", ".join(vpc_text._sql_str(f) for f in files) + "]"
+    src = (f"read_json({listed}, format = 'auto', columns = {{'messageType': 'VARCHAR', "
+           f"'logEvents': '{_EVENT_TYPE}'}}, "
+           f"compression = {vpc_text._sql_str(params.get('compression', 'auto'))}"
+           f"{', filename = true' if numbered else ''})")
+    data = "coalesce(messageType, 'DATA_MESSAGE') = 'DATA_MESSAGE'"
+    split = vpc_text.split_sql("m")
+    keep = vpc_text.keep_sql(params, "m")
+    if not numbered:
+        return f"""(SELECT {split} AS f FROM (
+                       SELECT unnest(logEvents).message AS m FROM {src} WHERE {data})
+                   WHERE {keep})"""
+    # place: the event's number in its envelope, and the envelope's in the file when
+    # the file holds more than one.
+    return f"""(SELECT {split} AS f, filename,
+                   CASE WHEN envelopes = 1 THEN 'event ' || i
+                        ELSE 'envelope ' || envelope || ' event ' || i END AS place
+               FROM (
+                   SELECT filename, envelope, envelopes, i, logEvents[i].message AS m FROM (
+                       SELECT filename, logEvents, messageType,
+                           n - min(n) OVER (PARTITION BY filename) + 1 AS envelope,
+                           count(*) OVER (PARTITION BY filename) AS envelopes,
+                           unnest(range(1, len(logEvents) + 1)) AS i
+                       FROM (SELECT *, ordinality AS n FROM {src} WITH ORDINALITY))
+                   WHERE {data})
+               WHERE {keep})"""
