@@ -53,6 +53,9 @@ class _Command(click.Command):
                    "inside it that match no pod are reported as unresolved.")
 @click.option("--out", "out", metavar="FILE",
               help="Write the connections table (.parquet, .csv or .jsonl).")
+@click.option("--save-flows", metavar="FILE.parquet",
+              help="Also write the ingested records in the normalized flow schema, to "
+                   "replay them later without parsing the sources again.")
 @click.option("--json", "json_out", metavar="FILE",
               help="Write the summary and connections as JSON.")
 @click.option("--fail-on-break", is_flag=True,
@@ -64,9 +67,9 @@ class _Command(click.Command):
 @click.option("--threads", type=int, help="DuckDB threads (default: all cores).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 def main(flows: tuple[str, ...], flows_format: str | None, vpc_fields: str | None,
-         cluster: tuple[str, ...],
-         policies: tuple[str, ...], baseline: tuple[str, ...], pod_cidrs: tuple[str, ...],
-         out: str | None, json_out: str | None, fail_on_break: bool, memory_limit: str,
+         cluster: tuple[str, ...], policies: tuple[str, ...], baseline: tuple[str, ...],
+         pod_cidrs: tuple[str, ...], out: str | None, save_flows: str | None,
+         json_out: str | None, fail_on_break: bool, memory_limit: str,
          temp_dir: str | None, threads: int | None, quiet: bool) -> None:
     """Replay recorded traffic against NetworkPolicies and report which connections the
     candidate policies would break, which they would newly allow, and why.
@@ -84,7 +87,7 @@ def main(flows: tuple[str, ...], flows_format: str | None, vpc_fields: str | Non
 
     opts = Options(flows=list(flows), policies=list(policies), cluster=list(cluster),
                    baseline=list(baseline), pod_cidrs=list(pod_cidrs), flows_format=flows_format,
-                   vpc_fields=vpc_fields,
+                   vpc_fields=vpc_fields, save_flows=save_flows,
                    memory_limit=memory_limit, temp_dir=temp_dir, threads=threads, quiet=quiet)
     try:
         result = run(opts)

@@ -31,6 +31,7 @@ class Options:
     baseline: list[str] = field(default_factory=list)
     pod_cidrs: list[str] = field(default_factory=list)
     flows_format: str | None = None
+    save_flows: str | None = None
     vpc_fields: str | None = None
     memory_limit: str = "1500MB"
     temp_dir: str | None = None
@@ -69,6 +70,16 @@ def _connect(opts: Options) -> tuple[duckdb.DuckDBPyConnection, str | None]:
     return con, tmp
 
 
+def save_flows(con: duckdb.DuckDBPyConnection, sources: list[Any], path: str) -> None:
+    """Write every ingested record in the normalized flow schema (Parquet)."""
+    if not path.lower().endswith((".parquet", ".pq")):
+        raise InputError("--save-flows", f"{path}: the normalized flows are written as "
+                                         "Parquet; use a .parquet name")
+    union = "\nUNION ALL\n".join(s.records_sql() for s in sources)
+    target = path.replace("'", "''")
+    db.run(con, f"COPY ({union}) TO '{target}' (FORMAT parquet)")
+
+
 def _check_cidrs(cidrs: list[str]) -> None:
     for c in cidrs:
         try:
@@ -101,6 +112,9 @@ def _run(con: duckdb.DuckDBPyConnection, tmp: str | None, opts: Options, progres
     idents = catalog.Identities()
     sources = open_flow_sources(con, opts.flows, opts.flows_format, tmp or opts.temp_dir,
                                 opts.vpc_fields)
+    if opts.save_flows:
+        with progress.phase("saving normalized flows"):
+            save_flows(con, sources, opts.save_flows)
     catalog.register_cluster(con, cluster, opts.pod_cidrs, idents)
     server_ports = [cp.port for p in cluster.pods for cp in p.ports if cp.port >= EPHEMERAL_MIN]
     with progress.phase("reading flows") as note:

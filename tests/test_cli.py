@@ -332,3 +332,16 @@ def test_records_are_accounted_per_file(inputs, tmp_path):
     assert fl["read"] == 7
     assert fl["read"] == fl["evaluated"] + sum(fl["skipped"].values())
     assert "more.parquet (vpc-parquet): 3 records; skipped SKIPDATA" in r.output
+
+
+def test_saved_flows_replay_to_identical_results(inputs, tmp_path):
+    saved = tmp_path / "saved.parquet"
+    assert invoke(*base_args(inputs), "--save-flows", saved, "--out", tmp_path / "a.parquet",
+                  "-q").exit_code == 0
+    assert invoke("--flows", saved, "--cluster", inputs["cluster"], "--policies",
+                  inputs["candidate"], "--out", tmp_path / "b.parquet", "-q").exit_code == 0
+    first = pq.read_table(tmp_path / "a.parquet").to_pylist()
+    again = pq.read_table(tmp_path / "b.parquet").to_pylist()
+    key = lambda r: (r["src_ip"], r["dst_ip"], r["dst_port"], r["protocol"])  # noqa: E731
+    assert sorted(first, key=key) == sorted(again, key=key)
+    assert pq.read_schema(saved).names[:4] == ["start_time", "end_time", "src_ip", "dst_ip"]

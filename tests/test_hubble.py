@@ -229,3 +229,16 @@ def test_bad_lines_are_skipped_and_counted(tmp_path, bad):
     assert summary["flows"]["read"] == summary["flows"]["evaluated"] + sum(
         summary["flows"]["skipped"].values())
     assert sum(summary["flows"]["skipped"].values()) == 1
+
+
+@pytest.mark.parametrize("sample", ["basic-sample-10-flows.json",
+                                    "aks-acns-docker-provider-flows.jsonl"])
+def test_saved_flows_replay_to_identical_results(tmp_path, sample):
+    write_policies(tmp_path / "p", [netpol("default", "deny", {"podSelector": {}})])
+    _, first, _ = run("--flows", HUBBLE / sample, "--policies", tmp_path / "p",
+                      "--save-flows", tmp_path / "saved.parquet",
+                      "--out", tmp_path / "a.parquet", "-q")
+    _, again, _ = run("--flows", tmp_path / "saved.parquet", "--policies", tmp_path / "p",
+                      "--out", tmp_path / "b.parquet", "-q")
+    key = lambda r: (r["src_ip"], r["dst_ip"], r["dst_port"], r["protocol"])  # noqa: E731
+    assert sorted(first, key=key) == sorted(again, key=key)

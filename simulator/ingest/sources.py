@@ -32,7 +32,8 @@ from types import ModuleType
 import duckdb
 
 from ..errors import InputError
-from . import hubble, normalized, vpc, vpc_cloudwatch, vpc_text
+from ..protocols import PROTO_NAME_SQL
+from . import antrea, calico, hubble, normalized, pcap, vpc, vpc_cloudwatch, vpc_text
 from .schema import IDENTITY_COLUMNS
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -41,6 +42,10 @@ FORMATS: dict[str, ModuleType] = {"vpc-parquet": vpc, "normalized": normalized}
 # Detected from content, in this order (the first whose sniff() accepts the head wins).
 TEXT_FORMATS: dict[str, ModuleType] = {"hubble": hubble, "vpc-text": vpc_text,
                                          "vpc-cloudwatch": vpc_cloudwatch}
+# Binary formats among them give sniff_bytes(raw head): checked before the text sniffers.
+TEXT_FORMATS["pcap"] = pcap
+TEXT_FORMATS["calico"] = calico
+TEXT_FORMATS["antrea"] = antrea
 HEAD_BYTES = 64 * 1024
 EPHEMERAL_MIN = 32768
 
@@ -149,6 +154,19 @@ class FlowSource:
             {where}
             GROUP BY {', '.join(keys)})"""
 
+    def records_sql(self) -> str:
+        """Every record that is not skipped, in the normalized flow schema (FLOW_SCHEMA):
+        what --save-flows writes, so that a capture is parsed once and replayed often."""
+        post = self.module.post_columns()
+        identity = ", ".join(f"{post.get(c, 'NULL::VARCHAR')} AS {c}" for c in IDENTITY_COLUMNS)
+        return f"""
+        SELECT to_timestamp(t_start) AS start_time, to_timestamp(t_end) AS end_time,
+            {post['src_ip']} AS src_ip, {post['dst_ip']} AS dst_ip,
+            src_port, dst_port, {PROTO_NAME_SQL.format(col=f"({post['proto']})")} AS protocol,
+            packets, bytes, {post['observed']} AS verdict, is_reply, tcp_flags, {identity}
+        FROM ({self._rows_sql([])})
+        WHERE ({post['skip_reason']}) IS NULL"""
+
     def examples_sql(self, server_ports: Sequence[int]) -> str:
         """(filename, place, reason) of every record, for naming skipped ones."""
         reason = self.module.post_columns()["skip_reason"]
@@ -192,6 +210,10 @@ def _spool_stdin(spool_dir: str | None) -> Path:
 
 
 def _head(path: Path) -> str:
+    return _head_bytes(path).decode("utf-8", errors="replace")
+
+
+def _head_bytes(path: Path) -> bytes:
     try:
         with path.open("rb") as fh:
             raw = fh.read(HEAD_BYTES)
@@ -200,7 +222,7 @@ def _head(path: Path) -> str:
                 raw = gz.read(HEAD_BYTES)
     except (OSError, EOFError) as e:
         raise InputError(path, f"cannot read: {e}") from None
-    return raw.decode("utf-8", errors="replace")
+    return raw
 
 
 def _describe(con: duckdb.DuckDBPyConnection, path: Path, forced: str | None,
@@ -211,10 +233,17 @@ def _describe(con: duckdb.DuckDBPyConnection, path: Path, forced: str | None,
         magic = fh.read(4)
     if magic == b"PAR1" or (name.endswith(PARQUET_SUFFIXES) and forced not in TEXT_FORMATS):
         kind = "parquet"
-    elif name.endswith(CSV_SUFFIXES) and forced not in TEXT_FORMATS:
+    elif (name.endswith(CSV_SUFFIXES) and forced not in TEXT_FORMATS
+          and not antrea.is_headless_csv(path)):  # Antrea's flowLogger CSV: no header
         kind = "csv"
     else:
-        head = _head(path)
+        raw = _head_bytes(path)
+        head = raw.decode("utf-8", errors="replace")
+        for fmt, module in TEXT_FORMATS.items():
+            sniff_bytes = getattr(module, "sniff_bytes", None)
+            if forced is None and sniff_bytes is not None and sniff_bytes(raw):
+                forced = fmt
+                break
         for fmt, module in TEXT_FORMATS.items():
             opts = {k: v for k, v in (options or {}).items()
                     if k in getattr(module, "OPTIONS", ())}
@@ -256,6 +285,8 @@ def open_flow_sources(con: duckdb.DuckDBPyConnection, paths: Iterable[str],
         raise InputError("--flows-format", f"unknown format {forced!r}; expected one of "
                                            f"{', '.join(format_names())}")
     options = {"vpc_fields": vpc_fields} if vpc_fields else {}
+    if spool_dir:
+        options["spool_dir"] = spool_dir
     groups: dict[tuple[str, str, tuple[tuple[str, str], ...]], list[str]] = {}
     for path in _expand(paths, spool_dir):
         fmt, kind, columns = _describe(con, path, forced, options)
