@@ -6,7 +6,8 @@ source prefix (`k8s:`); Cilium's bookkeeping labels (`io.kubernetes.pod.namespac
 `io.cilium.k8s.policy.*`) are not pod labels, and `io.cilium.k8s.namespace.labels.<k>`
 are the namespace's labels. Reserved identities (`reserved:world`, `host`, …) make the
 endpoint external or a node. Hubble reports packets (not totals) and may report one packet
-at several observation points: the repeats are counted as skipped duplicates.
+at several observation points: per connection and direction, the busiest observation
+point counts the packets, and the other sightings are counted as skipped duplicates.
 L7, policy-verdict and status lines are counted by kind and not replayed.
 """
 
@@ -14,6 +15,11 @@ from __future__ import annotations
 
 import json
 
+# An endpoint's labels follow from its address and pod name: carried, not grouped on.
+CARRIED = ("r_src_labels", "r_dst_labels")
+# One packet may be reported at several observation points (and on both nodes).
+OBSERVATION_POINT = "r_point"
+DUPLICATE_REASON = "same packet at another observation point"
 REQUIRED = "Hubble flow JSON lines (hubble observe -o json/jsonpb, exporter files)"
 
 _PORTS = "STRUCT(source_port INTEGER, destination_port INTEGER)"
@@ -37,10 +43,15 @@ _FLOW = "STRUCT(" + ", ".join(f'"{k}" {v}' for k, v in _FLOW_FIELDS.items()) + "
 _COLUMNS = {"flow": _FLOW, "node_status": "JSON", "lost_events": "JSON", **_FLOW_FIELDS}
 
 
-def _f(path: str) -> str:
-    """A Flow field, from the wrapper or from a bare Flow line."""
+def _field(path: str, shape: str = "mixed") -> str:
+    """A Flow field, from the wrapper or from a bare Flow line (shape: what the file's
+    first lines are: wrapped, bare or mixed)."""
     head, _, rest = path.partition(".")
     tail = f".{rest}" if rest else ""
+    if shape == "wrapped":
+        return f'flow."{head}"{tail}'
+    if shape == "bare":
+        return f'"{head}"{tail}'
     return f'coalesce(flow."{head}"{tail}, "{head}"{tail})'
 
 
@@ -64,8 +75,16 @@ def sniff(head: str) -> bool:
     return False
 
 
-def describe(head: str, path: object) -> dict[str, str]:
-    return {}
+def describe(head: str, path: object, **options: str) -> dict[str, str]:
+    """Whether the lines are wrapped ({"flow": …}) or bare Flow objects: a file of one
+    shape reads its fields directly instead of trying both places."""
+    shapes = set()
+    for line in head.splitlines()[:-1]:  # the last line of the head may be cut short
+        line = line.strip()
+        if line.startswith("{"):
+            shapes.add("wrapped" if line.startswith('{"flow"') else
+                       "bare" if '"flow":' not in line[:200] else "mixed")
+    return {"shape": shapes.pop() if len(shapes) == 1 else "mixed"}
 
 
 def _read(files: list[str]) -> str:
@@ -76,33 +95,29 @@ def _read(files: list[str]) -> str:
 
 
 def reader(files: list[str], params: dict[str, str], numbered: bool) -> str:
-    # One packet seen at several observation points (or on both nodes) is one record; the
-    # others are counted as duplicates. Other events (L7, policy verdicts) are counted as
-    # they come: keyed by their exact time.
-    when = (f"CASE WHEN coalesce({_f('event_type.type')}, 4) IN (1, 4) "
-            f"AND {_f('Type')} IS DISTINCT FROM 'L7' "
-            f"THEN strftime(date_trunc('second', TRY_CAST({_f('time')} AS TIMESTAMPTZ)), '%c') "
-            f"ELSE {_f('time')} END")
-    packet = ", ".join([_f("IP"), _f("l4"), _f("is_reply"), _f("reply"), _f("verdict"),
-                        _f("event_type.type"), _f("Type"), when])
-    place = (", 'line ' || row_number() OVER (PARTITION BY filename) AS place"
-             if numbered else "")
-    return (f"(SELECT *, row_number() OVER (PARTITION BY {packet}) > 1 AS r_dup{place} "
-            f"FROM {_read(files)})")
+    if numbered:
+        return (f"(SELECT *, 'line ' || row_number() OVER (PARTITION BY filename) AS place "
+                f"FROM {_read(files)})")
+    return _read(files)
 
 
-def _ports(end: str) -> str:
-    return (f"coalesce({_f(f'l4.TCP.{end}')}, {_f(f'l4.UDP.{end}')}, "
-            f"{_f(f'l4.SCTP.{end}')}, 0)")
+def _ports(end: str, shape: str) -> str:
+    return (f"coalesce({_field(f'l4.TCP.{end}', shape)}, {_field(f'l4.UDP.{end}', shape)}, "
+            f"{_field(f'l4.SCTP.{end}', shape)}, 0)")
 
 
 def raw_columns(params: dict[str, str]) -> dict[str, str]:
+    shape = params.get("shape", "mixed")
+
+    def _f(path: str) -> str:
+        return _field(path, shape)
+
     flags = _f("l4.TCP.flags")
     raw = {
         "r_src": _f("IP.source"),
         "r_dst": _f("IP.destination"),
-        "src_port": _ports("source_port"),
-        "dst_port": _ports("destination_port"),
+        "src_port": _ports("source_port", shape),
+        "dst_port": _ports("destination_port", shape),
         "r_proto": f"""CASE WHEN {_f('l4.TCP')} IS NOT NULL THEN 6
                             WHEN {_f('l4.UDP')} IS NOT NULL THEN 17
                             WHEN {_f('l4.SCTP')} IS NOT NULL THEN 132
@@ -116,7 +131,7 @@ def raw_columns(params: dict[str, str]) -> dict[str, str]:
             + (CASE WHEN {flags}."SYN" THEN 2 ELSE 0 END)
             + (CASE WHEN {flags}."RST" THEN 4 ELSE 0 END)
             + (CASE WHEN {flags}."ACK" THEN 16 ELSE 0 END) END""",
-        "r_dup": "r_dup",
+        "r_point": f"coalesce({_f('trace_observation_point')}, '')",
         "r_event": f"""CASE WHEN node_status IS NOT NULL OR lost_events IS NOT NULL
                                 THEN 'status'
                             WHEN {_f('Type')} = 'L7' OR {_f('event_type.type')} = 129 THEN 'l7'
@@ -136,6 +151,11 @@ def raw_columns(params: dict[str, str]) -> dict[str, str]:
 
 
 def measures(params: dict[str, str]) -> dict[str, str]:
+    shape = params.get("shape", "mixed")
+
+    def _f(path: str) -> str:
+        return _field(path, shape)
+
     t = f"epoch(TRY_CAST({_f('time')} AS TIMESTAMPTZ))"
     return {"packets": "1::BIGINT", "bytes": "0::BIGINT", "t_start": t, "t_end": t}
 
@@ -180,7 +200,6 @@ def post_columns() -> dict[str, str]:
             WHEN r_event = 'status' THEN 'Hubble status or lost-events line (not a flow)'
             WHEN r_event = 'l7' THEN 'L7 event (DNS/HTTP/Kafka), counted not replayed'
             WHEN r_event = 'policy-verdict' THEN 'policy-verdict event, counted not replayed'
-            WHEN r_dup THEN 'same packet at another observation point'
             WHEN NULLIF(trim(r_src), '') IS NULL OR NULLIF(trim(r_dst), '') IS NULL
                 THEN 'missing address'
             WHEN r_proto IS NULL THEN 'missing or unknown L4 protocol'

@@ -124,10 +124,15 @@ class FlowSource:
                    row_filter: str | None = None) -> str:
         """Records grouped into tuples (TUPLE_COLUMNS, plus t_start when by_time)."""
         cols = dict(self.columns)
+        # CARRIED: columns a module knows to follow from the keys (e.g. an endpoint's label
+        # list from its address and pod name); carried along instead of grouped on.
+        carried = tuple(getattr(self.module, "CARRIED", ()))
+        obs = getattr(self.module, "OBSERVATION_POINT", None)
         raw_names = [n for n in self.module.raw_columns(cols)
-                     if n not in ("src_port", "dst_port", "tcp_flags")]
+                     if n not in ("src_port", "dst_port", "tcp_flags", obs) + carried]
         post = self.module.post_columns()
         keys = raw_names + ["sp", "dp", "syn_ack"] + (["t_start"] if by_time else [])
+        carry = "".join(f"any_value({c}) AS {c}, " for c in carried)
         where = ""
         if row_filter:
             where = "WHERE " + row_filter.format(src_ip=post["src_ip"], dst_ip=post["dst_ip"])
@@ -143,16 +148,37 @@ class FlowSource:
                 select.append(c)
         if by_time:
             select.append("t_start")
-        return f"""
-        SELECT {', '.join(select)}
-        FROM (
-            SELECT {', '.join(keys)},
+        grouped = f"""
+            SELECT {', '.join(keys)}, {carry}{obs + ', ' if obs else ''}
                 count(*) AS records, sum(packets) AS packets, sum(bytes) AS bytes,
                 min(t_start) AS t_first, max(t_start) AS t_last_start,
                 max(coalesce(t_end, t_start)) AS t_last
             FROM ({self._rows_sql(server_ports)}) rows
             {where}
-            GROUP BY {', '.join(keys)})"""
+            GROUP BY {', '.join(keys + ([obs] if obs else []))}"""
+        if not obs:
+            return f"SELECT {', '.join(select)} FROM ({grouped})"
+        # A source that reports one packet at several observation points: per tuple, the
+        # busiest point's count is the packets; the other sightings are duplicates.
+        carry_any = "".join(f"any_value({c}) AS {c}, " for c in carried)
+        nulls = ", ".join(
+            "skip_reason" if c == "skip_reason" else
+            "dups AS records" if c == "records" else
+            f"NULL AS {c}" for c in TUPLE_COLUMNS) + (", NULL AS t_start" if by_time else "")
+        return f"""
+        WITH points AS ({grouped}),
+        merged AS (
+            SELECT {', '.join(keys)}, {carry_any}
+                max(records) AS records, max(packets) AS packets, max(bytes) AS bytes,
+                min(t_first) AS t_first, max(t_last_start) AS t_last_start,
+                max(t_last) AS t_last, sum(records) - max(records) AS dups
+            FROM points GROUP BY {', '.join(keys)}
+        )
+        SELECT {', '.join(select)} FROM merged
+        UNION ALL
+        SELECT {nulls} FROM (
+            SELECT '{self.module.DUPLICATE_REASON}' AS skip_reason, sum(dups) AS dups
+            FROM merged HAVING sum(dups) > 0)"""
 
     def records_sql(self) -> str:
         """Every record that is not skipped, in the normalized flow schema (FLOW_SCHEMA):
