@@ -584,6 +584,8 @@ def _pcapng(buf: Any, n: int, cap: Capture) -> None:
                 pno += 1
                 ts_a = hi << 32 | lo
                 ts_b = first_iface + iface
+                # the same fast path as _pcap's, inlined on purpose: a function call per
+                # packet would cost a sizeable share of the per-packet budget
                 if (et == et4 and vihl == 0x45 and caplen >= _FAST_LEN and not frag & fragmask
                         and links[iface] == 1 and order is first_order):
                     if proto == 6:
