@@ -211,7 +211,7 @@ directed AS (
     LEFT JOIN reverse r ON r.tuple_id = t.tuple_id
 ),
 oriented AS (
-    SELECT records, packets, bytes, t_first, t_last, observed, proto,
+    SELECT records, packets, bytes, t_first, t_last, observed, proto, policy_trace,
         dir.reply AS reply, dir.how AS how,
         CASE WHEN dir.reply THEN d_ep ELSE s_ep END AS src_ep,
         CASE WHEN dir.reply THEN s_ep ELSE d_ep END AS dst_ep,
@@ -228,7 +228,8 @@ SELECT
     CASE WHEN bool_or(observed = 'allowed') THEN 'allowed'
          WHEN bool_or(observed = 'denied' AND NOT reply) THEN 'denied'
          ELSE 'unknown' END AS observed,
-    min(how) AS how
+    min(how) AS how,
+    string_agg(DISTINCT policy_trace, '; ' ORDER BY policy_trace) AS observed_policies
 FROM oriented
 GROUP BY src_ep, dst_ep, server_port, proto
 """

@@ -69,7 +69,7 @@ def build_result(con: duckdb.DuckDBPyConnection, has_baseline_set: bool) -> None
         dst_namespace, dst_pod, dst_workload,
         flows, packets, bytes,
         to_timestamp(first_seen) AS first_seen, to_timestamp(last_seen) AS last_seen,
-        observed, baseline, candidate,
+        observed, observed_policies, baseline, candidate,
         CASE
             WHEN src_kind IN ({unresolved}) OR dst_kind IN ({unresolved})
                  OR baseline = 'unknown' OR candidate = 'unknown' THEN 'unresolved'

@@ -242,3 +242,22 @@ def test_saved_flows_replay_to_identical_results(tmp_path, sample):
                       "--out", tmp_path / "b.parquet", "-q")
     key = lambda r: (r["src_ip"], r["dst_ip"], r["dst_port"], r["protocol"])  # noqa: E731
     assert sorted(first, key=key) == sorted(again, key=key)
+
+
+def test_dataplane_policy_verdicts_are_kept(tmp_path):
+    f = json.loads(flow("10.1.0.5", "10.2.0.9", 40000, 8443, WEB, API, verdict="DROPPED"))
+    f["flow"]["ingress_denied_by"] = [{"name": "api", "namespace": "pay",
+                                       "kind": "NetworkPolicy"}]
+    g = json.loads(flow("10.2.0.7", "10.2.0.9", 41000, 8443, BATCH, API))
+    g["flow"]["ingress_allowed_by"] = [{"name": "api", "namespace": "pay"}]
+    g["flow"]["egress_allowed_by"] = [{"name": "allow-all"}]
+    (tmp_path / "f.json").write_text(json.dumps(f) + "\n" + json.dumps(g) + "\n")
+    write_policies(tmp_path / "p", [API_POLICY])
+    _, rows, _ = run("--flows", tmp_path / "f.json", "--policies", tmp_path / "p",
+                     "--out", tmp_path / "o.parquet", "-q")
+    by_src = {r["src_ip"]: r for r in rows}
+    assert by_src["10.1.0.5"]["observed_policies"] == "ingress denied by pay/api"
+    assert by_src["10.2.0.7"]["observed_policies"] == \
+        "ingress allowed by pay/api; egress allowed by allow-all"
+    # our explanation names the same policy
+    assert "pay/api" in by_src["10.1.0.5"]["candidate_reason"]

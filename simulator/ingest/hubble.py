@@ -38,6 +38,8 @@ _FLOW_FIELDS = {
     "is_reply": "BOOLEAN", "reply": "BOOLEAN",
     "event_type": "STRUCT(type INTEGER, sub_type INTEGER)",
     "trace_observation_point": "VARCHAR",
+    **{f"{d}_{v}_by": "STRUCT(name VARCHAR, namespace VARCHAR, kind VARCHAR)[]"
+       for d in ("ingress", "egress") for v in ("allowed", "denied")},
 }
 _FLOW = "STRUCT(" + ", ".join(f'"{k}" {v}' for k, v in _FLOW_FIELDS.items()) + ")"
 _COLUMNS = {"flow": _FLOW, "node_status": "JSON", "lost_events": "JSON", **_FLOW_FIELDS}
@@ -132,6 +134,11 @@ def raw_columns(params: dict[str, str]) -> dict[str, str]:
             + (CASE WHEN {flags}."RST" THEN 4 ELSE 0 END)
             + (CASE WHEN {flags}."ACK" THEN 16 ELSE 0 END) END""",
         "r_point": f"coalesce({_f('trace_observation_point')}, '')",
+        "r_trace": "NULLIF(concat_ws('; ', " + ", ".join(
+            f"CASE WHEN len({_f(f'{d}_{v}_by')}) > 0 THEN '{d} {v} by ' || "
+            f"array_to_string(list_transform({_f(f'{d}_{v}_by')}, lambda p: "
+            "coalesce(p.namespace || '/', '') || p.name), ', ') END"
+            for d in ("ingress", "egress") for v in ("allowed", "denied")) + "), '')",
         "r_event": f"""CASE WHEN node_status IS NOT NULL OR lost_events IS NOT NULL
                                 THEN 'status'
                             WHEN {_f('Type')} = 'L7' OR {_f('event_type.type')} = 129 THEN 'l7'
@@ -191,6 +198,7 @@ def post_columns() -> dict[str, str]:
         "src_ip": "NULLIF(trim(r_src), '')",
         "dst_ip": "NULLIF(trim(r_dst), '')",
         "proto": "r_proto",
+        "policy_trace": "r_trace",
         "observed": f"""CASE
             WHEN {verdict} IN ('FORWARDED', 'AUDIT', 'REDIRECTED', 'TRACED', 'TRANSLATED')
                 THEN 'allowed'

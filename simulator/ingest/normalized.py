@@ -46,6 +46,7 @@ def raw_columns(columns: dict[str, str]) -> dict[str, str]:
         "dst_port": _int("dst_port", columns),
         "r_proto": _text("protocol", columns),
         "r_verdict": _text("verdict", columns),
+        "r_trace": _text("policy_trace", columns),
         "is_reply": 'TRY_CAST("is_reply" AS BOOLEAN)' if "is_reply" in columns
         else "NULL::BOOLEAN",
         "tcp_flags": _int("tcp_flags", columns),
@@ -73,6 +74,7 @@ def post_columns() -> dict[str, str]:
         "src_ip": "trim(r_src)",
         "dst_ip": "trim(r_dst)",
         "proto": _PROTO,
+        "policy_trace": "r_trace",
         "observed": f"""CASE
             WHEN {verdict} IN ('ALLOWED', 'ALLOW', 'ACCEPT', 'FORWARDED') THEN 'allowed'
             WHEN {verdict} IN ('DENIED', 'DENY', 'REJECT', 'DROPPED') THEN 'denied'

@@ -37,6 +37,8 @@ FLOW_SCHEMA = pa.schema([
     pa.field("dst_labels", pa.string()),
     pa.field("dst_namespace_labels", pa.string()),
     pa.field("dst_kind", pa.string()),
+    # What the dataplane says decided it, e.g. "ingress allowed by ns/policy".
+    pa.field("policy_trace", pa.string()),
 ])
 NORMALIZED_REQUIRED = ("start_time", "src_ip", "dst_ip", "dst_port", "protocol")
 IDENTITY_COLUMNS = tuple(f"{side}_{c}" for side in ("src", "dst")

@@ -50,9 +50,10 @@ HEAD_BYTES = 64 * 1024
 EPHEMERAL_MIN = 32768
 
 # Columns every source's tuple query yields, in this order.
+# policy_trace: which policies the dataplane says allowed or denied it (Hubble, Calico…).
 TUPLE_COLUMNS = ("skip_reason", "src_ip", "dst_ip", "sp", "dp", "proto", "observed",
                  "is_reply", "syn_ack") + IDENTITY_COLUMNS + (
-                 "records", "packets", "bytes", "t_first", "t_last_start", "t_last")
+                 "policy_trace", "records", "packets", "bytes", "t_first", "t_last_start", "t_last")
 
 
 def _sql_str(s: str) -> str:
@@ -142,7 +143,7 @@ class FlowSource:
                 select.append(f"{post[c]} AS {c}")
             elif c in ("sp", "dp"):
                 select.append(f"coalesce({c}, 0) AS {c}")
-            elif c in IDENTITY_COLUMNS:
+            elif c in IDENTITY_COLUMNS or c == "policy_trace":
                 select.append(f"NULL::VARCHAR AS {c}")
             else:
                 select.append(c)
@@ -184,7 +185,8 @@ class FlowSource:
         """Every record that is not skipped, in the normalized flow schema (FLOW_SCHEMA):
         what --save-flows writes, so that a capture is parsed once and replayed often."""
         post = self.module.post_columns()
-        identity = ", ".join(f"{post.get(c, 'NULL::VARCHAR')} AS {c}" for c in IDENTITY_COLUMNS)
+        identity = ", ".join(f"{post.get(c, 'NULL::VARCHAR')} AS {c}"
+                             for c in IDENTITY_COLUMNS + ("policy_trace",))
         return f"""
         SELECT to_timestamp(t_start) AS start_time, to_timestamp(t_end) AS end_time,
             {post['src_ip']} AS src_ip, {post['dst_ip']} AS dst_ip,
