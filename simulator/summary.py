@@ -30,6 +30,12 @@ def _policy_set(p: PolicySet | None) -> dict[str, Any] | None:
             "ignored": dict(sorted(p.ignored.items()))}
 
 
+def _conflicts(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+    rows = con.execute(CONFLICTS_SQL).fetchall()
+    return {"pods": len({r[0] for r in rows}),
+            "examples": [f"{pod}: {what}" for pod, what in rows[:TOP_N]]}
+
+
 def workload_pairs_sql(change: str, limit: int | None = TOP_N) -> str:
     """Connections of one change class grouped by workload pair, biggest first."""
     return f"""
@@ -44,6 +50,42 @@ def workload_pairs_sql(change: str, limit: int | None = TOP_N) -> str:
         FROM result WHERE change = '{change}'
         GROUP BY ALL ORDER BY flows DESC, source, destination, port
         {f'LIMIT {limit}' if limit else ''}"""
+
+
+# Where a flow's own identity for a pod and the cluster snapshot disagree: a label both know
+# with different values, or an address the snapshot gives to another pod at that time.
+CONFLICTS_SQL = """
+WITH flow_pods AS (
+    SELECT DISTINCT te.pod_ref, te.ip, te.ident_id, t.t_first, t.t_last_start
+    FROM tuple_ep te JOIN tuples t USING (tuple_id)
+    JOIN tuples tt ON tt.tuple_id = te.tuple_id
+    WHERE te.kind = 'pod' AND te.pod_ref IS NOT NULL
+      AND ((te.side = 'src' AND tt.src_pod IS NOT NULL)
+           OR (te.side = 'dst' AND tt.dst_pod IS NOT NULL))
+),
+snapshot AS (
+    SELECT pod_ref, any_value(ident_id) AS ident_id FROM holder
+    WHERE kind = 'pod' GROUP BY pod_ref
+),
+label_conflicts AS (
+    SELECT DISTINCT f.pod_ref,
+        'label ' || fl.key || ': flow says ' || fl.value || ', snapshot ' || sl.value AS what
+    FROM flow_pods f JOIN snapshot s USING (pod_ref)
+    JOIN ident_label fl ON fl.ident_id = f.ident_id
+    JOIN ident_label sl ON sl.ident_id = s.ident_id AND sl.key = fl.key
+    WHERE fl.value <> sl.value
+),
+address_conflicts AS (
+    SELECT DISTINCT f.pod_ref,
+        'address ' || f.ip || ' belongs to ' || h.pod_ref || ' in the snapshot' AS what
+    FROM flow_pods f JOIN holder h ON h.ip = f.ip AND h.kind = 'pod'
+        AND h.created <= f.t_first AND f.t_last_start < h.deleted
+    WHERE h.pod_ref <> f.pod_ref
+)
+SELECT pod_ref, what FROM label_conflicts
+UNION ALL SELECT pod_ref, what FROM address_conflicts
+ORDER BY pod_ref, what
+"""
 
 
 def build_summary(con: duckdb.DuckDBPyConnection, *, sources: list[Any], cluster: Cluster,
@@ -106,6 +148,7 @@ def build_summary(con: duckdb.DuckDBPyConnection, *, sources: list[Any], cluster
             "top": [{k: (str(v) if k != "flows" else int(v)) for k, v in r.items()}
                     for r in unresolved[:TOP_N]],
         },
+        "identity_conflicts": _conflicts(con),
         "calibration": {
             "compared": int(counts[3]),
             "disagreements": int(counts[4]),

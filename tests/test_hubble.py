@@ -261,3 +261,25 @@ def test_dataplane_policy_verdicts_are_kept(tmp_path):
         "ingress allowed by pay/api; egress allowed by allow-all"
     # our explanation names the same policy
     assert "pay/api" in by_src["10.1.0.5"]["candidate_reason"]
+
+
+def test_conflicts_between_flows_and_snapshot_are_reported(tmp_path):
+    objs = [namespace("shop"), namespace("pay"),
+            pod("shop", "web-7d9f8c6b5-x2x4z", "10.1.0.5", {"app": "web"}, []),
+            pod("pay", "api-5c6d7f8b9-abcde", "10.2.0.9", {"app": "payments-api"},
+                [(None, 8443, "TCP")]),
+            pod("pay", "other", "10.2.0.7", {"app": "other"}, [])]
+    write_cluster(tmp_path / "c.json", objs)
+    lines = [flow("10.1.0.5", "10.2.0.9", 40000, 8443, WEB, API),
+             flow("10.2.0.7", "10.2.0.9", 41000, 8443, BATCH, API)]
+    (tmp_path / "f.json").write_text("\n".join(lines) + "\n")
+    write_policies(tmp_path / "p", [API_POLICY])
+    result, _, summary = run("--flows", tmp_path / "f.json", "--cluster", tmp_path / "c.json",
+                             "--policies", tmp_path / "p", "--json", tmp_path / "o.json")
+    conflicts = summary["identity_conflicts"]
+    assert conflicts["pods"] == 2
+    assert "pay/api-5c6d7f8b9-abcde: label app: flow says api, snapshot payments-api" in \
+        conflicts["examples"]
+    assert any("pay/batch-0: address 10.2.0.7 belongs to pay/other" in e
+               for e in conflicts["examples"])
+    assert "Identity conflicts: 2 pods" in result.output

@@ -62,6 +62,12 @@ def render(summary: dict[str, Any]) -> str:
                      "but match no pod (verdicts not guessed)")
         for r in un["top"][:5]:
             lines.append(f"  {_clean(r['ip'])} ({r['kind']}): {r['flows']:,} flows")
+    conflicts = summary["identity_conflicts"]
+    if conflicts["pods"]:
+        lines.append(f"Identity conflicts: {conflicts['pods']:,} pods named by the flows "
+                     "disagree with the cluster snapshot (the flows' identity was used)")
+        for ex in conflicts["examples"][:5]:
+            lines.append(f"  {_clean(ex)}")
     cal = summary["calibration"]
     if cal["compared"]:
         lines.append(f"Self-calibration: baseline model disagrees with the observed verdict "
