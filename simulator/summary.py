@@ -58,10 +58,8 @@ CONFLICTS_SQL = """
 WITH flow_pods AS (
     SELECT DISTINCT te.pod_ref, te.ip, te.ident_id, t.t_first, t.t_last_start
     FROM tuple_ep te JOIN tuples t USING (tuple_id)
-    JOIN tuples tt ON tt.tuple_id = te.tuple_id
     WHERE te.kind = 'pod' AND te.pod_ref IS NOT NULL
-      AND ((te.side = 'src' AND tt.src_pod IS NOT NULL)
-           OR (te.side = 'dst' AND tt.dst_pod IS NOT NULL))
+      AND CASE te.side WHEN 'src' THEN t.src_pod ELSE t.dst_pod END IS NOT NULL
 ),
 snapshot AS (
     SELECT pod_ref, any_value(ident_id) AS ident_id FROM holder
