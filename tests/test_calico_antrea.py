@@ -265,3 +265,15 @@ def test_sniffers_do_not_claim_each_other():
         assert not hubble.sniff(head), f.name
         assert calico.sniff(head) != antrea.sniff(head), f.name
     assert not antrea.sniff((ANTREA / "flowlogger-csv-COLUMNS.txt").read_text())
+
+
+def test_calico_policy_trace_becomes_observed_policies(tmp_path):
+    sample = Path(__file__).parent / "fixtures" / "calico" / \
+        "tigera-docs-enterprise-flowlog-example.json"
+    (tmp_path / "p").mkdir()
+    r = CliRunner().invoke(main, ["--flows", str(sample), "--policies", str(tmp_path / "p"),
+                                  "--out", str(tmp_path / "o.parquet"), "-q"])
+    assert r.exit_code == 0, r.output
+    rows = pq.read_table(tmp_path / "o.parquet").to_pylist()
+    assert rows[0]["observed_policies"] == \
+        "ns1/tier1.policy1 pass, policy-demo/default.access-nginx allow"

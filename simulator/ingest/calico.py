@@ -33,8 +33,8 @@ NetworkSets are left to IP resolution. Under name aggregation a pod's name is `-
   A network (`net`/`ns`) without an IP cannot be evaluated against ipBlocks: such
   records are skipped as 'aggregated record without IP (network-level aggregation)'.
 
-Policy traces (`policies`) are read but not carried to the outputs: the result table has
-no column for them.
+Policy traces (`policies`: the enforced policies' names and actions) become the
+connection's `observed_policies`.
 """
 
 from __future__ import annotations
@@ -188,6 +188,13 @@ def _record(get: Callable[[str], str], labels: Callable[[str], str],
         "octets": f"TRY_CAST({get('bytes_in')} AS BIGINT) + "
               f"coalesce(TRY_CAST({get('bytes_out')} AS BIGINT), 0)",
     }
+    pol = get("policies")
+    # "idx|tier|namespace/tier.name|action|rule": name and action of each enforced policy
+    cols["trace"] = (f"CASE WHEN {pol} IS NOT NULL THEN NULLIF(array_to_string(list_transform("
+                     f"CAST(coalesce(json_extract({pol}, '$.enforced_policies'), "
+                     f"json_extract({pol}, '$.all_policies')) AS VARCHAR[]), "
+                     "lambda x: split_part(x, '|', 3) || ' ' || split_part(x, '|', 4)), "
+                     "', '), '') END")
     for s, side in (("s", "source"), ("d", "dest")):
         name = _nz(get(f"{side}_name"))
         aggr = _nz(get(f"{side}_name_aggr"))
@@ -286,7 +293,7 @@ def raw_columns(params: dict[str, str]) -> dict[str, str]:
         "src_port": "TRY_CAST(s_port AS INTEGER)",
         "dst_port": "TRY_CAST(d_port AS INTEGER)",
         "r_proto": "proto", "r_action": "action", "r_denied_at_dst": "denied_at_dst",
-        "r_dup": "dup", "r_bad": "bad",
+        "r_dup": "dup", "r_bad": "bad", "r_trace": "trace",
         "is_reply": "false", "tcp_flags": "NULL::INTEGER",
     }
     for s in ("s", "d"):
@@ -328,6 +335,7 @@ def post_columns() -> dict[str, str]:
         "src_ip": f"coalesce(r_src, {_placeholder('s')})",
         "dst_ip": f"coalesce(r_dst, {_placeholder('d')})",
         "proto": _PROTO,
+        "policy_trace": "r_trace",
         "observed": """CASE WHEN r_action = 'deny' OR r_denied_at_dst THEN 'denied'
                             WHEN r_action = 'allow' THEN 'allowed' ELSE 'unknown' END""",
     }
