@@ -239,13 +239,15 @@ def test_antrea_json_labels_evaluate(tmp_path):
     batch = dict(rec, sourcePodName="batch-1", sourcePodLabels='{"app":"batch"}',
                  sourceIPv4Address="10.1.0.7")
     dropped = dict(rec, sourcePodName="x-1", sourcePodLabels='{"app":"x"}',
-                   sourceIPv4Address="10.1.0.8", ingressNetworkPolicyRuleAction=2)
+                   sourceIPv4Address="10.1.0.8", ingressNetworkPolicyRuleAction=2,
+                   ingressNetworkPolicyName="api", ingressNetworkPolicyNamespace="pay")
     (tmp_path / "records.json").write_text(json.dumps([rec, batch, dropped, 7], indent=2))
     rows, summary = simulate(tmp_path, tmp_path / "records.json", [API_POLICY])
     by_src = {r["src_pod"]: r for r in rows}
     assert by_src["web-1"]["change"] == "break"
     assert by_src["batch-1"]["change"] == "still_allowed"
     assert (by_src["x-1"]["observed"], by_src["x-1"]["change"]) == ("denied", "still_denied")
+    assert by_src["x-1"]["observed_policies"] == "ingress drop by pay/api"
     assert summary["flows"]["skipped"] == {"malformed or not an Antrea flow record": 1}
 
 

@@ -148,6 +148,14 @@ def _json_base(files: list[str], params: dict[str, str], numbered: bool) -> str:
         "flow_type": _nz("flowType"),
         "in_action": _nz("ingressNetworkPolicyRuleAction"),
         "eg_action": _nz("egressNetworkPolicyRuleAction"),
+        "trace": "NULLIF(concat_ws('; ', " + ", ".join(
+            f"CASE WHEN {_nz(d + 'NetworkPolicyName')} IS NOT NULL THEN '{d} ' || "
+            f"CASE {_nz(d + 'NetworkPolicyRuleAction')} WHEN '1' THEN 'allow' "
+            "WHEN '2' THEN 'drop' WHEN '3' THEN 'reject' "
+            f"ELSE lower(coalesce({_nz(d + 'NetworkPolicyRuleAction')}, 'matched')) END"
+            " || ' by ' || "
+            f"coalesce({_nz(d + 'NetworkPolicyNamespace')} || '/', '') || "
+            f"{_nz(d + 'NetworkPolicyName')} END" for d in ("ingress", "egress")) + "), '')",
         "t0": _epoch("flowStartSeconds"), "t1": _epoch("flowEndSeconds"),
         "pk": total.format(a="packetTotalCount", b="reversePacketTotalCount"),
         "octets": total.format(a="octetTotalCount", b="reverseOctetTotalCount"),
@@ -188,7 +196,7 @@ def _csv_base(files: list[str], params: dict[str, str], numbered: bool) -> str:
         "d_pod": "NULLIF(f[11], '')", "d_ns": "NULLIF(f[12], '')",
         "s_labels": "NULL::VARCHAR", "d_labels": "NULL::VARCHAR",
         "flow_type": "NULL::VARCHAR",
-        "in_action": at(21), "eg_action": at(26),
+        "in_action": at(21), "eg_action": at(26), "trace": "NULL::VARCHAR",
         "t0": "TRY_CAST(f[1] AS DOUBLE)", "t1": "TRY_CAST(f[2] AS DOUBLE)",
         "pk": "NULL::BIGINT", "octets": "NULL::BIGINT",
         "bad": f"""CASE WHEN len(f) < {OLD_CSV_FIELDS} OR ({o} = 1 AND len(f) <> {OLD_CSV_FIELDS})
@@ -213,7 +221,7 @@ def raw_columns(params: dict[str, str]) -> dict[str, str]:
         "src_port": "TRY_CAST(s_port AS INTEGER)",
         "dst_port": "TRY_CAST(d_port AS INTEGER)",
         "r_proto": "proto", "r_in_action": "in_action", "r_eg_action": "eg_action",
-        "r_flow_type": "flow_type", "r_bad": "bad",
+        "r_flow_type": "flow_type", "r_bad": "bad", "r_trace": "trace",
         "is_reply": "false", "tcp_flags": "NULL::INTEGER",
         "r_s_pod": "s_pod", "r_s_ns": "s_ns", "r_s_labels": "s_labels",
         "r_d_pod": "d_pod", "r_d_ns": "d_ns", "r_d_labels": "d_labels",
@@ -234,6 +242,7 @@ def post_columns() -> dict[str, str]:
         "src_ip": "trim(r_src)",
         "dst_ip": "trim(r_dst)",
         "proto": _PROTO,
+        "policy_trace": "r_trace",
         "observed": f"""CASE WHEN upper(r_in_action) IN {_DENY} OR upper(r_eg_action) IN {_DENY}
                              THEN 'denied' ELSE 'allowed' END""",
         "skip_reason": f"""CASE
