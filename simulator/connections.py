@@ -147,7 +147,7 @@ FROM parsed p
 # with the address it was seen with; tuples and connections refer to them by ep_id.
 ENDPOINTS_SQL = """
 CREATE OR REPLACE TABLE ep AS
-SELECT row_number() OVER (ORDER BY ep_name, ip) AS ep_id, *
+SELECT row_number() OVER () AS ep_id, *
 FROM (
     SELECT ep_name, ip, any_value(kind) AS kind, any_value(family) AS family,
            any_value(key) AS key, any_value(namespace) AS namespace, any_value(pod) AS pod,
@@ -219,7 +219,7 @@ oriented AS (
     FROM directed
 )
 SELECT
-    row_number() OVER (ORDER BY src_ep, dst_ep, server_port, proto) AS conn_id,
+    row_number() OVER () AS conn_id,
     src_ep, dst_ep, NULLIF(server_port, -1) AS dst_port, proto,
     sum(records)::BIGINT AS flows,
     (sum(records) FILTER (WHERE reply))::BIGINT AS reply_flows,
@@ -229,7 +229,10 @@ SELECT
          WHEN bool_or(observed = 'denied' AND NOT reply) THEN 'denied'
          ELSE 'unknown' END AS observed,
     min(how) AS how,
-    string_agg(DISTINCT policy_trace, '; ' ORDER BY policy_trace) AS observed_policies
+    -- most sources carry no trace: the FILTER keeps their groups free of it
+    array_to_string(list_sort(list_distinct(
+        list(policy_trace) FILTER (WHERE policy_trace IS NOT NULL))), '; ')
+        AS observed_policies
 FROM oriented
 GROUP BY src_ep, dst_ep, server_port, proto
 """

@@ -91,5 +91,4 @@ def build_result(con: duckdb.DuckDBPyConnection, has_baseline_set: bool) -> None
         baseline_egress_isolated_by, baseline_egress_allowed_by,
         baseline_ingress_isolated_by, baseline_ingress_allowed_by
     FROM joined
-    ORDER BY conn_id
     """)
