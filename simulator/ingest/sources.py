@@ -33,7 +33,7 @@ import duckdb
 
 from ..errors import InputError
 from ..protocols import PROTO_NAME_SQL
-from . import antrea, calico, hubble, normalized, pcap, vpc, vpc_cloudwatch, vpc_text
+from . import antrea, azure, calico, hubble, normalized, pcap, vpc, vpc_cloudwatch, vpc_text
 from .schema import IDENTITY_COLUMNS
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -46,6 +46,7 @@ TEXT_FORMATS: dict[str, ModuleType] = {"hubble": hubble, "vpc-text": vpc_text,
 TEXT_FORMATS["pcap"] = pcap
 TEXT_FORMATS["calico"] = calico
 TEXT_FORMATS["antrea"] = antrea
+TEXT_FORMATS["azure"] = azure
 HEAD_BYTES = 64 * 1024
 EPHEMERAL_MIN = 32768
 
