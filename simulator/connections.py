@@ -161,7 +161,7 @@ FROM (
 
 # Orient every tuple initiator -> responder and group into connections.
 CONNS_SQL = """
-CREATE OR REPLACE TABLE conns AS
+CREATE OR REPLACE TABLE conn_rows AS
 WITH sides AS (
     SELECT te.tuple_id, te.side, e.ep_id, e.pod_ref
     FROM tuple_ep te JOIN ep e ON e.ep_name = te.ep_name AND e.ip = te.ip
@@ -219,7 +219,6 @@ oriented AS (
     FROM directed
 )
 SELECT
-    row_number() OVER () AS conn_id,
     src_ep, dst_ep, NULLIF(server_port, -1) AS dst_port, proto,
     sum(records)::BIGINT AS flows,
     (sum(records) FILTER (WHERE reply))::BIGINT AS reply_flows,
@@ -234,7 +233,9 @@ SELECT
         list(policy_trace) FILTER (WHERE policy_trace IS NOT NULL))), '; ')
         AS observed_policies
 FROM oriented
-GROUP BY src_ep, dst_ep, server_port, proto
+GROUP BY src_ep, dst_ep, server_port, proto;
+
+CREATE OR REPLACE VIEW conns AS SELECT rowid AS conn_id, * FROM conn_rows
 """
 
 
@@ -257,9 +258,9 @@ def _union(sources: Sequence[FlowSource], server_ports: Sequence[int], **kw: Any
 
 def build_tuples(con: duckdb.DuckDBPyConnection, sources: Sequence[FlowSource],
                  server_ports: Sequence[int]) -> None:
-    db.run(con, "CREATE OR REPLACE TABLE tuples AS "
-                "SELECT row_number() OVER () AS tuple_id, * "
-                f"FROM ({_union(sources, server_ports)})")
+    # ids are the table's row ids: numbering rows with a window costs a second pass
+    db.run(con, f"CREATE OR REPLACE TABLE tuple_rows AS {_union(sources, server_ports)}")
+    db.run(con, "CREATE OR REPLACE VIEW tuples AS SELECT rowid AS tuple_id, * FROM tuple_rows")
 
 
 def resolve(con: duckdb.DuckDBPyConnection, sources: Sequence[FlowSource],
@@ -291,11 +292,10 @@ def resolve(con: duckdb.DuckDBPyConnection, sources: Sequence[FlowSource],
                    row_filter="({src_ip}) IN (SELECT ip_raw FROM resplit_ips) "
                               "OR ({dst_ip}) IN (SELECT ip_raw FROM resplit_ips)")
     same = " AND ".join(f"a.{c} IS NOT DISTINCT FROM s.{c}" for c in keys)
-    max_id = db.one(con, "SELECT max(tuple_id) FROM tuples")[0]
     db.run(con, f"""
-        DELETE FROM tuples WHERE tuple_id IN (SELECT tuple_id FROM ambiguous_tuples);
-        INSERT INTO tuples BY NAME
-        SELECT {max_id} + row_number() OVER () AS tuple_id, s.* EXCLUDE (t_start)
+        DELETE FROM tuple_rows WHERE rowid IN (SELECT tuple_id FROM ambiguous_tuples);
+        INSERT INTO tuple_rows BY NAME
+        SELECT s.* EXCLUDE (t_start)
         FROM ({split}) s
         WHERE EXISTS (SELECT 1 FROM ambiguous_tuples a WHERE {same})""")
     db.run(con, RESOLVE_SQL, {"epoch": TIME_KNOWN_FROM})
