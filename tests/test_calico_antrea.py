@@ -279,3 +279,13 @@ def test_calico_policy_trace_becomes_observed_policies(tmp_path):
     rows = pq.read_table(tmp_path / "o.parquet").to_pylist()
     assert rows[0]["observed_policies"] == \
         "ns1/tier1.policy1 pass, policy-demo/default.access-nginx allow"
+
+
+def test_antctl_table_output(tmp_path):
+    rows, summary = simulate(tmp_path, ANTREA / "antctl-get-flowrecords-docs-example-table.txt",
+                             [])
+    assert summary["flows"]["skipped"] == {"command line, not a record": 1}
+    assert len(rows) == 1
+    r = rows[0]
+    assert (r["src_pod"], r["dst_namespace"], r["dst_port"], r["protocol"], r["flows"]) == \
+        ("flow-aggregator-67dc8ddfc8-zx8sg", "kube-system", 53, "UDP", 2)

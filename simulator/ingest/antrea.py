@@ -64,6 +64,8 @@ def _csv_line(line: str) -> bool:
 
 
 def _form(head: str) -> str | None:
+    if _table_header(head):
+        return "table"
     for line in head.splitlines():
         if not line.strip():
             continue
@@ -96,7 +98,11 @@ def is_headless_csv(path: Path) -> bool:
 
 
 def describe(head: str, path: Path) -> dict[str, str]:
-    if _form(head) == "csv":
+    form = _form(head)
+    if form == "table":
+        return {"form": "table", "header": _table_header(head) or "",
+                "compression": vpc_text.compression(path)}
+    if form == "csv":
         return {"form": "csv", "compression": vpc_text.compression(path)}
     return {"form": "json", "layout": jsonform.layout(head) or "array"}
 
@@ -169,20 +175,24 @@ def _json_base(files: list[str], params: dict[str, str], numbered: bool) -> str:
         f" FROM {src}"
 
 
-def _csv_base(files: list[str], params: dict[str, str], numbered: bool) -> str:
+def _lines(files: list[str], params: dict[str, str], numbered: bool, expr: str) -> str:
+    """Each line of the files as `expr` (over `line`) named f; with its place when
+    numbered."""
     listed = "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
     src = (f"read_csv({listed}, columns = {{'line': 'VARCHAR'}}, delim = '\\x01', "
            "header = false, quote = '', escape = '', auto_detect = false, "
            f"compression = '{params.get('compression', 'auto')}'"
            f"{', filename = true' if numbered else ''})")
-    split = "string_split(trim(line, ' ' || chr(13)), ',')"
     if numbered:
         # the CSV reader keeps blank lines and reads files in order (as in vpc_text)
-        lines = (f"(SELECT {split} AS f, filename, 'line ' || (ordinality - "
-                 f"min(ordinality) OVER (PARTITION BY filename) + 1) AS place "
-                 f"FROM {src} WITH ORDINALITY)")
-    else:
-        lines = f"(SELECT {split} AS f FROM {src})"
+        return (f"(SELECT {expr} AS f, filename, 'line ' || (ordinality - "
+                f"min(ordinality) OVER (PARTITION BY filename) + 1) AS place "
+                f"FROM {src} WITH ORDINALITY)")
+    return f"(SELECT {expr} AS f FROM {src})"
+
+
+def _csv_base(files: list[str], params: dict[str, str], numbered: bool) -> str:
+    lines = _lines(files, params, numbered, "string_split(trim(line, ' ' || chr(13)), ',')")
     # o: 1 in the old layout (a destinationServiceIP column at 15), else 0
     o = "(CASE WHEN regexp_full_match(f[15], '\\d+') THEN 0 ELSE 1 END)"
 
@@ -208,8 +218,54 @@ def _csv_base(files: list[str], params: dict[str, str], numbered: bool) -> str:
             f" FROM {lines} WHERE f[1] <> ''")
 
 
+# `antctl get flowrecords` without -o: a fixed-width table under this header
+TABLE_COLUMNS = ("SRC_IP", "DST_IP", "SPORT", "DPORT", "PROTO", "SRC_POD", "DST_POD",
+                 "SRC_NS", "DST_NS", "SERVICE")
+
+
+def _table_header(head: str) -> str | None:
+    for line in head.splitlines()[:5]:
+        if line.split()[:2] == ["SRC_IP", "DST_IP"]:
+            return line.rstrip("\r\n")
+    return None
+
+
+def _table_base(files: list[str], params: dict[str, str], numbered: bool) -> str:
+    """Cells are cut at the header's column starts (a cell may be empty)."""
+    header = params["header"]
+    starts = {name: header.index(name) for name in header.split()}
+    order = sorted(starts.values())
+
+    def cell(name: str) -> str:
+        if name not in starts:
+            return "NULL::VARCHAR"
+        a = starts[name]
+        b = next((x for x in order if x > a), None)
+        width = f", {b - a}" if b is not None else ""
+        return f"NULLIF(trim(substr(f, {a + 1}{width})), '')"
+
+    lines = _lines(files, params, numbered, "rtrim(line, ' ' || chr(13))")
+    cols = {
+        "s_ip": cell("SRC_IP"), "d_ip": cell("DST_IP"),
+        "s_port": cell("SPORT"), "d_port": cell("DPORT"), "proto": cell("PROTO"),
+        "s_pod": cell("SRC_POD"), "s_ns": cell("SRC_NS"),
+        "d_pod": cell("DST_POD"), "d_ns": cell("DST_NS"),
+        "s_labels": "NULL::VARCHAR", "d_labels": "NULL::VARCHAR",
+        "flow_type": "NULL::VARCHAR", "in_action": "NULL::VARCHAR",
+        "eg_action": "NULL::VARCHAR", "trace": "NULL::VARCHAR",
+        "t0": "NULL::DOUBLE", "t1": "NULL::DOUBLE", "pk": "NULL::BIGINT",
+        "octets": "NULL::BIGINT",
+        "bad": f"""CASE WHEN starts_with(f, '$') THEN 'command line, not a record'
+                        WHEN {cell('SRC_IP')} IS NULL OR {cell('DST_IP')} IS NULL
+                        THEN 'malformed table row' END""",
+    }
+    extra = ", filename, place" if numbered else ""
+    return ("SELECT " + ", ".join(f"{e} AS {n}" for n, e in cols.items()) + extra +
+            f" FROM {lines} WHERE trim(f) <> '' AND NOT starts_with(f, 'SRC_IP ')")
+
+
 def reader(files: list[str], params: dict[str, str], numbered: bool) -> str:
-    base = _csv_base if params.get("form") == "csv" else _json_base
+    base = {"csv": _csv_base, "table": _table_base}.get(params.get("form", ""), _json_base)
     return f"({base(files, params, numbered)})"
 
 
