@@ -183,7 +183,12 @@ reverse AS (
 directed AS (
     SELECT t.*,
         CASE
-            WHEN t.is_reply IS NOT NULL THEN struct_pack(reply := t.is_reply, how := 0)
+            -- a reply flag is believed unless the ports say the opposite (a "request"
+            -- to an ephemeral port from a server port, or the reverse)
+            WHEN t.is_reply IS NOT NULL
+                 AND NOT (NOT t.is_reply AND t.dp = -1 AND t.sp <> -1)
+                 AND NOT (t.is_reply AND t.sp = -1 AND t.dp <> -1)
+                THEN struct_pack(reply := t.is_reply, how := 0)
             WHEN t.proto = 6 AND t.syn_ack = 2 THEN struct_pack(reply := false, how := 1)
             WHEN t.proto = 6 AND t.syn_ack = 18 THEN struct_pack(reply := true, how := 1)
             -- a declared port serves, unless the other side sends from a privileged port

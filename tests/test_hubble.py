@@ -283,3 +283,21 @@ def test_conflicts_between_flows_and_snapshot_are_reported(tmp_path):
     assert any("pay/batch-0: address 10.2.0.7 belongs to pay/other" in e
                for e in conflicts["examples"])
     assert "Identity conflicts: 2 pods" in result.output
+
+
+def test_reply_flag_that_contradicts_the_ports_is_not_believed(tmp_path):
+    """Real captures mark some replies is_reply=false: a packet from the server's port
+    8443 to the client's ephemeral port is a reply whatever the flag says."""
+    lines = [flow("10.1.0.5", "10.2.0.9", 40000, 8443, WEB, API),
+             flow("10.2.0.9", "10.1.0.5", 8443, 40000, API, WEB, reply=False,
+                  flags={"ACK": True}),
+             flow("10.2.0.9", "10.1.0.5", 8443, 40001, API, WEB, reply=None,
+                  flags={"ACK": True})]
+    (tmp_path / "f.json").write_text("\n".join(lines) + "\n")
+    write_policies(tmp_path / "p", [])
+    _, rows, _ = run("--flows", tmp_path / "f.json", "--policies", tmp_path / "p",
+                     "--out", tmp_path / "o.parquet", "-q")
+    assert len(rows) == 1
+    assert (rows[0]["src_ip"], rows[0]["dst_port"]) == ("10.1.0.5", 8443)
+    assert (rows[0]["flows"], rows[0]["reply_flows"]) == (3, 2)
+    assert rows[0]["direction"] == "flow flag"  # the request's own flag decides the row

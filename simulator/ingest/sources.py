@@ -71,17 +71,16 @@ def reader_sql(kind: str, files: Iterable[str], extra: str = "") -> str:
 def fold_sql(server_ports: Sequence[int]) -> str:
     """Fold an ephemeral client port to -1, so that a connection's records collapse into
     one tuple per direction whatever ports its clients used. Declared container ports in
-    the ephemeral range are servers, never folded; neither is a port whose record says
-    (by flag or TCP flags) that it is the server's side."""
+    the ephemeral range are servers, never folded; neither is a port whose record's TCP
+    flags say it is the server's side. (A reply flag is not trusted here: real captures
+    carry wrong ones, which the direction step recognises by these folded ports.)"""
     keep = ", ".join(str(p) for p in sorted(set(server_ports))) or "-1"
     return f"""
         CASE WHEN src_port >= {EPHEMERAL_MIN} AND dst_port < {EPHEMERAL_MIN}
-                  AND is_reply IS DISTINCT FROM true AND coalesce(tcp_flags & 18, 0) <> 18
-                  AND src_port NOT IN ({keep})
+                  AND coalesce(tcp_flags & 18, 0) <> 18 AND src_port NOT IN ({keep})
              THEN -1 ELSE src_port END AS sp,
         CASE WHEN dst_port >= {EPHEMERAL_MIN} AND src_port < {EPHEMERAL_MIN}
-                  AND is_reply IS DISTINCT FROM false AND coalesce(tcp_flags & 18, 0) <> 2
-                  AND dst_port NOT IN ({keep})
+                  AND coalesce(tcp_flags & 18, 0) <> 2 AND dst_port NOT IN ({keep})
              THEN -1 ELSE dst_port END AS dp,
         tcp_flags & 18 AS syn_ack"""
 
