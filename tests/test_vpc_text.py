@@ -355,3 +355,27 @@ def test_sniff_keeps_hubble_and_other_json_out():
     assert not vpc_text.sniff("hello world\nthis is not a flow log\n")
     # a header with fields unknown today (newer versions) is still a header
     assert vpc_text.sniff("version srcaddr dstaddr some-future-field\n")
+
+
+def test_traffic_recorded_at_both_interfaces_counts_once(tmp_path):
+    """With flow-direction in the format, the sender's egress record and the receiver's
+    ingress record of the same traffic are one flow, not two."""
+    header = ("version interface-id srcaddr dstaddr srcport dstport protocol packets bytes "
+              "start end action log-status flow-direction")
+    lines = [header,
+             "5 eni-a 10.0.1.10 10.0.2.10 40000 80 6 3 300 1717243200 1717243260 ACCEPT OK egress",
+             "5 eni-b 10.0.1.10 10.0.2.10 40000 80 6 3 300 1717243200 1717243260 ACCEPT OK "
+             "ingress",
+             "5 eni-b 10.0.2.10 10.0.1.10 80 40000 6 2 900 1717243200 1717243260 ACCEPT OK egress"]
+    (tmp_path / "f.log").write_text("\n".join(lines) + "\n")
+    (tmp_path / "p").mkdir()
+    out, js = tmp_path / "o.parquet", tmp_path / "o.json"
+    r = CliRunner().invoke(main, ["--flows", str(tmp_path / "f.log"), "--policies",
+                                  str(tmp_path / "p"), "--out", str(out), "--json", str(js),
+                                  "-q"])
+    assert r.exit_code == 0, r.output
+    rows = pq.read_table(out).to_pylist()
+    assert len(rows) == 1
+    assert (rows[0]["flows"], rows[0]["reply_flows"], rows[0]["bytes"]) == (2, 1, 1200)
+    skipped = json.loads(js.read_text())["summary"]["flows"]["skipped"]
+    assert skipped == {"same traffic recorded at the other interface (flow-direction)": 1}

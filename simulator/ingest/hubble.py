@@ -17,8 +17,6 @@ import json
 
 # An endpoint's labels follow from its address and pod name: carried, not grouped on.
 CARRIED = ("r_src_labels", "r_dst_labels")
-# One packet may be reported at several observation points (and on both nodes).
-OBSERVATION_POINT = "r_point"
 DUPLICATE_REASON = "same packet at another observation point"
 REQUIRED = "Hubble flow JSON lines (hubble observe -o json/jsonpb, exporter files)"
 
@@ -55,6 +53,11 @@ def _field(path: str, shape: str = "mixed") -> str:
     if shape == "bare":
         return f'"{head}"{tail}'
     return f'coalesce(flow."{head}"{tail}, "{head}"{tail})'
+
+
+def observation_point(params: dict[str, str]) -> str:
+    """One packet may be reported at several observation points (and on both nodes)."""
+    return "r_point"
 
 
 def sniff(head: str) -> bool:

@@ -128,7 +128,10 @@ class FlowSource:
         # CARRIED: columns a module knows to follow from the keys (e.g. an endpoint's label
         # list from its address and pod name); carried along instead of grouped on.
         carried = tuple(getattr(self.module, "CARRIED", ()))
-        obs = getattr(self.module, "OBSERVATION_POINT", None)
+        # observation_point(params): a raw column telling where a record was observed,
+        # when the same traffic may be recorded at several points (see below)
+        obs_of = getattr(self.module, "observation_point", None)
+        obs = obs_of(cols) if obs_of else None
         raw_names = [n for n in self.module.raw_columns(cols)
                      if n not in ("src_port", "dst_port", "tcp_flags", obs) + carried]
         post = self.module.post_columns()

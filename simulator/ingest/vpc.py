@@ -17,6 +17,15 @@ def _col(columns: dict[str, str], name: str, default: str = "NULL") -> str:
     return f'"{name}"' if name in columns else default
 
 
+DUPLICATE_REASON = "same traffic recorded at the other interface (flow-direction)"
+
+
+def observation_point(columns: dict[str, str]) -> str | None:
+    """Traffic between two logged interfaces is recorded twice, egress at the sender and
+    ingress at the receiver: with flow-direction known, counted once."""
+    return "r_flow_dir" if "flow_direction" in columns else None
+
+
 def raw_columns(columns: dict[str, str]) -> dict[str, str]:
     """name -> expression over the file's columns, evaluated per record."""
     c = lambda n, d="NULL": _col(columns, n, d)  # noqa: E731
@@ -34,6 +43,8 @@ def raw_columns(columns: dict[str, str]) -> dict[str, str]:
         "r_status": f"CAST({c('log_status')} AS VARCHAR)",
         "is_reply": "NULL::BOOLEAN",
         "tcp_flags": f"TRY_CAST({c('tcp_flags')} AS INTEGER)",
+        **({"r_flow_dir": "CAST(\"flow_direction\" AS VARCHAR)"}
+           if "flow_direction" in columns else {}),
     }
 
 

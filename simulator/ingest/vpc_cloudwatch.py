@@ -15,10 +15,10 @@ import re
 from pathlib import Path
 
 from . import vpc_text
-from .vpc_text import measures, post_columns, raw_columns
+from .vpc_text import DUPLICATE_REASON, measures, observation_point, post_columns, raw_columns
 
-__all__ = ["REQUIRED", "OPTIONS", "sniff", "describe", "reader", "raw_columns", "measures",
-           "post_columns"]
+__all__ = ["DUPLICATE_REASON", "OPTIONS", "REQUIRED", "describe", "measures",
+           "observation_point", "post_columns", "raw_columns", "reader", "sniff"]
 
 REQUIRED = ("CloudWatch Logs JSON ({\"logGroup\", \"logEvents\": [{\"message\": ...}]}) "
             "whose messages are VPC flow log records (default v2 format, or --vpc-fields)")

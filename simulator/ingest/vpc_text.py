@@ -184,6 +184,14 @@ def _field(params: dict[str, str]) -> Callable[[str], str]:
     return lambda n: f"f[{fields.index(n) + 1}]" if n in fields else "NULL::VARCHAR"
 
 
+DUPLICATE_REASON = vpc.DUPLICATE_REASON
+
+
+def observation_point(params: dict[str, str]) -> str | None:
+    """As for the Parquet delivery: counted once when recorded at both interfaces."""
+    return "r_flow_dir" if "flow-direction" in params["fields"].split() else None
+
+
 def raw_columns(params: dict[str, str]) -> dict[str, str]:
     """name -> expression over the split fields `f`, evaluated per record."""
     fields = params["fields"].split()
@@ -202,6 +210,7 @@ def raw_columns(params: dict[str, str]) -> dict[str, str]:
         "tcp_flags": f"TRY_CAST({c('tcp-flags')} AS INTEGER)",
         "r_bad_fields": f"CASE WHEN len(f) <> {len(fields)} THEN 'wrong number of fields (' "
                         f"|| len(f) || ', expected {len(fields)})' END",
+        **({"r_flow_dir": c("flow-direction")} if "flow-direction" in fields else {}),
     }
 
 
