@@ -110,8 +110,11 @@ def run(opts: Options) -> Result:
 def _run(con: duckdb.DuckDBPyConnection, tmp: str | None, opts: Options, progress: Progress,
          candidate: PolicySet, baseline: PolicySet | None, cluster: Cluster) -> Result:
     idents = catalog.Identities()
-    sources = open_flow_sources(con, opts.flows, opts.flows_format, tmp or opts.temp_dir,
-                                opts.vpc_fields)
+    # detection; captures are parsed here (into the normalized form the SQL path reads)
+    with progress.phase("opening flow files") as note:
+        sources = open_flow_sources(con, opts.flows, opts.flows_format,
+                                    tmp or opts.temp_dir, opts.vpc_fields)
+        note["done"] = ", ".join(f"{len(s.files)} {s.format}" for s in sources)
     if opts.save_flows:
         with progress.phase("saving normalized flows"):
             save_flows(con, sources, opts.save_flows)
