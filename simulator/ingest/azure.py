@@ -36,6 +36,7 @@ from pathlib import Path
 from ..ipnet import IPV4_RE
 from ..protocols import PROTO_NUMBER_SQL
 from . import jsonform
+from .checks import l4_checks
 
 REQUIRED = ('Azure NSG flow log or VNet flow log JSON ({"records": [...]} with category '
             "NetworkSecurityGroupFlowEvent / FlowLogFlowEvent)")
@@ -261,10 +262,6 @@ def post_columns() -> dict[str, str]:
             WHEN r_bad IS NOT NULL THEN r_bad
             WHEN NULLIF(r_src, '') IS NULL OR NULLIF(r_dst, '') IS NULL THEN 'missing address'
             WHEN {_bad_ip('r_src')} OR {_bad_ip('r_dst')} THEN 'invalid IP address'
-            WHEN {_PROTO} IS NULL THEN 'missing or invalid protocol'
-            WHEN {_PROTO} IN (6, 17, 132) AND (sp IS NULL OR dp IS NULL)
-                THEN 'missing or invalid port'
-            WHEN sp NOT BETWEEN -1 AND 65535 OR dp NOT BETWEEN -1 AND 65535
-                THEN 'port out of range'
+            {l4_checks(_PROTO)}
         END""",
     }

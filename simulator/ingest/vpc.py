@@ -5,6 +5,8 @@ mapping and the skip reasons are computed once per group (see sources.FlowSource
 
 from __future__ import annotations
 
+from .checks import l4_checks
+
 REQUIRED = ("srcaddr", "dstaddr", "srcport", "dstport", "protocol", "packets", "bytes",
             "start", "end", "action", "log_status")
 
@@ -75,10 +77,6 @@ def post_columns() -> dict[str, str]:
             WHEN {status} = 'NODATA' THEN 'NODATA record (no traffic in the window)'
             WHEN {status} = 'SKIPDATA' THEN 'SKIPDATA record (AWS dropped records)'
             WHEN {_SRC} IS NULL OR {_DST} IS NULL THEN 'missing address'
-            WHEN {_PROTO} IS NULL THEN 'missing or invalid protocol'
-            WHEN {_PROTO} IN (6, 17, 132) AND (sp IS NULL OR dp IS NULL)
-                THEN 'missing or invalid port'
-            WHEN sp NOT BETWEEN -1 AND 65535 OR dp NOT BETWEEN -1 AND 65535
-                THEN 'port out of range'
+            {l4_checks(_PROTO)}
         END""",
     }
