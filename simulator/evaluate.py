@@ -2,7 +2,7 @@
 
 Selectors are matched per identity (namespace + label set) and per namespace, CIDRs per
 distinct address, and only then joined to connections; nothing here runs per flow.
-Reads: conns, ident, ident_label, ns, ns_label, pod_port, np_* (policy/tables.py).
+Reads: conns, ep, ident, ident_label, ns, ns_label, pod_port, np_* (policy/tables.py).
 Writes: verdicts (conn_id, pset, verdict, per-direction verdicts and reasons).
 """
 
@@ -61,16 +61,6 @@ JOIN pod_sel_match m ON m.sel_id = p.pod_sel_id
 JOIN ident i ON i.ident_id = m.subj
 LEFT JOIN ns_sel_match n ON n.sel_id = p.ns_sel_id AND n.subj = i.namespace
 WHERE p.kind = 'pods' AND (i.namespace = p.ns_fixed OR n.sel_id IS NOT NULL);
-
--- ipBlock peers: addresses inside cidr and outside every except
-CREATE OR REPLACE TABLE peer_ip AS
-WITH conn_ip AS (SELECT DISTINCT ip, key FROM ep)
-SELECT p.peer_id, a.ip
-FROM np_peer p
-JOIN conn_ip a ON a.key BETWEEN p.lo AND p.hi
-WHERE p.kind = 'cidr'
-  AND NOT EXISTS (SELECT 1 FROM np_except e WHERE e.peer_id = p.peer_id
-                  AND a.key BETWEEN e.lo AND e.hi);
 """
 
 EVAL_SQL = """
@@ -78,16 +68,19 @@ CREATE OR REPLACE TABLE conn_dir AS
 WITH c AS (
     SELECT c.conn_id, c.dst_port, c.proto,
         s.kind AS s_kind, s.ident_id AS s_ident, s.node AS s_node, s.ip AS s_ip,
+        s.key AS s_key,
         d.kind AS d_kind, d.ident_id AS d_ident, d.node AS d_node, d.ip AS d_ip,
+        d.key AS d_key,
         d.pod_ref AS dst_pod_ref
     FROM conns c JOIN ep s ON s.ep_id = c.src_ep JOIN ep d ON d.ep_id = c.dst_ep
 )
 SELECT conn_id, 'ingress' AS direction, d_kind AS subj_kind, d_ident AS subj_ident,
        d_node AS subj_node, s_kind AS peer_kind, s_ident AS peer_ident, s_ip AS peer_ip,
-       s_node AS peer_node, d_kind AS dst_kind, dst_pod_ref, dst_port, proto
+       s_key AS peer_key, s_node AS peer_node, d_kind AS dst_kind, dst_pod_ref, dst_port,
+       proto
 FROM c
 UNION ALL
-SELECT conn_id, 'egress', s_kind, s_ident, s_node, d_kind, d_ident, d_ip, d_node,
+SELECT conn_id, 'egress', s_kind, s_ident, s_node, d_kind, d_ident, d_ip, d_key, d_node,
        d_kind, dst_pod_ref, dst_port, proto
 FROM c;
 
@@ -115,11 +108,15 @@ WITH peer_ok AS (
     JOIN peer_ident pi ON pi.peer_id = p.peer_id AND pi.ident_id = cd.peer_ident
     WHERE cd.peer_kind = 'pod'
     UNION
+    -- ipBlock peers: checked on the rules that apply, not for every address and block
+    -- (a 0.0.0.0/0 block in every namespace would pair with every external address)
     SELECT dr.conn_id, dr.direction, dr.rule_id
     FROM dir_rule dr
     JOIN conn_dir cd USING (conn_id, direction)
     JOIN np_peer p ON p.rule_id = dr.rule_id AND p.kind = 'cidr'
-    JOIN peer_ip pi ON pi.peer_id = p.peer_id AND pi.ip = cd.peer_ip
+    WHERE cd.peer_key BETWEEN p.lo AND p.hi
+      AND NOT EXISTS (SELECT 1 FROM np_except e WHERE e.peer_id = p.peer_id
+                      AND cd.peer_key BETWEEN e.lo AND e.hi)
 ),
 -- pod peers that could match a peer we could not resolve (for 'unknown' verdicts)
 peer_maybe AS (
