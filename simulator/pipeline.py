@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,8 +63,10 @@ def _connect(opts: Options) -> tuple[duckdb.DuckDBPyConnection, str | None]:
     con = duckdb.connect(config={"memory_limit": opts.memory_limit,
                                  "temp_directory": temp_dir,
                                  "preserve_insertion_order": False})
-    # we print our own progress lines; DuckDB's bar would interleave with them
-    db.run(con, "SET enable_progress_bar = false")
+    # On a terminal, DuckDB's own bar shows how far a long scan is; elsewhere it stays off
+    # (it would write into logs and notebooks).
+    show = not opts.quiet and sys.stderr.isatty() and sys.stdout.isatty()
+    db.run(con, f"SET enable_progress_bar = {str(show).lower()}")
     if opts.threads:
         db.run(con, f"SET threads = {int(opts.threads)}")
     ipnet.register(con)
