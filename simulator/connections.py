@@ -146,17 +146,16 @@ FROM parsed p
 # Distinct endpoints (a pod, node or service, or an external/unresolved address), each
 # with the address it was seen with; tuples and connections refer to them by ep_id.
 ENDPOINTS_SQL = """
-CREATE OR REPLACE TABLE ep AS
-SELECT row_number() OVER () AS ep_id, *
-FROM (
-    SELECT ep_name, ip, any_value(kind) AS kind, any_value(family) AS family,
-           any_value(key) AS key, any_value(namespace) AS namespace, any_value(pod) AS pod,
-           any_value(workload) AS workload, any_value(node) AS node,
-           any_value(pod_ref) AS pod_ref, any_value(ident_id) AS ident_id
-    FROM tuple_ep
-    WHERE kind <> 'invalid' AND NOT bad_labels
-    GROUP BY ep_name, ip
-)
+CREATE OR REPLACE TABLE ep_rows AS
+SELECT ep_name, ip, any_value(kind) AS kind, any_value(family) AS family,
+       any_value(key) AS key, any_value(namespace) AS namespace, any_value(pod) AS pod,
+       any_value(workload) AS workload, any_value(node) AS node,
+       any_value(pod_ref) AS pod_ref, any_value(ident_id) AS ident_id
+FROM tuple_ep
+WHERE kind <> 'invalid' AND NOT bad_labels
+GROUP BY ep_name, ip;
+
+CREATE OR REPLACE VIEW ep AS SELECT rowid AS ep_id, * FROM ep_rows
 """
 
 # Orient every tuple initiator -> responder and group into connections.
