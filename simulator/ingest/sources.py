@@ -240,10 +240,6 @@ def _spool_stdin(spool_dir: str | None) -> Path:
     return Path(name)
 
 
-def _head(path: Path) -> str:
-    return _head_bytes(path).decode("utf-8", errors="replace")
-
-
 def _head_bytes(path: Path) -> bytes:
     try:
         with path.open("rb") as fh:

@@ -60,30 +60,25 @@ def render(summary: dict[str, Any]) -> str:
     if un["addresses"]:
         lines.append(f"Unresolved endpoints: {un['addresses']:,} addresses look in-cluster "
                      "but match no pod (verdicts not guessed)")
-        for r in un["top"][:5]:
-            lines.append(f"  {_clean(r['ip'])} ({r['kind']}): {r['flows']:,} flows")
+        lines += [f"  {_clean(r['ip'])} ({r['kind']}): {r['flows']:,} flows"
+                  for r in un["top"][:5]]
     conflicts = summary["identity_conflicts"]
     if conflicts["pods"]:
         lines.append(f"Identity conflicts: {conflicts['pods']:,} pods named by the flows "
                      "disagree with the cluster snapshot (the flows' identity was used)")
-        for ex in conflicts["examples"][:5]:
-            lines.append(f"  {_clean(ex)}")
+        lines += [f"  {_clean(ex)}" for ex in conflicts["examples"][:5]]
     cal = summary["calibration"]
     if cal["compared"]:
         lines.append(f"Self-calibration: baseline model disagrees with the observed verdict "
                      f"on {cal['disagreements']:,} of {cal['compared']:,} connections")
-    if summary["top_breaks"]:
-        lines.append("Top breaking workload pairs:")
-        for b in summary["top_breaks"]:
+    for key, title in (("top_breaks", "Top breaking workload pairs:"),
+                       ("top_newly_allowed", "Top newly allowed workload pairs:")):
+        if summary[key]:
+            lines.append(title)
+        for b in summary[key]:
             lines.append(f"  {_clean(b['source'])} -> {_clean(b['destination'])} "
                          f"{_clean(b['port'])}: {b['connections']:,} connections, "
                          f"{b['flows']:,} flows, {_bytes(b['bytes'])}")
-            lines.append(f"      why: {_clean(b['candidate_reason'])}")
-    if summary["top_newly_allowed"]:
-        lines.append("Top newly allowed workload pairs:")
-        for b in summary["top_newly_allowed"]:
-            lines.append(f"  {_clean(b['source'])} -> {_clean(b['destination'])} "
-                         f"{_clean(b['port'])}: {b['flows']:,} flows")
             lines.append(f"      why: {_clean(b['candidate_reason'])}")
     brk = cn["by_change"]["break"]
     lines.append(f"Verdict: {brk['connections']:,} connections would break "
