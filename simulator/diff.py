@@ -11,6 +11,8 @@ from .protocols import PROTO_NAME_SQL
 
 UNRESOLVED_KINDS = ("unresolved", "service")
 CHANGES = ("break", "newly_allowed", "still_allowed", "still_denied", "unresolved")
+# `result` keeps the run's internal ids for the report; every written table reads this view.
+PUBLIC_RESULT = "result_public"
 
 
 def _sql_list(values: tuple[str, ...]) -> str:
@@ -64,6 +66,7 @@ def build_result(con: duckdb.DuckDBPyConnection, has_baseline_set: bool) -> None
         {join}
     )
     SELECT
+        conn_id, src_ep, dst_ep,
         src_ip, dst_ip, dst_port, {PROTO_NAME_SQL.format(col='proto')} AS protocol,
         src_kind, dst_kind, src_namespace, src_pod, src_workload,
         dst_namespace, dst_pod, dst_workload,
@@ -92,3 +95,5 @@ def build_result(con: duckdb.DuckDBPyConnection, has_baseline_set: bool) -> None
         baseline_ingress_isolated_by, baseline_ingress_allowed_by
     FROM joined
     """)
+    db.run(con, f"CREATE OR REPLACE VIEW {PUBLIC_RESULT} AS "
+                "SELECT * EXCLUDE (conn_id, src_ep, dst_ep) FROM result")

@@ -72,7 +72,7 @@ WITH c AS (
         d.kind AS d_kind, d.ident_id AS d_ident, d.node AS d_node, d.ip AS d_ip,
         d.key AS d_key,
         d.pod_ref AS dst_pod_ref
-    FROM conns c JOIN ep s ON s.ep_id = c.src_ep JOIN ep d ON d.ep_id = c.dst_ep
+    FROM __CONNS__ c JOIN ep s ON s.ep_id = c.src_ep JOIN ep d ON d.ep_id = c.dst_ep
 )
 SELECT conn_id, 'ingress' AS direction, d_kind AS subj_kind, d_ident AS subj_ident,
        d_node AS subj_node, s_kind AS peer_kind, s_ident AS peer_ident, s_ip AS peer_ip,
@@ -216,8 +216,33 @@ WHERE e.direction = 'egress';
 """
 
 
-def evaluate(con: duckdb.DuckDBPyConnection, psets: Sequence[str]) -> None:
+# What the report needs of the policies after later evaluations replace the tables above:
+# which identities each policy selects, and how much observed traffic each rule admitted.
+USAGE_SQL = """
+CREATE OR REPLACE TABLE policy_use AS
+SELECT p.pset, p.ref, p.namespace, t.direction, t.ident_id
+FROM np_pol p LEFT JOIN target_ident t ON t.pset = p.pset AND t.pol_id = p.pol_id;
+
+CREATE OR REPLACE TABLE rule_use AS
+SELECT p.pset, p.ref, r.direction, r.rule_idx,
+    count(DISTINCT h.conn_id) AS connections
+FROM np_rule r
+JOIN np_pol p ON p.pset = r.pset AND p.pol_id = r.pol_id
+LEFT JOIN rule_hits h ON h.rule_id = r.rule_id AND h.hit = 'allow'
+GROUP BY ALL
+"""
+
+
+def evaluate(con: duckdb.DuckDBPyConnection, psets: Sequence[str],
+             conns: str = "conns") -> None:
+    """Verdicts of the connections in `conns` (a table or view shaped like `conns`)
+    under the registered policy sets named in `psets`; replaces the tables above."""
     db.run(con, MATCH_SQL)
-    for statement in EVAL_SQL.split(";\n\n"):
+    for statement in EVAL_SQL.replace("__CONNS__", conns).split(";\n\n"):
         if statement.strip():
             db.run(con, statement, {"psets": list(psets)} if "$psets" in statement else None)
+
+
+def record_usage(con: duckdb.DuckDBPyConnection) -> None:
+    for statement in USAGE_SQL.split(";\n\n"):
+        db.run(con, statement)

@@ -47,7 +47,7 @@ class Result:
     _tmp: str | None = None
 
     def connections(self) -> pa.Table:
-        return db.arrow(self.con, "SELECT * FROM result")
+        return db.arrow(self.con, "SELECT * FROM result_public")
 
     def close(self) -> None:
         self.con.close()
@@ -146,6 +146,7 @@ def _run(con: duckdb.DuckDBPyConnection, tmp: str | None, opts: Options, progres
             sets.append(("baseline", baseline.policies))
         register_policy_tables(con, sets)
         evaluate.evaluate(con, [name for name, _ in sets])
+        evaluate.record_usage(con)
         diff.build_result(con, baseline is not None)
     summary = build_summary(
         con, sources=sources, cluster=cluster, candidate=candidate, baseline=baseline,

@@ -14,6 +14,7 @@ from typing import Any
 import duckdb
 
 from .. import db
+from ..diff import PUBLIC_RESULT
 
 SCHEMA_VERSION = 1
 
@@ -24,8 +25,8 @@ def write_json(con: duckdb.DuckDBPyConnection, summary: dict[str, Any],
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="netpol-json-") as tmp:
         part = Path(tmp) / "connections.json"
-        db.run(con, f"COPY (SELECT * FROM result) TO '{str(part).replace(chr(39), chr(39) * 2)}'"
-                    " (FORMAT json, ARRAY true)")
+        target = str(part).replace("'", "''")
+        db.run(con, f"COPY (SELECT * FROM {PUBLIC_RESULT}) TO '{target}' (FORMAT json, ARRAY true)")
         head = json.dumps({"schema_version": SCHEMA_VERSION, "summary": summary},
                           indent=1, default=str)
         with path.open("w", encoding="utf-8") as out:

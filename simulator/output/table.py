@@ -15,7 +15,7 @@ FORMATS = {".parquet": "parquet", ".csv": "csv", ".jsonl": "json", ".ndjson": "j
 def _csv_safe_select(con: duckdb.DuckDBPyConnection) -> str:
     """Text cells that a spreadsheet would run as a formula get a leading quote; lists
     become JSON text."""
-    cols = con.execute("DESCRIBE result").fetchall()
+    cols = con.execute("DESCRIBE result_public").fetchall()
     exprs = []
     for name, type_, *_ in cols:
         if type_ == "VARCHAR":
@@ -25,7 +25,7 @@ def _csv_safe_select(con: duckdb.DuckDBPyConnection) -> str:
             exprs.append(f'CAST(to_json("{name}") AS VARCHAR) AS "{name}"')
         else:
             exprs.append(f'"{name}"')
-    return "SELECT " + ", ".join(exprs) + " FROM result"
+    return "SELECT " + ", ".join(exprs) + " FROM result_public"
 
 
 def write_connections(con: duckdb.DuckDBPyConnection, path: str | Path) -> None:
@@ -38,6 +38,6 @@ def write_connections(con: duckdb.DuckDBPyConnection, path: str | Path) -> None:
     if fmt == "csv":
         db.run(con, f"COPY ({_csv_safe_select(con)}) TO '{target}' (FORMAT csv, HEADER)")
     elif fmt == "json":
-        db.run(con, f"COPY (SELECT * FROM result) TO '{target}' (FORMAT json)")
+        db.run(con, f"COPY (SELECT * FROM result_public) TO '{target}' (FORMAT json)")
     else:
-        db.run(con, f"COPY (SELECT * FROM result) TO '{target}' (FORMAT parquet)")
+        db.run(con, f"COPY (SELECT * FROM result_public) TO '{target}' (FORMAT parquet)")
