@@ -58,8 +58,20 @@ class _Command(click.Command):
                    "replay them later without parsing the sources again.")
 @click.option("--json", "json_out", metavar="FILE",
               help="Write the summary and connections as JSON.")
+@click.option("--report", "report_out", metavar="FILE.html",
+              help="Write the impact report: one self-contained HTML file.")
+@click.option("--markdown", "markdown_out", metavar="FILE",
+              help="Write a compact GitHub-flavoured Markdown summary (for a pull-request "
+                   "comment; under 60,000 characters).")
 @click.option("--fail-on-break", is_flag=True,
-              help="Exit with code 1 when any connection would break.")
+              help="Gate: exit with code 1 when any connection would break.")
+@click.option("--max-breaks", type=click.IntRange(min=0), metavar="N",
+              help="Gate: exit with code 1 when more than N connections would break.")
+@click.option("--fail-on-unresolved", is_flag=True,
+              help="Gate: exit with code 1 when any connection has an unresolved endpoint.")
+@click.option("--fail-on-disagreement", is_flag=True,
+              help="Gate: exit with code 1 when the baseline policies disagree with a "
+                   "verdict the flows recorded (self-calibration).")
 @click.option("--memory-limit", default="1500MB", show_default=True,
               help="DuckDB memory limit; larger inputs spill to --temp-dir.")
 @click.option("--temp-dir", metavar="DIR", help="Where DuckDB spills (default: a new "
@@ -69,35 +81,43 @@ class _Command(click.Command):
 def main(flows: tuple[str, ...], flows_format: str | None, vpc_fields: str | None,
          cluster: tuple[str, ...], policies: tuple[str, ...], baseline: tuple[str, ...],
          pod_cidrs: tuple[str, ...], out: str | None, save_flows: str | None,
-         json_out: str | None, fail_on_break: bool, memory_limit: str,
+         json_out: str | None, report_out: str | None, markdown_out: str | None,
+         fail_on_break: bool, max_breaks: int | None, fail_on_unresolved: bool,
+         fail_on_disagreement: bool, memory_limit: str,
          temp_dir: str | None, threads: int | None, quiet: bool) -> None:
     """Replay recorded traffic against NetworkPolicies and report which connections the
     candidate policies would break, which they would newly allow, and why.
 
-    Exit codes: 0 success; 1 --fail-on-break and something breaks; 2 bad usage or input.
+    Exit codes: 0 success; 1 a gate tripped (--fail-on-break, --max-breaks,
+    --fail-on-unresolved, --fail-on-disagreement); 2 bad usage or input.
     """
     import duckdb
 
     from .errors import SimulatorError
-    from .output.jsonout import write_json
-    from .output.table import write_connections
+    from .gates import tripped
+    from .output.table import check_extension, write_connections
     from .output.terminal import render
     from .pipeline import Options, run
     from .progress import Progress
+    from .report.outputs import check_report_paths, write_reports
 
     opts = Options(flows=list(flows), policies=list(policies), cluster=list(cluster),
                    baseline=list(baseline), pod_cidrs=list(pod_cidrs), flows_format=flows_format,
                    vpc_fields=vpc_fields, save_flows=save_flows,
                    memory_limit=memory_limit, temp_dir=temp_dir, threads=threads, quiet=quiet)
     try:
+        if out:
+            check_extension(out)
+        check_report_paths(report_out, markdown_out)
         result = run(opts)
         try:
-            if out or json_out:
+            if out:
+                with Progress(not quiet).phase("writing the connections table"):
+                    write_connections(result.con, out)
+            if json_out or report_out or markdown_out:
                 with Progress(not quiet).phase("writing reports"):
-                    if out:
-                        write_connections(result.con, out)
-                    if json_out:
-                        write_json(result.con, result.summary, json_out)
+                    write_reports(result, html=report_out, markdown=markdown_out,
+                                  json=json_out)
             summary = result.summary
         finally:
             result.close()
@@ -112,10 +132,12 @@ def main(flows: tuple[str, ...], flows_format: str | None, vpc_fields: str | Non
         sys.exit(EXIT_INPUT)
     if not quiet:
         click.echo(render(summary))
-    if fail_on_break and summary["connections"]["by_change"]["break"]["connections"]:
-        if not quiet:
-            click.echo("simulate: --fail-on-break: the candidate policies break observed "
-                       "traffic", err=True)
+    reasons = tripped(summary, fail_on_break=fail_on_break, max_breaks=max_breaks,
+                      fail_on_unresolved=fail_on_unresolved,
+                      fail_on_disagreement=fail_on_disagreement)
+    for reason in reasons:
+        click.echo(f"simulate: gate {reason}", err=True)
+    if reasons:
         sys.exit(EXIT_BREAK)
 
 

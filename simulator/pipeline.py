@@ -44,6 +44,8 @@ class Options:
 class Result:
     con: duckdb.DuckDBPyConnection
     summary: dict[str, Any]
+    candidate: PolicySet | None = None
+    baseline: PolicySet | None = None
     _tmp: str | None = None
 
     def connections(self) -> pa.Table:
@@ -153,4 +155,4 @@ def _run(con: duckdb.DuckDBPyConnection, tmp: str | None, opts: Options, progres
         accounting=account(con, sources, server_ports),
         resplit=resplit, bad_label_pods=bad_label_pods,
     )
-    return Result(con, summary, tmp)
+    return Result(con, summary, candidate, baseline, tmp)

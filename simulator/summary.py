@@ -17,12 +17,6 @@ TOP_N = 10
 SKIP_EXAMPLES = 6
 
 
-def _rows(con: duckdb.DuckDBPyConnection, sql: str) -> list[dict[str, Any]]:
-    cur = con.execute(sql)
-    names = [d[0] for d in cur.description]
-    return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
-
-
 def _policy_set(p: PolicySet | None) -> dict[str, Any] | None:
     if p is None:
         return None
@@ -90,15 +84,15 @@ def build_summary(con: duckdb.DuckDBPyConnection, *, sources: list[Any], cluster
                   candidate: PolicySet, baseline: PolicySet | None,
                   accounting: tuple[list[dict[str, Any]], list[str]], resplit: int,
                   bad_label_pods: int) -> dict[str, Any]:
-    skipped = {r["reason"]: int(r["records"]) for r in _rows(con, """
+    skipped = {r["reason"]: int(r["records"]) for r in db.rows(con, """
         SELECT skip_reason AS reason, sum(records) AS records FROM tuples
         WHERE skip_reason IS NOT NULL GROUP BY 1""")}
-    for r in _rows(con, f"SELECT reason, sum(records) AS records FROM ({LATE_SKIPS_SQL}) "
+    for r in db.rows(con, f"SELECT reason, sum(records) AS records FROM ({LATE_SKIPS_SQL}) "
                         "GROUP BY 1"):
         skipped[r["reason"]] = skipped.get(r["reason"], 0) + int(r["records"])
     total = int(db.one(con, "SELECT coalesce(sum(records), 0) FROM tuples")[0])
     by_change = {r["change"]: {k: int(v or 0) for k, v in r.items() if k != "change"}
-                 for r in _rows(con, """
+                 for r in db.rows(con, """
         SELECT change, count(*) AS connections, sum(flows) AS flows, sum(bytes) AS bytes
         FROM result GROUP BY 1""")}
     zero = {"connections": 0, "flows": 0, "bytes": 0}
@@ -108,7 +102,7 @@ def build_summary(con: duckdb.DuckDBPyConnection, *, sources: list[Any], cluster
                count(*) FILTER (WHERE baseline_agrees IS NOT NULL),
                count(*) FILTER (WHERE NOT baseline_agrees)
         FROM result""")
-    unresolved = _rows(con, """
+    unresolved = db.rows(con, """
         SELECT ip, kind, sum(flows)::BIGINT AS flows FROM (
             SELECT src_ip AS ip, src_kind AS kind, flows FROM result
             WHERE src_kind IN ('unresolved', 'service')
@@ -150,10 +144,10 @@ def build_summary(con: duckdb.DuckDBPyConnection, *, sources: list[Any], cluster
         "calibration": {
             "compared": int(counts[3]),
             "disagreements": int(counts[4]),
-            "examples": _rows(con, """
+            "examples": db.rows(con, """
                 SELECT src_ip, dst_ip, dst_port, protocol, observed, baseline, baseline_reason
                 FROM result WHERE NOT baseline_agrees ORDER BY flows DESC LIMIT 10"""),
         },
-        "top_breaks": _rows(con, workload_pairs_sql("break")),
-        "top_newly_allowed": _rows(con, workload_pairs_sql("newly_allowed")),
+        "top_breaks": db.rows(con, workload_pairs_sql("break")),
+        "top_newly_allowed": db.rows(con, workload_pairs_sql("newly_allowed")),
     }

@@ -76,6 +76,53 @@ def test_fail_on_break_exit_code(inputs):
     assert r.exit_code == 0
 
 
+def gate_lines(result: Any) -> list[str]:
+    return [line for line in result.output.splitlines() if line.startswith("simulate: gate")]
+
+
+def test_max_breaks_gate_counts_breaking_connections(inputs):
+    args = [*base_args(inputs), "--baseline", inputs["baseline"], "-q"]
+    assert invoke(*args, "--max-breaks", "2").exit_code == 0
+    r = invoke(*args, "--max-breaks", "1")
+    assert r.exit_code == 1
+    assert gate_lines(r) == ["simulate: gate --max-breaks 1: 2 observed connections would "
+                             "break"]
+
+
+def test_unresolved_and_disagreement_gates(inputs, tmp_path):
+    unresolved = write_vpc_parquet(tmp_path / "unresolved.parquet",
+                                   [vpc_record(XA, "10.0.1.250", 80)])
+    r = invoke("--flows", unresolved, "--cluster", inputs["cluster"], "--policies",
+               inputs["candidate"], "--pod-cidr", "10.0.0.0/16", "--fail-on-unresolved", "-q")
+    assert r.exit_code == 1 and "--fail-on-unresolved: 1 connections" in gate_lines(r)[0]
+    assert invoke("--flows", unresolved, "--cluster", inputs["cluster"], "--policies",
+                  inputs["candidate"], "-q").exit_code == 0
+    # the empty baseline says allow where the dataplane REJECTed: a disagreement
+    args = [*base_args(inputs), "--baseline", inputs["baseline"], "-q"]
+    r = invoke(*args, "--fail-on-disagreement")
+    assert r.exit_code == 1
+    assert gate_lines(r) == ["simulate: gate --fail-on-disagreement: the baseline disagrees "
+                             "with the recorded verdict on 1 of 2 connections"]
+    both = invoke(*args, "--fail-on-disagreement", "--fail-on-break")
+    assert len(gate_lines(both)) == 2
+
+
+def test_markdown_summary_for_a_pull_request(inputs, tmp_path):
+    md = tmp_path / "pr.md"
+    assert invoke(*base_args(inputs), "--baseline", inputs["baseline"], "--markdown", md,
+                  "-q").exit_code == 0
+    text = md.read_text()
+    assert text.startswith("### netpol-simulator: 2 workload pairs would break")
+    assert "| B1 | x/a → y/a TCP/80 | 1 | 2 | y/a is isolated for ingress by y/deny" in text
+    assert "<details><summary>B1: fix" in text and "```yaml" in text
+
+
+def test_report_names_are_checked_before_the_run(inputs, tmp_path):
+    assert_input_error(invoke(*base_args(inputs), "--report", tmp_path / "r.txt"), "--report")
+    assert_input_error(invoke(*base_args(inputs), "--markdown", tmp_path / "r.html"),
+                       "--markdown")
+
+
 @pytest.mark.parametrize("ext", [".parquet", ".csv", ".jsonl"])
 def test_out_formats_carry_the_required_columns(inputs, tmp_path, ext):
     out = tmp_path / f"conns{ext}"
@@ -116,7 +163,7 @@ def test_json_output(inputs, tmp_path):
     assert invoke(*base_args(inputs), "--baseline", inputs["baseline"], "--json", out,
                   "-q").exit_code == 0
     doc = json.loads(out.read_text())
-    assert doc["schema_version"] == 1
+    assert doc["schema_version"] == 2
     s = doc["summary"]
     assert s["flows"]["read"] == 4
     assert s["flows"]["skipped"] == {"NODATA record (no traffic in the window)": 1}
@@ -128,6 +175,14 @@ def test_json_output(inputs, tmp_path):
     assert len(doc["connections"]) == s["connections"]["total"]
     brk = [c for c in doc["connections"] if c["change"] == "break"][0]
     assert brk["candidate_ingress_isolated_by"] == ["y/deny-ingress"]
+    # the report: the same content as the HTML, machine-readable
+    report = doc["report"]
+    assert report["version"] == 1
+    assert report["headline"].startswith("2 workload pairs would break")
+    group = report["breaks"]["groups"][0]
+    assert group["reason"].startswith("y/a is isolated for ingress by y/deny-ingress")
+    assert group["fix"]["edits"][0]["policy"] == "y/deny-ingress"
+    assert "conn_id" not in brk and "src_ep" not in brk
 
 
 def test_inputs_are_not_modified(inputs, tmp_path):

@@ -16,19 +16,19 @@ import duckdb
 from .. import db
 from ..diff import PUBLIC_RESULT
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # docs/json-schema.md
 
 
 def write_json(con: duckdb.DuckDBPyConnection, summary: dict[str, Any],
-               path: str | Path) -> None:
+               path: str | Path, report: dict[str, Any] | None = None) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="netpol-json-") as tmp:
         part = Path(tmp) / "connections.json"
         target = str(part).replace("'", "''")
         db.run(con, f"COPY (SELECT * FROM {PUBLIC_RESULT}) TO '{target}' (FORMAT json, ARRAY true)")
-        head = json.dumps({"schema_version": SCHEMA_VERSION, "summary": summary},
-                          indent=1, default=str)
+        head = json.dumps({"schema_version": SCHEMA_VERSION, "summary": summary,
+                           "report": report}, indent=1, default=str)
         with path.open("w", encoding="utf-8") as out:
             out.write(head[:-1].rstrip() + ',\n "connections": ')
             with part.open("r", encoding="utf-8") as src:

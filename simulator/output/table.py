@@ -28,11 +28,17 @@ def _csv_safe_select(con: duckdb.DuckDBPyConnection) -> str:
     return "SELECT " + ", ".join(exprs) + " FROM result_public"
 
 
-def write_connections(con: duckdb.DuckDBPyConnection, path: str | Path) -> None:
-    path = Path(path)
-    fmt = FORMATS.get(path.suffix.lower())
+def check_extension(path: str | Path) -> str:
+    """The table format the file name asks for; checked before the run starts."""
+    fmt = FORMATS.get(Path(path).suffix.lower())
     if fmt is None:
         raise UsageError(f"--out {path}: unknown extension; use .parquet, .csv or .jsonl")
+    return fmt
+
+
+def write_connections(con: duckdb.DuckDBPyConnection, path: str | Path) -> None:
+    path = Path(path)
+    fmt = check_extension(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     target = str(path).replace("'", "''")
     if fmt == "csv":

@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..documents import Document, expand_paths, read_documents
 from .ir import Policy
@@ -24,6 +25,8 @@ class PolicySet:
     policies: list[Policy] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     ignored: Counter[str] = field(default_factory=Counter)  # "apiVersion kind" -> count
+    # policy ref -> the manifest as written, for fixes that edit it
+    manifests: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def load_policy_set(name: str, paths: Iterable[str | Path]) -> PolicySet:
@@ -36,5 +39,7 @@ def load_policy_set(name: str, paths: Iterable[str | Path]) -> PolicySet:
             if compiler is None:
                 pset.ignored[f"{key[0]} {key[1]}".strip() or "(no kind)"] += 1
             else:
-                pset.policies.append(compiler(doc))
+                policy = compiler(doc)
+                pset.policies.append(policy)
+                pset.manifests.setdefault(policy.ref, doc.obj)
     return pset

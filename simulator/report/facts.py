@@ -1,0 +1,137 @@
+"""What the report says beside the groups: inputs, the traps the primer warns about, how
+far the result can be trusted, and the namespace matrix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import duckdb
+
+from .. import db
+from ..diff import CHANGES
+from ..policy.loader import PolicySet
+
+LIST_LIMIT = 200
+MATRIX_NAMESPACES = 40
+DNS_PORT = 53
+
+
+def flow_inputs(con: duckdb.DuckDBPyConnection, summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each flow source with its files, records and the time range it covers."""
+    spans = {int(i): (a, b) for i, a, b in con.execute("""
+        SELECT src_id, to_timestamp(min(t_first)), to_timestamp(max(t_last)) FROM tuples
+        WHERE skip_reason IS NULL GROUP BY src_id""").fetchall()}
+    records: dict[str, int] = {}
+    for f in summary["flows"]["files"]:
+        records[f["format"]] = records.get(f["format"], 0) + int(f["records"])
+    out = []
+    for i, src in enumerate(summary["inputs"]["flows"]):
+        first, last = spans.get(i, (None, None))
+        out.append({"format": src["format"], "files": src["files"],
+                    "records": records.get(src["format"], 0),
+                    "first_seen": first, "last_seen": last})
+    return out
+
+
+def dns_breaks(groups: list[dict[str, Any]]) -> list[str]:
+    return [g["id"] for g in groups
+            if g["port"] == DNS_PORT and g["protocol"] in ("UDP", "TCP")]
+
+
+def unselected_pods(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    """Pods no candidate policy selects, per namespace: open in both directions."""
+    return db.rows(con, f"""
+        WITH pods AS (
+            SELECT DISTINCT namespace, pod, ident_id FROM holder
+            WHERE kind = 'pod' AND pod IS NOT NULL AND ident_id IS NOT NULL
+            UNION
+            SELECT DISTINCT namespace, pod, ident_id FROM ep
+            WHERE kind = 'pod' AND pod IS NOT NULL AND ident_id IS NOT NULL
+        ),
+        selected AS (
+            SELECT DISTINCT ident_id FROM policy_use
+            WHERE pset = 'candidate' AND ident_id IS NOT NULL
+        )
+        SELECT namespace, count(*) AS pods, list(pod ORDER BY pod)[1:20] AS examples
+        FROM pods ANTI JOIN selected USING (ident_id)
+        GROUP BY namespace ORDER BY pods DESC, namespace LIMIT {LIST_LIMIT}""")
+
+
+def policies_selecting_nothing(con: duckdb.DuckDBPyConnection) -> list[str]:
+    return [r[0] for r in con.execute(f"""
+        SELECT ref FROM policy_use WHERE pset = 'candidate'
+        GROUP BY ref HAVING count(ident_id) = 0 ORDER BY ref LIMIT {LIST_LIMIT}""").fetchall()]
+
+
+def dead_rules(con: duckdb.DuckDBPyConnection, candidate: PolicySet) -> dict[str, Any]:
+    """Candidate rules that admitted none of the observed connections."""
+    total, rows = 0, []
+    for ref, direction, idx in con.execute("""
+            SELECT ref, direction, rule_idx FROM rule_use
+            WHERE pset = 'candidate' AND connections = 0
+            ORDER BY ref, direction, rule_idx""").fetchall():
+        total += 1
+        if len(rows) < LIST_LIMIT:
+            spec = (candidate.manifests.get(ref) or {}).get("spec") or {}
+            section = spec.get(direction) if isinstance(spec, dict) else None
+            rule = section[idx] if isinstance(section, list) and idx < len(section) else None
+            rows.append({"policy": ref, "direction": direction, "index": int(idx),
+                         "rule": rule})
+    return {"total": total, "rules": rows}
+
+
+def trust(con: duckdb.DuckDBPyConnection, summary: dict[str, Any]) -> dict[str, Any]:
+    totals = db.one(con, "SELECT coalesce(sum(flows), 0), coalesce(sum(bytes), 0) "
+                         "FROM result")
+    flows, bytes_ = int(totals[0]), int(totals[1])
+    un = summary["connections"]["by_change"]["unresolved"]
+    guessed = db.rows(con, """
+        SELECT src_ip, dst_ip, dst_port, protocol, direction, flows::BIGINT AS flows
+        FROM result WHERE direction_guessed ORDER BY flows DESC, src_ip, dst_ip LIMIT 20""")
+    cal = summary["calibration"]
+    return {
+        "unresolved": {
+            "addresses": summary["unresolved_endpoints"]["addresses"],
+            "top": summary["unresolved_endpoints"]["top"],
+            "connections": un["connections"], "flows": un["flows"], "bytes": un["bytes"],
+            "share_of_flows": un["flows"] / flows if flows else 0.0,
+            "share_of_bytes": un["bytes"] / bytes_ if bytes_ else 0.0,
+        },
+        "direction_guessed": {"connections": summary["connections"]["direction_guessed"],
+                              "examples": guessed},
+        "calibration": {**cal, "agreement": ((cal["compared"] - cal["disagreements"])
+                                             / cal["compared"]) if cal["compared"] else None},
+        "identity_conflicts": summary["identity_conflicts"],
+        "skipped": summary["flows"]["skipped"],
+        "skipped_examples": summary["flows"]["skipped_examples"],
+    }
+
+
+def namespace_matrix(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+    """Source namespace x destination namespace: connections per change class. Endpoints
+    outside pods count under their kind; namespaces beyond the busiest are '(other)'."""
+    side = """CASE WHEN {s}_kind = 'pod' THEN coalesce({s}_namespace, '?')
+                   ELSE '(' || {s}_kind || ')' END"""
+    cells = db.rows(con, f"""
+        WITH r AS (SELECT {side.format(s='src')} AS src, {side.format(s='dst')} AS dst,
+                          change, flows FROM result),
+        busiest AS (
+            SELECT ns FROM (SELECT src AS ns, flows FROM r UNION ALL SELECT dst, flows FROM r)
+            GROUP BY ns ORDER BY sum(flows) DESC, ns LIMIT {MATRIX_NAMESPACES}
+        )
+        SELECT CASE WHEN src IN (SELECT ns FROM busiest) THEN src ELSE '(other)' END AS src,
+               CASE WHEN dst IN (SELECT ns FROM busiest) THEN dst ELSE '(other)' END AS dst,
+               change, count(*) AS connections, sum(flows)::BIGINT AS flows
+        FROM r GROUP BY ALL""")
+    matrix: dict[tuple[str, str], dict[str, int]] = {}
+    for c in cells:
+        matrix.setdefault((c["src"], c["dst"]), {k: 0 for k in CHANGES})[c["change"]] += int(
+            c["connections"])
+    names = sorted({k for pair in matrix for k in pair},
+                   key=lambda n: (n.startswith("("), n))
+    out = []
+    for (src, dst), counts in sorted(matrix.items()):
+        state = next((c for c in ("break", "newly_allowed", "unresolved") if counts[c]),
+                     "unchanged")
+        out.append({"source": src, "destination": dst, "state": state, "counts": counts})
+    return {"namespaces": names, "cells": out}

@@ -1,0 +1,153 @@
+"""Connections grouped by workload pair and port, for the changes a reader acts on
+(break, newly allowed), with a sample flow, a sentence saying why, and their connections.
+
+Writes `report_members` (conn_id -> group key) for the fixes that replay a group."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import duckdb
+
+from .. import db
+from .text import reason_sentence
+
+GROUPED_CHANGES = ("break", "newly_allowed")
+GROUP_PREFIX = {"break": "B", "newly_allowed": "N"}
+
+# A workload is the pod's owner (or the pod itself); other endpoints group by kind
+# (all external addresses are one side, all nodes another).
+_SIDE = """
+    CASE WHEN {s}_kind = 'pod' THEN {s}_namespace END AS {s}_ns,
+    CASE WHEN {s}_kind = 'pod' THEN coalesce({s}_workload, {s}_pod) END AS {s}_wl"""
+
+MEMBERS_SQL = f"""
+CREATE OR REPLACE TEMP TABLE report_members AS
+SELECT conn_id, change, protocol, dst_port,
+    src_kind, src_ns, src_wl, dst_kind, dst_ns, dst_wl,
+    concat_ws(chr(31), change, src_kind, coalesce(src_ns, ''), coalesce(src_wl, ''),
+              dst_kind, coalesce(dst_ns, ''), coalesce(dst_wl, ''), protocol,
+              coalesce(dst_port::VARCHAR, '')) AS gkey
+FROM (SELECT *, {_SIDE.format(s='src')}, {_SIDE.format(s='dst')} FROM result)
+WHERE change IN ('break', 'newly_allowed')
+"""
+
+GROUPS_SQL = """
+CREATE OR REPLACE TEMP TABLE report_groups AS
+WITH agg AS (
+    SELECT m.gkey, m.change,
+        any_value(m.src_kind) AS src_kind, any_value(m.src_ns) AS src_ns,
+        any_value(m.src_wl) AS src_wl, any_value(m.dst_kind) AS dst_kind,
+        any_value(m.dst_ns) AS dst_ns, any_value(m.dst_wl) AS dst_wl,
+        any_value(m.protocol) AS protocol, any_value(m.dst_port) AS dst_port,
+        count(*) AS connections, sum(r.flows)::BIGINT AS flows,
+        sum(r.bytes)::BIGINT AS bytes, sum(r.packets)::BIGINT AS packets,
+        min(r.first_seen) AS first_seen, max(r.last_seen) AS last_seen,
+        count(DISTINCT r.src_pod) AS src_pods, count(DISTINCT r.dst_pod) AS dst_pods,
+        count(DISTINCT r.src_ip) AS src_addresses, count(DISTINCT r.dst_ip) AS dst_addresses,
+        arg_max(r.conn_id, r.flows) AS sample_conn
+    FROM report_members m JOIN result r USING (conn_id)
+    GROUP BY m.gkey, m.change
+)
+SELECT *, row_number() OVER (PARTITION BY change ORDER BY flows DESC, gkey) AS rank
+FROM agg
+"""
+
+_SAMPLE_COLUMNS = """s.src_ip, s.dst_ip, s.src_pod, s.dst_pod, s.flows AS sample_flows,
+    s.candidate, s.baseline, s.direction_guessed,
+    s.candidate_egress, s.candidate_ingress,
+    s.candidate_egress_isolated_by, s.candidate_egress_allowed_by,
+    s.candidate_ingress_isolated_by, s.candidate_ingress_allowed_by,
+    s.baseline_egress, s.baseline_ingress,
+    s.baseline_egress_isolated_by, s.baseline_egress_allowed_by,
+    s.baseline_ingress_isolated_by, s.baseline_ingress_allowed_by,
+    s.src_workload, s.dst_workload, s.src_namespace, s.dst_namespace"""
+
+CONNECTION_COLUMNS = """r.src_ip, r.src_pod, r.dst_ip, r.dst_pod, r.dst_port, r.protocol,
+    r.flows::BIGINT AS flows, r.bytes::BIGINT AS bytes, r.first_seen, r.last_seen,
+    r.direction, r.direction_guessed, r.observed"""
+
+
+def entity(kind: str, namespace: str | None, workload: str | None) -> dict[str, Any]:
+    """One side of a group: a workload (namespace + owner) or a kind of endpoint."""
+    if kind == "pod":
+        owner_kind, _, name = (workload or "").rpartition("/")
+        return {"kind": kind, "namespace": namespace, "workload": workload,
+                "owner_kind": owner_kind or None, "label": f"{namespace}/{name}"}
+    return {"kind": kind, "namespace": None, "workload": None, "owner_kind": None,
+            "label": {"external": "(external)", "node": "(nodes)",
+                      "unresolved": "(unresolved)", "service": "(service IPs)"}.get(
+                          kind, f"({kind})")}
+
+
+def build_groups(con: duckdb.DuckDBPyConnection, *, limit: int, per_group: int,
+                 total_flows: int, has_baseline_set: bool) -> dict[str, dict[str, Any]]:
+    """{change: {"total": groups, "groups": [...biggest `limit` groups]}}."""
+    db.run(con, MEMBERS_SQL)
+    db.run(con, GROUPS_SQL)
+    out: dict[str, dict[str, Any]] = {}
+    for change in GROUPED_CHANGES:
+        total = int(db.one(con, f"SELECT count(*) FROM report_groups "
+                                f"WHERE change = '{change}'")[0])
+        groups = db.rows(con, f"""
+            SELECT g.*, {_SAMPLE_COLUMNS}
+            FROM report_groups g JOIN result s ON s.conn_id = g.sample_conn
+            WHERE g.change = '{change}' AND g.rank <= {int(limit)}
+            ORDER BY g.rank""")
+        members = db.rows(con, f"""
+            WITH ranked AS (
+                SELECT g.rank, r.*, row_number() OVER (
+                    PARTITION BY g.rank ORDER BY r.flows DESC, r.src_ip, r.dst_ip) AS n
+                FROM report_groups g
+                JOIN report_members m ON m.gkey = g.gkey
+                JOIN result r ON r.conn_id = m.conn_id
+                WHERE g.change = '{change}' AND g.rank <= {int(limit)}
+            )
+            SELECT rank, {CONNECTION_COLUMNS} FROM ranked r
+            WHERE n <= {int(per_group)} ORDER BY rank, n""")
+        by_rank: dict[int, list[dict[str, Any]]] = {}
+        for m in members:
+            by_rank.setdefault(int(m.pop("rank")), []).append(m)
+        out[change] = {"total": total, "shown": len(groups),
+                       "groups": [_group(change, g, by_rank.get(int(g["rank"]), []),
+                                         total_flows, has_baseline_set) for g in groups]}
+    return out
+
+
+def _group(change: str, g: dict[str, Any], members: list[dict[str, Any]], total_flows: int,
+           has_baseline_set: bool) -> dict[str, Any]:
+    src = entity(g["src_kind"], g["src_ns"], g["src_wl"])
+    dst = entity(g["dst_kind"], g["dst_ns"], g["dst_wl"])
+    src.update(pods=int(g["src_pods"]), addresses=int(g["src_addresses"]))
+    dst.update(pods=int(g["dst_pods"]), addresses=int(g["dst_addresses"]))
+    verdicts = {
+        pset: {d: {"verdict": g[f"{pset}_{d}"],
+                   "isolated_by": list(g[f"{pset}_{d}_isolated_by"] or []),
+                   "allowed_by": list(g[f"{pset}_{d}_allowed_by"] or [])}
+               for d in ("egress", "ingress")}
+        for pset in ("candidate", "baseline")}
+    port = g["dst_port"]
+    sample = {"src_ip": g["src_ip"], "src_pod": g["src_pod"], "dst_ip": g["dst_ip"],
+              "dst_pod": g["dst_pod"], "port": port, "protocol": g["protocol"],
+              "flows": int(g["sample_flows"]), "direction_guessed": bool(g["direction_guessed"])}
+    return {
+        "id": f"{GROUP_PREFIX[change]}{g['rank']}",
+        "gkey": g["gkey"],
+        "change": change,
+        "source": src,
+        "destination": dst,
+        "protocol": g["protocol"],
+        "port": int(port) if port is not None else None,
+        "connections": int(g["connections"]),
+        "flows": int(g["flows"]),
+        "bytes": int(g["bytes"]),
+        "packets": int(g["packets"]),
+        "share_of_flows": (int(g["flows"]) / total_flows) if total_flows else 0.0,
+        "first_seen": g["first_seen"],
+        "last_seen": g["last_seen"],
+        "sample": sample,
+        "verdicts": verdicts,
+        "reason": reason_sentence(change, src, dst, g["protocol"], port, verdicts,
+                                  has_baseline_set, sample),
+        "connection_rows": members,
+    }

@@ -1,0 +1,62 @@
+"""The report as plain data: one dict that the HTML, Markdown and JSON outputs render.
+
+Sized by what is shown, not by flows: the biggest groups, a few connections per group,
+bounded lists elsewhere; the totals always count everything."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import duckdb
+
+from ..policy.loader import PolicySet
+from . import facts
+from .fixes import suggest_fixes
+from .groups import build_groups
+
+REPORT_VERSION = 1
+MAX_GROUPS = 2000        # per change class
+CONNECTIONS_PER_GROUP = 20
+
+
+def _headline(summary: dict[str, Any], breaks: dict[str, Any], total_flows: int) -> str:
+    brk = summary["connections"]["by_change"]["break"]
+    if not brk["connections"]:
+        return "Nothing in the observed traffic would break"
+    pairs = breaks["total"]
+    share = brk["flows"] / total_flows * 100 if total_flows else 0.0
+    return (f"{pairs:,} workload pair{'s' if pairs != 1 else ''} would break, carrying "
+            f"{share:.1f}% of observed flows ({brk['connections']:,} connections)")
+
+
+def build_report(con: duckdb.DuckDBPyConnection, summary: dict[str, Any],
+                 candidate: PolicySet, baseline: PolicySet | None, *,
+                 max_groups: int = MAX_GROUPS,
+                 per_group: int = CONNECTIONS_PER_GROUP) -> dict[str, Any]:
+    total_flows = summary["flows"]["evaluated"]
+    grouped = build_groups(con, limit=max_groups, per_group=per_group,
+                           total_flows=total_flows, has_baseline_set=baseline is not None)
+    breaks, opened = grouped["break"], grouped["newly_allowed"]
+    report = {
+        "version": REPORT_VERSION,
+        "headline": _headline(summary, breaks, total_flows),
+        "inputs": {**summary["inputs"], "flows": facts.flow_inputs(con, summary)},
+        "totals": {"records": summary["flows"]["read"], "flows": total_flows,
+                   "connections": summary["connections"]["total"],
+                   "by_change": summary["connections"]["by_change"]},
+        "breaks": breaks,
+        "newly_allowed": opened,
+        "gotchas": {
+            "dns_breaks": facts.dns_breaks(breaks["groups"]),
+            "unselected_pods": facts.unselected_pods(con),
+            "policies_selecting_nothing": facts.policies_selecting_nothing(con),
+            "dead_rules": facts.dead_rules(con, candidate),
+        },
+        "trust": facts.trust(con, summary),
+        "matrix": facts.namespace_matrix(con),
+    }
+    # last: the replay replaces the evaluation tables everything above has read
+    suggest_fixes(con, breaks["groups"], candidate)
+    for g in breaks["groups"] + opened["groups"]:
+        del g["gkey"]
+    return report
