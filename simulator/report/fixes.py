@@ -49,6 +49,8 @@ SERVER_FIELDS = ("uid", "resourceVersion", "generation", "creationTimestamp",
                  "managedFields", "selfLink")
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 FIX_NAME = "netpol-simulator-fix-{}"
+# libyaml's emitter when present: the pure-Python one took most of the report's time
+_Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 def stable_labels(label_sets: list[dict[str, str]]) -> dict[str, str]:
@@ -195,7 +197,7 @@ def suggest_fixes(con: duckdb.DuckDBPyConnection, groups: list[dict[str, Any]],
         isolating.setdefault((gkey, direction), []).append((tuple(refs or ()), int(n)))
     info = _side_info(con, keys)
     synthetic: list[Policy] = []
-    edit_rows: dict[str, list[Any]] = {"ref": [], "fix": [], "direction": []}
+    edit_rows: dict[str, list[Any]] = {"ref": [], "fix": [], "direction": [], "edited": []}
     for fix_no, g in enumerate(groups):
         sides = {"src": info.get((g["gkey"], "src"), {"labels": {}, "addresses": []}),
                  "dst": info.get((g["gkey"], "dst"), {"labels": {}, "addresses": []})}
@@ -227,6 +229,7 @@ def suggest_fixes(con: duckdb.DuckDBPyConnection, groups: list[dict[str, Any]],
             edit_rows["ref"].append(f"{e['namespace']}/{name}")
             edit_rows["fix"].append(fix_no)
             edit_rows["direction"].append(e["direction"])
+            edit_rows["edited"].append(e["policy"])
     _blast_radius(con, groups, synthetic, edit_rows)
 
 
@@ -251,7 +254,8 @@ def _fix_document(g: dict[str, Any], edits: list[dict[str, Any]],
                      "protocol and port between these peers")
     return {
         "edits": edits,
-        "yaml": "---\n".join(yaml.safe_dump(m, sort_keys=False, default_flow_style=False)
+        "yaml": "---\n".join(yaml.dump(m, Dumper=_Dumper, sort_keys=False,
+                                       default_flow_style=False, allow_unicode=True)
                              for m in by_policy.values()),
         "notes": notes,
     }
@@ -290,17 +294,30 @@ FROM opened GROUP BY ALL ORDER BY fix, flows DESC, source, destination, port
 
 def _blast_radius(con: duckdb.DuckDBPyConnection, groups: list[dict[str, Any]],
                   synthetic: list[Policy], edit_rows: dict[str, list[Any]]) -> None:
-    db.run(con, """CREATE OR REPLACE TEMP TABLE fix_conns AS
-                   SELECT c.* FROM conns c JOIN result r USING (conn_id)
-                   WHERE r.candidate <> 'allow'""")
-    register_policy_tables(con, [("fix", synthetic)])
-    evaluate.evaluate(con, ["fix"], conns="fix_conns")
     con.register("fix_edit_arrow", pa.table({
         "ref": pa.array(edit_rows["ref"], pa.string()),
         "fix": pa.array(edit_rows["fix"], pa.int32()),
-        "direction": pa.array(edit_rows["direction"], pa.string())}))
+        "direction": pa.array(edit_rows["direction"], pa.string()),
+        "edited": pa.array(edit_rows["edited"], pa.string())}))
     db.run(con, "CREATE OR REPLACE TEMP TABLE fix_edit AS SELECT * FROM fix_edit_arrow")
     con.unregister("fix_edit_arrow")
+    # Only connections with a denied side that an edited policy selects can open up.
+    db.run(con, """
+        CREATE OR REPLACE TEMP TABLE fix_conns AS
+        WITH edited AS (
+            SELECT DISTINCT u.direction, u.ident_id
+            FROM policy_use u JOIN fix_edit e ON e.edited = u.ref AND e.direction = u.direction
+            WHERE u.pset = 'candidate'
+        )
+        SELECT c.* FROM conns c JOIN result r USING (conn_id)
+        JOIN ep s ON s.ep_id = c.src_ep JOIN ep d ON d.ep_id = c.dst_ep
+        WHERE r.candidate <> 'allow' AND (
+            (r.candidate_egress <> 'allow'
+             AND s.ident_id IN (SELECT ident_id FROM edited WHERE direction = 'egress'))
+            OR (r.candidate_ingress <> 'allow'
+             AND d.ident_id IN (SELECT ident_id FROM edited WHERE direction = 'ingress')))""")
+    register_policy_tables(con, [("fix", synthetic)])
+    evaluate.evaluate(con, ["fix"], conns="fix_conns")
     per_fix: dict[int, list[dict[str, Any]]] = {}
     for row in db.rows(con, BLAST_SQL):
         per_fix.setdefault(int(row.pop("fix")), []).append(row)

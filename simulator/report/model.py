@@ -49,7 +49,11 @@ def build_report(con: duckdb.DuckDBPyConnection, summary: dict[str, Any],
         "gotchas": {
             "dns_breaks": facts.dns_breaks(breaks["groups"]),
             "unselected_pods": facts.unselected_pods(con),
-            "policies_selecting_nothing": facts.policies_selecting_nothing(con),
+            # without a snapshot we only know the pods the flows name: every policy whose
+            # pods stayed silent would be listed, so the list is left empty
+            "policies_selecting_nothing": (facts.policies_selecting_nothing(con)
+                                           if summary["inputs"]["cluster"]["pods"] else []),
+            "snapshot_pods": summary["inputs"]["cluster"]["pods"],
             "dead_rules": facts.dead_rules(con, candidate),
         },
         "trust": facts.trust(con, summary),
