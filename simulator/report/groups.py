@@ -41,7 +41,9 @@ WITH agg AS (
         any_value(m.dst_ns) AS dst_ns, any_value(m.dst_wl) AS dst_wl,
         any_value(m.protocol) AS protocol, any_value(m.dst_port) AS dst_port,
         count(*) AS connections, sum(r.flows)::BIGINT AS flows,
-        sum(r.bytes)::BIGINT AS bytes, sum(r.packets)::BIGINT AS packets,
+        -- some sources (Azure NSG v1, pcaps cut short) record no byte or packet counts
+        coalesce(sum(r.bytes), 0)::BIGINT AS bytes,
+        coalesce(sum(r.packets), 0)::BIGINT AS packets,
         min(r.first_seen) AS first_seen, max(r.last_seen) AS last_seen,
         count(DISTINCT r.src_pod) AS src_pods, count(DISTINCT r.dst_pod) AS dst_pods,
         count(DISTINCT r.src_ip) AS src_addresses, count(DISTINCT r.dst_ip) AS dst_addresses,

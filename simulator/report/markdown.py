@@ -12,7 +12,7 @@ LIMIT = 60_000
 TOP_GROUPS = 25
 RESERVE = 4_000  # for the sections after the groups and the closing notes
 
-_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~])")
+_SPECIAL = re.compile(r"([\\`*_{}\[\]#+!|~])")
 _LABELS = {"break": "break", "newly_allowed": "newly allowed", "still_allowed": "still allowed",
            "still_denied": "still denied", "unresolved": "unresolved"}
 
@@ -74,7 +74,8 @@ def render_markdown(report: dict[str, Any], limit: int = LIMIT) -> str:
         section = report[key]
         if not section["total"]:
             continue
-        out += [f"#### {title} ({section['total']:,} workload pairs)", ""]
+        pairs = section["total"]
+        out += [f"#### {title} ({pairs:,} workload pair{'s' if pairs != 1 else ''})", ""]
         groups = section["groups"][:TOP_GROUPS]
         table = _group_table(groups)
         while groups and len("\n".join(out + table)) > budget:

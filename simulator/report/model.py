@@ -26,7 +26,8 @@ def _headline(summary: dict[str, Any], breaks: dict[str, Any], total_flows: int)
     pairs = breaks["total"]
     share = brk["flows"] / total_flows * 100 if total_flows else 0.0
     return (f"{pairs:,} workload pair{'s' if pairs != 1 else ''} would break, carrying "
-            f"{share:.1f}% of observed flows ({brk['connections']:,} connections)")
+            f"{share:.1f}% of observed flows ({brk['connections']:,} connection"
+            f"{'s' if brk['connections'] != 1 else ''})")
 
 
 def build_report(con: duckdb.DuckDBPyConnection, summary: dict[str, Any],
