@@ -89,9 +89,10 @@ def demo_report_dict() -> dict[str, Any]:
 
 
 def synthetic_report(breaks: int, newly_allowed: int = 0, per_group: int = 20,
-                     name_len: int = 0) -> dict[str, Any]:
+                     name_len: int = 0, fixes: bool = True) -> dict[str, Any]:
     """The demo report with its groups multiplied: copies of a real group, each with its
-    own id, workload, namespace and `per_group` connections. `name_len` pads pod names."""
+    own id, workload, namespace and `per_group` connections. `name_len` pads pod names;
+    without `fixes` the break groups carry none (a lighter page)."""
     rep = copy.deepcopy(demo_report_dict())
     pad = "x" * name_len
     for key, prefix, n in (("breaks", "B", breaks), ("newly_allowed", "N", newly_allowed)):
@@ -107,6 +108,8 @@ def synthetic_report(breaks: int, newly_allowed: int = 0, per_group: int = 20,
             g["port"] = 1000 + i % 500
             g["flows"] = 10 * (n - i)
             g["connections"] = per_group
+            if not fixes:
+                g["fix"] = None
             g["connection_rows"] = [
                 dict(row, src_pod=f"app-{i}-{pad}{j:05d}-abcde", src_ip=f"10.{i % 250}.{j}.7",
                      flows=per_group - j)
