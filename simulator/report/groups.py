@@ -76,10 +76,9 @@ def entity(kind: str, namespace: str | None, workload: str | None) -> dict[str, 
         owner_kind, _, name = (workload or "").rpartition("/")
         return {"kind": kind, "namespace": namespace, "workload": workload,
                 "owner_kind": owner_kind or None, "label": f"{namespace}/{name}"}
+    # the same words as the namespace matrix and the blast radius use
     return {"kind": kind, "namespace": None, "workload": None, "owner_kind": None,
-            "label": {"external": "(external)", "node": "(nodes)",
-                      "unresolved": "(unresolved)", "service": "(service IPs)"}.get(
-                          kind, f"({kind})")}
+            "label": f"({kind})"}
 
 
 def build_groups(con: duckdb.DuckDBPyConnection, *, limit: int, per_group: int,
