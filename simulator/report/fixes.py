@@ -100,9 +100,22 @@ def _rule(group: dict[str, Any], direction: str, policy_ns: str | None,
     return rule
 
 
-def _cover(lists: list[tuple[tuple[str, ...], int]], size: dict[str, int]) -> list[str]:
+def _mentions_port(policy: Policy | None, direction: str, port: int | None,
+                   port_name: str | None) -> bool:
+    """Whether a rule of the policy already names this port (any protocol): the policy
+    meant for this traffic, where a reader expects the fix."""
+    if policy is None or port is None:
+        return False
+    return any((pm.lo is not None and pm.lo <= port <= (pm.hi or pm.lo))
+               or (port_name is not None and pm.name == port_name)
+               for r in policy.rules if r.direction == direction for pm in r.ports)
+
+
+def _cover(lists: list[tuple[tuple[str, ...], int]], size: dict[str, int],
+           preferred: set[str]) -> list[str]:
     """Policies such that every connection's isolating list holds one: as few as possible,
-    preferring the policy that selects the fewest identities (the narrowest change)."""
+    preferring a policy whose rules already name the port, then the one that selects the
+    fewest identities (the narrowest change)."""
     left = list(lists)
     chosen: list[str] = []
     while left:
@@ -112,7 +125,7 @@ def _cover(lists: list[tuple[tuple[str, ...], int]], size: dict[str, int]) -> li
                 weight[ref] += n
         if not weight:
             break
-        best = min(weight, key=lambda r: (-weight[r], size.get(r, 0), r))
+        best = min(weight, key=lambda r: (-weight[r], r not in preferred, size.get(r, 0), r))
         chosen.append(best)
         left = [(refs, n) for refs, n in left if best not in refs]
     return chosen
@@ -196,14 +209,20 @@ def suggest_fixes(con: duckdb.DuckDBPyConnection, groups: list[dict[str, Any]],
         WHERE candidate_ingress = 'deny' GROUP BY ALL""", {"keys": keys}).fetchall():
         isolating.setdefault((gkey, direction), []).append((tuple(refs or ()), int(n)))
     info = _side_info(con, keys)
+    by_ref = {p.ref: p for p in candidate.policies}
     synthetic: list[Policy] = []
     edit_rows: dict[str, list[Any]] = {"ref": [], "fix": [], "direction": [], "edited": []}
+    first_with: dict[str, str] = {}
     for fix_no, g in enumerate(groups):
         sides = {"src": info.get((g["gkey"], "src"), {"labels": {}, "addresses": []}),
                  "dst": info.get((g["gkey"], "dst"), {"labels": {}, "addresses": []})}
         edits = []
         for direction in ("egress", "ingress"):
-            for ref in _cover(isolating.get((g["gkey"], direction), []), size):
+            lists = isolating.get((g["gkey"], direction), [])
+            preferred = {ref for refs, _ in lists for ref in refs
+                         if _mentions_port(by_ref.get(ref), direction, g["port"],
+                                           sides["dst"].get("port_name"))}
+            for ref in _cover(lists, size, preferred):
                 manifest = candidate.manifests.get(ref)
                 if manifest is None:
                     continue
@@ -211,6 +230,10 @@ def suggest_fixes(con: duckdb.DuckDBPyConnection, groups: list[dict[str, Any]],
                 edits.append({"policy": ref, "namespace": policy_ns, "direction": direction,
                               "rule": _rule(g, direction, policy_ns, sides)})
         g["fix"] = _fix_document(g, edits, sides, candidate)
+        # one edit often repairs several groups (a DNS rule for the whole namespace)
+        g["fix"]["same_as"] = first_with.setdefault(g["fix"]["yaml"], g["id"])
+        if g["fix"]["same_as"] == g["id"]:
+            g["fix"]["same_as"] = None
         for e in edits:
             name = FIX_NAME.format(len(synthetic))
             spec_selector = ((candidate.manifests[e["policy"]].get("spec") or {})

@@ -58,7 +58,10 @@ def _fix(g: dict[str, Any]) -> str:
     parts += [f"- {md(n)}" for n in fix["notes"]]
     if fix.get("problem"):
         parts.append(f"- {md(fix['problem'])}")
-    parts += ["", fenced(fix["yaml"], "yaml"), "", "</details>", ""]
+    if fix.get("same_as"):
+        parts += [f"The same edit as the fix for {fix['same_as']}.", "", "</details>", ""]
+    else:
+        parts += ["", fenced(fix["yaml"], "yaml"), "", "</details>", ""]
     return "\n".join(parts)
 
 
