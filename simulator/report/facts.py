@@ -21,14 +21,12 @@ def flow_inputs(con: duckdb.DuckDBPyConnection, summary: dict[str, Any]) -> list
     spans = {int(i): (a, b) for i, a, b in con.execute("""
         SELECT src_id, to_timestamp(min(t_first)), to_timestamp(max(t_last)) FROM tuples
         WHERE skip_reason IS NULL GROUP BY src_id""").fetchall()}
-    records: dict[str, int] = {}
-    for f in summary["flows"]["files"]:
-        records[f["format"]] = records.get(f["format"], 0) + int(f["records"])
+    records = {f["file"]: int(f["records"]) for f in summary["flows"]["files"]}
     out = []
     for i, src in enumerate(summary["inputs"]["flows"]):
         first, last = spans.get(i, (None, None))
         out.append({"format": src["format"], "files": src["files"],
-                    "records": records.get(src["format"], 0),
+                    "records": sum(records.get(f, 0) for f in src["files"]),
                     "first_seen": first, "last_seen": last})
     return out
 
