@@ -199,7 +199,7 @@ def test_readable_without_javascript(browser, demo_file):
         assert page.locator("#t-break > tbody.g:visible").count() == 6
         assert not page.locator("#filters").is_visible()
         page.locator("#fix-B1 > summary").click()
-        assert "port: metrics" in page.locator("#fix-B1 pre").inner_text()
+        assert "port: metrics" in page.locator("#fix-B1 .yaml pre").inner_text()
     finally:
         context.close()
 

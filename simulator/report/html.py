@@ -18,6 +18,7 @@ import jinja2
 import yaml
 from markupsafe import Markup
 
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)   # libyaml when built with it
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 CHANGE_LABELS = {
@@ -31,12 +32,14 @@ KIND_KEYS = {"external": "(external)", "node": "(node)", "unresolved": "(unresol
              "service": "(service)"}
 MAX_FILES_LISTED = 8
 MAX_REFS = 6             # policies / rules named per direction in a group's verdict line
-# The page stays well under 20 MB whatever the model holds (2,000 groups per change class,
-# 20 connections each, names up to 253 characters, policies of any size): past these
-# budgets the connection tables show fewer rows (the busiest; all are in --out) and fixes
-# their YAML no more (it is in --json).
-ROW_BUDGET = 9_000_000
+# The page stays under 20 MB whatever the model holds (2,000 groups per change class, 20
+# connections each, names up to 253 characters, policies of any size): the fixes' YAML is
+# left out past YAML_BUDGET (it is in --json), and the connection tables show fewer rows
+# (the busiest; all are in --out) when the groups would not fit PAGE_BUDGET otherwise. The
+# rest of the page (summary, gotchas, trust, matrix) is bounded by the model's list limits.
+PAGE_BUDGET = 16_000_000
 YAML_BUDGET = 3_000_000
+GROUP_OVERHEAD = 1_700     # a group's markup besides its strings
 
 
 def fmt_int(n: Any) -> str:
@@ -93,8 +96,8 @@ def fmt_span(first: Any, last: Any) -> str:
 def fmt_yaml(obj: Any) -> str:
     if obj is None:
         return "(rule not found in the manifest)"
-    return yaml.safe_dump(obj, sort_keys=False, default_flow_style=False,
-                          allow_unicode=True).rstrip("\n")
+    return yaml.dump(obj, Dumper=_DUMPER, sort_keys=False, default_flow_style=False,
+                     allow_unicode=True).rstrip("\n")
 
 
 def port_label(protocol: Any, port: Any) -> str:
@@ -256,7 +259,7 @@ def _verdicts(g: dict[str, Any]) -> list[tuple[str, list[tuple[str, str, str, st
 
 def _fix_view(fix: dict[str, Any]) -> dict[str, Any]:
     """The sentences around a fix: what it edits, what it restores, what else it opens."""
-    size = len(fix.get("yaml") or "")
+    size = len(fix.get("yaml") or "") + sum(len(str(e.get("rule"))) for e in fix.get("edits") or [])
     if fix.get("problem"):
         return {"summary": "none found", "blast": "", "opens": "", "items": [],
                 "yaml_size": size}
@@ -313,12 +316,30 @@ def _row_size(row: list[str]) -> int:
     return sum(len(c) for c in row) + 4 * len(row) + 6
 
 
+def _group_size(v: dict[str, Any]) -> int:
+    """About what a group costs on the page besides its connection rows and YAML."""
+    text = sum(len(x) for x in v.values() if isinstance(x, str))
+    refs = sum(len(iso) + len(adm) for _, dirs in v["verdicts"] for _, _, iso, adm in dirs)
+    items = sum(len(str(i)) for i in (v["fix"] or {}).get("items") or [])
+    return GROUP_OVERHEAD + text + refs + items
+
+
 def _fit_budget(views: list[dict[str, Any]]) -> None:
-    """Cap the connection rows per group and drop YAML past the budgets (see above)."""
+    """Keep the page under PAGE_BUDGET: fixes' YAML up to YAML_BUDGET (busiest groups
+    first), then as many connection rows per group as the rest allows (at least one)."""
+    spent = 0
+    for v in views:
+        fix = v["fix"]
+        if fix is not None:
+            spent += fix["yaml_size"]
+            fix["yaml_omitted"] = spent > YAML_BUDGET
+            if fix["yaml_omitted"]:
+                spent -= fix["yaml_size"]
+    row_budget = PAGE_BUDGET - spent - sum(_group_size(v) for v in views)
     sizes = [[_row_size(r) for r in v["table"]["rows"]] for v in views]
-    if sum(map(sum, sizes)) > ROW_BUDGET:
+    if sum(map(sum, sizes)) > row_budget:
         cap = max((len(s) for s in sizes), default=0)
-        while cap > 1 and sum(sum(s[:cap]) for s in sizes) > ROW_BUDGET:
+        while cap > 1 and sum(sum(s[:cap]) for s in sizes) > row_budget:
             cap -= 1
         for v in views:
             v["table"]["rows"] = v["table"]["rows"][:cap]
@@ -326,12 +347,6 @@ def _fit_budget(views: list[dict[str, Any]]) -> None:
         shown, conns = len(v["table"]["rows"]), v["conns"]
         v["conns_summary"] = _plural(conns, "connection") + (
             f" (the {shown:,} busiest shown; all are in --out)" if shown < conns else "")
-    spent = 0
-    for v in views:
-        fix = v["fix"]
-        if fix is not None:
-            spent += fix["yaml_size"]
-            fix["yaml_omitted"] = spent > YAML_BUDGET
 
 
 def render_html(report: dict[str, Any]) -> str:
