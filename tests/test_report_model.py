@@ -1,0 +1,144 @@
+"""What the impact report says about a small world we know by heart: groups and their
+reasons, fixes with named ports and stable labels, gotchas, trust and the matrix."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from click.testing import CliRunner
+from worldfiles import (
+    namespace,
+    netpol,
+    node,
+    pod,
+    vpc_record,
+    write_cluster,
+    write_policies,
+    write_vpc_parquet,
+)
+
+from simulator.cli import main
+
+WEB1, WEB2, API, DB, DNS, STRAY = ("10.0.1.10", "10.0.1.11", "10.0.1.20", "10.0.2.10",
+                                   "10.0.3.10", "10.0.2.99")
+EXT = "203.0.113.7"
+
+
+def cluster() -> list[dict[str, Any]]:
+    web = {"app": "web", "pod-template-hash": "5d8f"}
+    return [
+        namespace("shop", {"team": "shop"}), namespace("data"), namespace("kube-system"),
+        node("node-1", "192.168.0.10", ["10.0.0.0/16"]),
+        pod("shop", "web-5d8f-aaaaa", WEB1, web, owner=("ReplicaSet", "web-5d8f")),
+        # mid-rollout: the second pod belongs to the next ReplicaSet
+        pod("shop", "web-77aa-bbbbb", WEB2, {**web, "pod-template-hash": "77aa"},
+            owner=("ReplicaSet", "web-77aa")),
+        pod("shop", "api-0", API, {"app": "api"}, [("http", 8080, "TCP")]),
+        pod("data", "db-0", DB, {"app": "db", "controller-revision-hash": "db-6c"},
+            [("postgres", 5432, "TCP")], owner=("StatefulSet", "db")),
+        pod("kube-system", "coredns-1", DNS, {"k8s-app": "kube-dns"}, [("dns", 53, "UDP")]),
+    ]
+
+
+def policies() -> list[dict[str, Any]]:
+    return [
+        # data locks ingress down and forgets the API
+        netpol("data", "db-ingress", {
+            "podSelector": {"matchLabels": {"app": "db"}}, "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "backup"}}}],
+                         "ports": [{"port": 5432}]}]}),
+        # shop locks egress down: web may reach the api, nothing else
+        netpol("shop", "web-egress", {
+            "podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Egress"],
+            "egress": [{"to": [{"podSelector": {"matchLabels": {"app": "api"}}}],
+                        "ports": [{"port": "http"}]}]}),
+        netpol("shop", "nobody-home", {"podSelector": {"matchLabels": {"app": "ghost"}}}),
+    ]
+
+
+def records() -> list[dict[str, Any]]:
+    flows = [(WEB1, API, 8080, "TCP"), (WEB2, API, 8080, "TCP"), (API, DB, 5432, "TCP"),
+             (WEB1, DNS, 53, "UDP"), (WEB2, DNS, 53, "UDP"), (WEB1, EXT, 443, "TCP"),
+             (API, STRAY, 80, "TCP")]
+    return [vpc_record(s, d, p, proto, src_port=40000 + i, start=1_717_000_000 + i)
+            for i, (s, d, p, proto) in enumerate(flows)]
+
+
+def build(tmp_path: Path) -> dict[str, Any]:
+    out = tmp_path / "report.json"
+    md = tmp_path / "pr.md"
+    r = CliRunner().invoke(main, [
+        "--flows", str(write_vpc_parquet(tmp_path / "flows.parquet", records())),
+        "--cluster", str(write_cluster(tmp_path / "cluster.json", cluster())),
+        "--policies", str(write_policies(tmp_path / "candidate", policies())),
+        "--baseline", str(write_policies(tmp_path / "current", [])),
+        "--pod-cidr", "10.0.0.0/16", "--json", str(out), "--markdown", str(md), "-q"])
+    assert r.exit_code == 0, r.output
+    return json.loads(out.read_text())["report"]
+
+
+def test_report_groups_reasons_and_fixes(tmp_path):
+    report = build(tmp_path)
+    groups = {(g["source"]["label"], g["destination"]["label"], g["port"]): g
+              for g in report["breaks"]["groups"]}
+    assert set(groups) == {("shop/web", "kube-system/coredns-1", 53),
+                           ("shop/web", "(external)", 443),
+                           ("shop/api-0", "data/db", 5432)}
+    assert report["headline"].startswith("3 workload pairs would break")
+
+    dns = groups[("shop/web", "kube-system/coredns-1", 53)]
+    assert dns["connections"] == 2 and dns["source"]["pods"] == 2
+    assert dns["reason"] == ("shop/web is isolated for egress by shop/web-egress; no "
+                             "egress rule admits UDP/53 to kube-system/coredns-1")
+    assert dns["id"] in report["gotchas"]["dns_breaks"]
+    [edit] = dns["fix"]["edits"]
+    assert edit["policy"] == "shop/web-egress" and edit["direction"] == "egress"
+    assert edit["rule"] == {
+        "to": [{"podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+                "namespaceSelector": {"matchLabels": {
+                    "kubernetes.io/metadata.name": "kube-system"}}}],
+        "ports": [{"protocol": "UDP", "port": "dns"}]}
+    fixed = yaml.safe_load(dns["fix"]["yaml"])
+    assert fixed["metadata"] == {"name": "web-egress", "namespace": "shop"}
+    assert fixed["spec"]["egress"][-1] == edit["rule"]
+    assert len(fixed["spec"]["egress"]) == 2  # the existing rule is kept
+
+    ext = groups[("shop/web", "(external)", 443)]
+    assert ext["fix"]["edits"][0]["rule"]["to"] == [{"ipBlock": {"cidr": f"{EXT}/32"}}]
+
+    db = groups[("shop/api-0", "data/db", 5432)]
+    assert "data/db is isolated for ingress by data/db-ingress" in db["reason"]
+    rule = db["fix"]["edits"][0]["rule"]
+    # the StatefulSet's revision hash is not a stable label; the api pod has only `app`
+    assert rule["from"] == [{"podSelector": {"matchLabels": {"app": "api"}},
+                             "namespaceSelector": {"matchLabels": {
+                                 "kubernetes.io/metadata.name": "shop"}}}]
+    assert rule["ports"] == [{"protocol": "TCP", "port": "postgres"}]
+    for g in groups.values():
+        assert g["fix"]["restores"] == {"connections": g["connections"],
+                                        "of": g["connections"]}
+        assert g["fix"]["blast_radius"]["connections"] == 0
+
+
+def test_report_gotchas_trust_and_matrix(tmp_path):
+    report = build(tmp_path)
+    got = report["gotchas"]
+    assert got["policies_selecting_nothing"] == ["shop/nobody-home"]
+    # db-ingress' rule (from app=backup) admitted nothing; web-egress' rule did
+    assert [(r["policy"], r["direction"], r["index"]) for r in got["dead_rules"]["rules"]] \
+        == [("data/db-ingress", "ingress", 0)]
+    assert {r["namespace"]: r["pods"] for r in got["unselected_pods"]} == {
+        "shop": 1, "kube-system": 1}
+    un = report["trust"]["unresolved"]
+    assert un["addresses"] == 1 and un["top"][0]["ip"] == STRAY
+    assert un["connections"] == 1 and 0 < un["share_of_flows"] < 1
+    cells = {(c["source"], c["destination"]): c["state"] for c in report["matrix"]["cells"]}
+    assert cells[("shop", "shop")] == "unchanged"
+    assert cells[("shop", "data")] == "break"
+    assert cells[("shop", "(external)")] == "break"
+    assert cells[("shop", "(unresolved)")] == "unresolved"
+    [flows] = report["inputs"]["flows"]
+    assert flows["records"] == 7 and flows["first_seen"] < flows["last_seen"]
