@@ -114,8 +114,17 @@ def test_demo_report_has_every_section(demo):
     assert "monitoring/prometheus-k8s" in text and "StatefulSet · 1 pod" in text
     assert "kind: NetworkPolicy" in text and "port: metrics" in text   # the fix's YAML
     assert "restores 3 of 3 connections" in text
-    assert "also opens nothing" in text
-    assert "also opens 12 connections (312 flows)" in text   # B2's blast radius
+    for g in report["breaks"]["groups"]:                     # every fix and blast radius
+        fix, blast = g["fix"], g["fix"]["blast_radius"]
+        opens = (f"{blast['connections']:,} connection{'s' if blast['connections'] != 1 else ''}"
+                 f" ({blast['flows']:,} flows)") if blast["connections"] else "nothing"
+        assert f"also opens {opens}" in text, g["id"]
+        for item in blast["items"]:
+            assert item["source"] in text and item["destination"] in text
+        if fix.get("same_as"):
+            assert f'same edit as the fix for <a href="#g-{fix["same_as"]}">' in html
+        else:
+            assert fix["yaml"].strip().splitlines()[-1].strip() in text
     assert "reporting/ledger-export" in text                 # newly allowed
     # gotchas, trust, matrix
     assert "The candidate breaks DNS" in text

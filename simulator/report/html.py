@@ -260,9 +260,11 @@ def _verdicts(g: dict[str, Any]) -> list[tuple[str, list[tuple[str, str, str, st
 def _fix_view(fix: dict[str, Any]) -> dict[str, Any]:
     """The sentences around a fix: what it edits, what it restores, what else it opens."""
     size = len(fix.get("yaml") or "") + sum(len(str(e.get("rule"))) for e in fix.get("edits") or [])
+    if fix.get("same_as"):
+        size = 0                                   # printed once, with the first group
     if fix.get("problem"):
-        return {"summary": "none found", "blast": "", "opens": "", "items": [],
-                "yaml_size": size}
+        return {"summary": "the suggested rule failed validation", "blast": "", "opens": "",
+                "items": [], "yaml_size": size}
     b = fix.get("blast_radius") or {}
     rs = fix.get("restores") or {}
     restores = f"restores {fmt_int(rs.get('connections'))} of " \
@@ -278,7 +280,8 @@ def _fix_view(fix: dict[str, Any]) -> dict[str, Any]:
                       for e in fix.get("edits") or [])
     blast = (f"replaying the observed traffic with this fix applied, it {restores} and also "
              f"opens {opens}" + (f": {detail}." if detail else "."))
-    return {"summary": f"{edits} — {restores}; also opens {opens}", "blast": blast,
+    same = f" (the same edit as {fix['same_as']})" if fix.get("same_as") else ""
+    return {"summary": f"{edits}{same} — {restores}; also opens {opens}", "blast": blast,
             "opens": opens + (f": {detail}" if detail else ""),
             "items": b.get("items") or [], "yaml_size": size}
 
