@@ -163,6 +163,7 @@ def test_matrix_cells_and_hash_links_filter(visit, demo_file):
     page.click("#t-matrix a[data-q='src:shop dst:kube-system']")
     assert page.input_value("#f-q") == "src:shop dst:kube-system"
     assert v.visible_groups("t-break") == ["g-B2", "g-B3", "g-B4", "g-B5"]
+    assert "q=src%3Ashop%20dst%3Akube-system" in page.evaluate("() => location.hash")
     # a filter in the address opens the page filtered
     w = visit(demo_file, "#q=prometheus&change=break")
     assert w.visible_groups("t-break") == ["g-B1"]

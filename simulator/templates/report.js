@@ -297,7 +297,7 @@
     // links to groups: reveal the group wherever the pager or the filter put it
     document.addEventListener("click", function (e) {
       var a = e.target.closest ? e.target.closest("a[href^='#g-']") : null;
-      if (!a) { return; }
+      if (!a || a.dataset.q) { return; }   // matrix cells filter instead (above)
       e.preventDefault();
       var id = a.getAttribute("href").slice(1);
       try { history.replaceState(null, "", "#" + id); } catch (err) { /* ignore */ }
