@@ -132,6 +132,10 @@ def main(flows: tuple[str, ...], flows_format: str | None, vpc_fields: str | Non
         sys.exit(EXIT_INPUT)
     if not quiet:
         click.echo(render(summary))
+        for what, path in (("Report", report_out), ("Markdown", markdown_out),
+                           ("JSON", json_out), ("Connections", out)):
+            if path:
+                click.echo(f"{what}: {path}")
     reasons = tripped(summary, fail_on_break=fail_on_break, max_breaks=max_breaks,
                       fail_on_unresolved=fail_on_unresolved,
                       fail_on_disagreement=fail_on_disagreement)
