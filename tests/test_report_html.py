@@ -4,7 +4,6 @@ anywhere, that markup in the inputs stays text, and that it stays small and fast
 from __future__ import annotations
 
 import re
-import time
 from datetime import UTC, datetime, timedelta, timezone
 from html.parser import HTMLParser
 from pathlib import Path
@@ -219,14 +218,12 @@ def test_report_without_baseline_cluster_or_breaks(simulate_world, tmp_path):
     assert "the baseline is what the dataplane did" in text
 
 
-def test_size_and_time_stay_bounded():
-    # the model's caps: 2,000 groups per change class, 20 connections each
+def test_size_stays_bounded():
+    # the model's caps: 2,000 groups per change class, 20 connections each (the time it
+    # takes is measured by benchmarks/, not here)
     report = synthetic_report(2000, per_group=20)
-    start = time.process_time()
     html = render_html(report)
-    elapsed = time.process_time() - start
     assert len(html.encode()) < 20_000_000
-    assert elapsed < 2.0, f"rendering 2,000 groups took {elapsed:.2f} s"
     page_groups = html.count('<tbody class="g"')
     assert page_groups == 2000
     # both classes full, and long names: the page sheds connection rows, not groups

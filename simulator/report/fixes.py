@@ -297,10 +297,10 @@ WITH admitted AS (
 opened AS (
     SELECT a.fix, r.conn_id, r.change, r.flows,
         CASE WHEN r.src_kind = 'pod' THEN r.src_namespace || '/'
-                  || regexp_replace(coalesce(r.src_workload, r.src_pod), '^.*/', '')
+                  || regexp_replace(coalesce(r.src_workload, r.src_pod), '^[^/]*/', '')
              ELSE '(' || r.src_kind || ')' END AS source,
         CASE WHEN r.dst_kind = 'pod' THEN r.dst_namespace || '/'
-                  || regexp_replace(coalesce(r.dst_workload, r.dst_pod), '^.*/', '')
+                  || regexp_replace(coalesce(r.dst_workload, r.dst_pod), '^[^/]*/', '')
              ELSE '(' || r.dst_kind || ')' END AS destination,
         r.protocol || coalesce('/' || r.dst_port, '') AS port,
         m.gkey

@@ -73,7 +73,10 @@ CONNECTION_COLUMNS = """r.src_ip, r.src_pod, r.dst_ip, r.dst_pod, r.dst_port, r.
 def entity(kind: str, namespace: str | None, workload: str | None) -> dict[str, Any]:
     """One side of a group: a workload (namespace + owner) or a kind of endpoint."""
     if kind == "pod":
-        owner_kind, _, name = (workload or "").rpartition("/")
+        # "Deployment/api"; a bare pod is its own workload
+        owner_kind, slash, name = (workload or "").partition("/")
+        if not slash:
+            owner_kind, name = "", owner_kind
         return {"kind": kind, "namespace": namespace, "workload": workload,
                 "owner_kind": owner_kind or None, "label": f"{namespace}/{name}"}
     # the same words as the namespace matrix and the blast radius use
