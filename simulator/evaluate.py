@@ -64,143 +64,244 @@ WHERE p.kind = 'pods' AND (i.namespace = p.ns_fixed OR n.sel_id IS NOT NULL);
 """
 
 EVAL_SQL = """
-CREATE OR REPLACE TABLE conn_dir AS
-WITH c AS (
-    SELECT c.conn_id, c.dst_port, c.proto,
-        s.kind AS s_kind, s.ident_id AS s_ident, s.node AS s_node, s.ip AS s_ip,
-        s.key AS s_key,
-        d.kind AS d_kind, d.ident_id AS d_ident, d.node AS d_node, d.ip AS d_ip,
-        d.key AS d_key,
-        d.pod_ref AS dst_pod_ref
-    FROM __CONNS__ c JOIN ep s ON s.ep_id = c.src_ep JOIN ep d ON d.ep_id = c.dst_ep
+-- Distinct ipBlocks (range and exceptions): a `0.0.0.0/0 except ...` repeated in every
+-- namespace is one block. peer_block: which block each ipBlock peer is.
+CREATE OR REPLACE TABLE cidr_peer AS
+WITH ex AS (
+    SELECT peer_id, list(lo || '-' || hi ORDER BY lo, hi) AS excepts
+    FROM np_except GROUP BY peer_id
 )
-SELECT conn_id, 'ingress' AS direction, d_kind AS subj_kind, d_ident AS subj_ident,
-       d_node AS subj_node, s_kind AS peer_kind, s_ident AS peer_ident, s_ip AS peer_ip,
-       s_key AS peer_key, s_node AS peer_node, d_kind AS dst_kind, dst_pod_ref, dst_port,
-       proto
-FROM c
-UNION ALL
-SELECT conn_id, 'egress', s_kind, s_ident, s_node, d_kind, d_ident, d_ip, d_key, d_node,
-       d_kind, dst_pod_ref, dst_port, proto
+SELECT p.peer_id, p.lo, p.hi, coalesce(ex.excepts, []) AS excepts
+FROM np_peer p LEFT JOIN ex USING (peer_id)
+WHERE p.kind = 'cidr';
+
+CREATE OR REPLACE TABLE np_block AS
+SELECT row_number() OVER (ORDER BY lo, hi, excepts) AS block_id, lo, hi, excepts
+FROM (SELECT DISTINCT lo, hi, excepts FROM cidr_peer);
+
+CREATE OR REPLACE TABLE peer_block AS
+SELECT c.peer_id, b.block_id FROM cidr_peer c JOIN np_block b USING (lo, hi, excepts);
+
+CREATE OR REPLACE TABLE block_except AS
+SELECT DISTINCT pb.block_id, e.lo, e.hi
+FROM np_except e JOIN peer_block pb USING (peer_id);
+
+-- Per distinct address: the blocks it lies in (outside their exceptions). Addresses with
+-- the same blocks form a class; a connection's peer is evaluated by its class.
+CREATE OR REPLACE TABLE addr_block AS
+WITH k AS (SELECT DISTINCT key FROM ep WHERE key IS NOT NULL),
+inside AS (SELECT k.key, b.block_id FROM k JOIN np_block b ON k.key BETWEEN b.lo AND b.hi),
+excepted AS (
+    SELECT k.key, e.block_id FROM k JOIN block_except e ON k.key BETWEEN e.lo AND e.hi
+)
+SELECT key, list(block_id ORDER BY block_id) AS blocks
+FROM (SELECT * FROM inside EXCEPT SELECT * FROM excepted)
+GROUP BY key;
+
+CREATE OR REPLACE TABLE addr_cls AS
+WITH cls AS (
+    SELECT blocks, row_number() OVER (ORDER BY blocks) AS cls_id
+    FROM (SELECT DISTINCT blocks FROM addr_block)
+)
+SELECT a.key, c.cls_id FROM addr_block a JOIN cls c USING (blocks);
+
+CREATE OR REPLACE TABLE cls_block AS
+SELECT DISTINCT c.cls_id, unnest(a.blocks) AS block_id
+FROM addr_cls c JOIN addr_block a USING (key);
+
+-- Pods declaring the same named ports share a port profile (named ports resolve per pod).
+CREATE OR REPLACE TABLE pod_prof AS
+WITH p AS (
+    SELECT pod_ref, list_sort(list_distinct(list(name || '/' || proto || '/' || port)))
+        AS ports
+    FROM pod_port WHERE name IS NOT NULL AND proto IS NOT NULL AND port IS NOT NULL
+    GROUP BY pod_ref
+),
+prof AS (
+    SELECT ports, row_number() OVER (ORDER BY ports) AS prof_id
+    FROM (SELECT DISTINCT ports FROM p)
+)
+SELECT p.pod_ref, prof.prof_id FROM p JOIN prof USING (ports);
+
+CREATE OR REPLACE TABLE prof_port AS
+SELECT DISTINCT f.prof_id, pp.name, pp.proto, pp.port
+FROM pod_port pp JOIN pod_prof f USING (pod_ref)
+WHERE pp.name IS NOT NULL;
+
+-- Per connection, what each direction's verdict depends on (its key): the subject's kind
+-- (and, for a pod, its identity), the peer's kind, identity and address class, the
+-- destination's port profile, port and protocol, and whether the peer is the subject pod's
+-- own node. Keys have no NULLs (-1, false) so that they join on equality.
+CREATE OR REPLACE TABLE conn_dkey AS
+WITH c AS (
+    SELECT c.conn_id, coalesce(c.dst_port, -1) AS dst_port, coalesce(c.proto, -1) AS proto,
+        s.kind AS s_kind, coalesce(s.ident_id, -1) AS s_ident, s.node AS s_node,
+        coalesce(sc.cls_id, -1) AS s_cls,
+        d.kind AS d_kind, coalesce(d.ident_id, -1) AS d_ident, d.node AS d_node,
+        coalesce(dc.cls_id, -1) AS d_cls,
+        coalesce(CASE WHEN d.kind = 'pod' THEN pf.prof_id END, -1) AS d_prof
+    FROM __CONNS__ c
+    JOIN ep s ON s.ep_id = c.src_ep
+    JOIN ep d ON d.ep_id = c.dst_ep
+    LEFT JOIN addr_cls sc ON sc.key = s.key
+    LEFT JOIN addr_cls dc ON dc.key = d.key
+    LEFT JOIN pod_prof pf ON pf.pod_ref = d.pod_ref
+)
+SELECT conn_id,
+    s_kind AS e_subj_kind,
+    CASE WHEN s_kind = 'pod' THEN s_ident ELSE -1 END AS e_subj_ident,
+    false AS e_own_node,
+    CASE WHEN s_kind = 'pod' THEN d_kind ELSE '' END AS e_peer_kind,
+    CASE WHEN s_kind = 'pod' AND d_kind = 'pod' THEN d_ident ELSE -1 END AS e_peer_ident,
+    CASE WHEN s_kind = 'pod' THEN d_cls ELSE -1 END AS e_peer_cls,
+    CASE WHEN s_kind = 'pod' THEN d_prof ELSE -1 END AS e_dst_prof,
+    CASE WHEN s_kind = 'pod' THEN dst_port ELSE -1 END AS e_dst_port,
+    CASE WHEN s_kind = 'pod' THEN proto ELSE -1 END AS e_proto,
+    d_kind AS i_subj_kind,
+    CASE WHEN d_kind = 'pod' THEN d_ident ELSE -1 END AS i_subj_ident,
+    coalesce(d_kind = 'pod' AND s_kind = 'node'
+             AND (s_node = d_node OR s_node = '(observing node)'), false) AS i_own_node,
+    CASE WHEN d_kind = 'pod' THEN s_kind ELSE '' END AS i_peer_kind,
+    CASE WHEN d_kind = 'pod' AND s_kind = 'pod' THEN s_ident ELSE -1 END AS i_peer_ident,
+    CASE WHEN d_kind = 'pod' THEN s_cls ELSE -1 END AS i_peer_cls,
+    CASE WHEN d_kind = 'pod' THEN d_prof ELSE -1 END AS i_dst_prof,
+    CASE WHEN d_kind = 'pod' THEN dst_port ELSE -1 END AS i_dst_port,
+    CASE WHEN d_kind = 'pod' THEN proto ELSE -1 END AS i_proto
 FROM c;
 
--- policies that isolate the subject pod in this direction
-CREATE OR REPLACE TABLE dir_pol AS
-SELECT cd.conn_id, cd.direction, ti.pset, ti.pol_id
-FROM conn_dir cd
-JOIN target_ident ti ON ti.ident_id = cd.subj_ident AND ti.direction = cd.direction
-WHERE cd.subj_kind = 'pod';
-
-CREATE OR REPLACE TABLE dir_rule AS
-SELECT dp.conn_id, dp.direction, dp.pset, r.rule_id
-FROM dir_pol dp
-JOIN np_rule r ON r.pset = dp.pset AND r.pol_id = dp.pol_id AND r.direction = dp.direction;
-
-CREATE OR REPLACE TABLE rule_hits AS
-WITH peer_ok AS (
-    SELECT dr.conn_id, dr.direction, dr.rule_id
-    FROM dir_rule dr JOIN np_peer p ON p.rule_id = dr.rule_id AND p.kind = 'any'
+CREATE OR REPLACE TABLE dir_key AS
+SELECT row_number() OVER () AS key_id, * FROM (
+    SELECT DISTINCT 'egress' AS direction, e_subj_kind AS subj_kind,
+        e_subj_ident AS subj_ident, e_own_node AS own_node, e_peer_kind AS peer_kind,
+        e_peer_ident AS peer_ident, e_peer_cls AS peer_cls, e_dst_prof AS dst_prof,
+        e_dst_port AS dst_port, e_proto AS proto
+    FROM conn_dkey
     UNION
-    SELECT dr.conn_id, dr.direction, dr.rule_id
-    FROM dir_rule dr
-    JOIN conn_dir cd USING (conn_id, direction)
-    JOIN np_peer p ON p.rule_id = dr.rule_id AND p.kind = 'pods'
-    JOIN peer_ident pi ON pi.peer_id = p.peer_id AND pi.ident_id = cd.peer_ident
-    WHERE cd.peer_kind = 'pod'
+    SELECT DISTINCT 'ingress', i_subj_kind, i_subj_ident, i_own_node, i_peer_kind,
+        i_peer_ident, i_peer_cls, i_dst_prof, i_dst_port, i_proto
+    FROM conn_dkey
+);
+
+CREATE OR REPLACE TABLE conn_key AS
+SELECT c.conn_id, e.key_id AS ekey, i.key_id AS ikey
+FROM conn_dkey c
+JOIN dir_key e ON e.direction = 'egress' AND e.subj_kind = c.e_subj_kind
+    AND e.subj_ident = c.e_subj_ident AND e.own_node = c.e_own_node
+    AND e.peer_kind = c.e_peer_kind AND e.peer_ident = c.e_peer_ident
+    AND e.peer_cls = c.e_peer_cls AND e.dst_prof = c.e_dst_prof
+    AND e.dst_port = c.e_dst_port AND e.proto = c.e_proto
+JOIN dir_key i ON i.direction = 'ingress' AND i.subj_kind = c.i_subj_kind
+    AND i.subj_ident = c.i_subj_ident AND i.own_node = c.i_own_node
+    AND i.peer_kind = c.i_peer_kind AND i.peer_ident = c.i_peer_ident
+    AND i.peer_cls = c.i_peer_cls AND i.dst_prof = c.i_dst_prof
+    AND i.dst_port = c.i_dst_port AND i.proto = c.i_proto;
+
+-- the rules of the policies that isolate the key's subject pod in its direction
+CREATE OR REPLACE TABLE key_rule AS
+SELECT k.key_id, ti.pset, r.rule_id
+FROM dir_key k
+JOIN target_ident ti ON ti.ident_id = k.subj_ident AND ti.direction = k.direction
+JOIN np_rule r ON r.pset = ti.pset AND r.pol_id = ti.pol_id AND r.direction = ti.direction
+WHERE k.subj_kind = 'pod';
+
+CREATE OR REPLACE TABLE key_hits AS
+WITH kr AS (
+    SELECT kr.key_id, kr.rule_id, k.peer_kind, k.peer_ident, k.peer_cls, k.dst_prof,
+        NULLIF(k.dst_port, -1) AS dst_port, NULLIF(k.proto, -1) AS proto
+    FROM key_rule kr JOIN dir_key k USING (key_id)
+),
+peer_ok AS (
+    SELECT kr.key_id, kr.rule_id
+    FROM kr JOIN np_peer p ON p.rule_id = kr.rule_id AND p.kind = 'any'
     UNION
-    -- ipBlock peers: checked on the rules that apply, not for every address and block
-    -- (a 0.0.0.0/0 block in every namespace would pair with every external address)
-    SELECT dr.conn_id, dr.direction, dr.rule_id
-    FROM dir_rule dr
-    JOIN conn_dir cd USING (conn_id, direction)
-    JOIN np_peer p ON p.rule_id = dr.rule_id AND p.kind = 'cidr'
-    WHERE cd.peer_key BETWEEN p.lo AND p.hi
-      AND NOT EXISTS (SELECT 1 FROM np_except e WHERE e.peer_id = p.peer_id
-                      AND cd.peer_key BETWEEN e.lo AND e.hi)
+    SELECT kr.key_id, kr.rule_id
+    FROM kr
+    JOIN np_peer p ON p.rule_id = kr.rule_id AND p.kind = 'pods'
+    JOIN peer_ident pi ON pi.peer_id = p.peer_id AND pi.ident_id = kr.peer_ident
+    WHERE kr.peer_kind = 'pod'
+    UNION
+    SELECT kr.key_id, kr.rule_id
+    FROM kr
+    JOIN np_peer p ON p.rule_id = kr.rule_id AND p.kind = 'cidr'
+    JOIN peer_block pb ON pb.peer_id = p.peer_id
+    JOIN cls_block cb ON cb.cls_id = kr.peer_cls AND cb.block_id = pb.block_id
 ),
 -- pod peers that could match a peer we could not resolve (for 'unknown' verdicts)
 peer_maybe AS (
-    SELECT DISTINCT dr.conn_id, dr.direction, dr.rule_id
-    FROM dir_rule dr
-    JOIN conn_dir cd USING (conn_id, direction)
-    JOIN np_peer p ON p.rule_id = dr.rule_id AND p.kind = 'pods'
-    WHERE cd.peer_kind IN ('unresolved', 'service')
+    SELECT DISTINCT kr.key_id, kr.rule_id
+    FROM kr JOIN np_peer p ON p.rule_id = kr.rule_id AND p.kind = 'pods'
+    WHERE kr.peer_kind IN ('unresolved', 'service')
 ),
 port_ok AS (
-    SELECT DISTINCT dr.conn_id, dr.direction, dr.rule_id
-    FROM dir_rule dr
-    JOIN conn_dir c USING (conn_id, direction)
-    JOIN np_port pt ON pt.rule_id = dr.rule_id
+    SELECT DISTINCT kr.key_id, kr.rule_id
+    FROM kr JOIN np_port pt ON pt.rule_id = kr.rule_id
     WHERE pt.proto IS NULL
-       OR (pt.proto = c.proto AND pt.name IS NULL
-           AND (pt.lo IS NULL OR c.dst_port BETWEEN pt.lo AND pt.hi))
-       OR (pt.proto = c.proto AND pt.name IS NOT NULL AND c.dst_kind = 'pod'
-           AND EXISTS (SELECT 1 FROM pod_port pp
-                       WHERE pp.pod_ref = c.dst_pod_ref AND pp.name = pt.name
-                         AND pp.proto = pt.proto AND pp.port = c.dst_port))
+       OR (pt.proto = kr.proto AND pt.name IS NULL
+           AND (pt.lo IS NULL OR kr.dst_port BETWEEN pt.lo AND pt.hi))
+       OR (pt.proto = kr.proto AND pt.name IS NOT NULL
+           AND EXISTS (SELECT 1 FROM prof_port pp
+                       WHERE pp.prof_id = kr.dst_prof AND pp.name = pt.name
+                         AND pp.proto = pt.proto AND pp.port = kr.dst_port))
 )
-SELECT po.conn_id, po.direction, po.rule_id, 'allow' AS hit
-FROM peer_ok po JOIN port_ok pt USING (conn_id, direction, rule_id)
+SELECT po.key_id, po.rule_id, 'allow' AS hit
+FROM peer_ok po JOIN port_ok pt USING (key_id, rule_id)
 UNION ALL
-SELECT pm.conn_id, pm.direction, pm.rule_id, 'maybe'
-FROM peer_maybe pm JOIN port_ok pt USING (conn_id, direction, rule_id);
+SELECT pm.key_id, pm.rule_id, 'maybe'
+FROM peer_maybe pm JOIN port_ok pt USING (key_id, rule_id);
 
-CREATE OR REPLACE TABLE dir_verdict AS
+CREATE OR REPLACE TABLE key_verdict AS
 WITH isolation AS (   -- depends on the subject's identity only
     SELECT ti.ident_id, ti.direction, ti.pset, list(p.ref ORDER BY p.ref) AS isolated_by
     FROM target_ident ti JOIN np_pol p ON p.pset = ti.pset AND p.pol_id = ti.pol_id
     GROUP BY ti.ident_id, ti.direction, ti.pset
 ),
 admission AS (
-    SELECT h.conn_id, h.direction, r.pset,
+    SELECT h.key_id, r.pset,
         list(p.ref || ' ' || r.direction || '[' || r.rule_idx || ']'
              ORDER BY p.ref, r.rule_idx) FILTER (WHERE h.hit = 'allow') AS allowed_by,
         bool_or(h.hit = 'maybe') AS maybe
-    FROM rule_hits h
+    FROM key_hits h
     JOIN np_rule r ON r.rule_id = h.rule_id
     JOIN np_pol p ON p.pset = r.pset AND p.pol_id = r.pol_id
     GROUP BY ALL
 )
-SELECT cd.conn_id, cd.direction, ps.pset,
+SELECT k.key_id, ps.pset,
     CASE
-        WHEN cd.subj_kind IN ('node', 'external') THEN 'allow'
-        WHEN cd.subj_kind <> 'pod' THEN 'unknown'
-        WHEN cd.direction = 'ingress' AND cd.peer_kind = 'node'
-             AND (cd.peer_node = cd.subj_node OR cd.peer_node = '(observing node)')
-            THEN 'allow'
+        WHEN k.subj_kind IN ('node', 'external') THEN 'allow'
+        WHEN k.subj_kind <> 'pod' THEN 'unknown'
+        WHEN k.own_node THEN 'allow'
         WHEN i.isolated_by IS NULL THEN 'allow'
         WHEN len(a.allowed_by) > 0 THEN 'allow'
         WHEN a.maybe THEN 'unknown'
         ELSE 'deny'
     END AS verdict,
     CASE
-        WHEN cd.subj_kind IN ('node', 'external')
-            THEN cd.direction || ': ' || cd.subj_kind || ' endpoint, no policy applies'
-        WHEN cd.subj_kind <> 'pod'
-            THEN cd.direction || ': ' || cd.subj_kind || ' endpoint, policies not known'
-        WHEN cd.direction = 'ingress' AND cd.peer_kind = 'node'
-             AND (cd.peer_node = cd.subj_node OR cd.peer_node = '(observing node)')
+        WHEN k.subj_kind IN ('node', 'external')
+            THEN k.direction || ': ' || k.subj_kind || ' endpoint, no policy applies'
+        WHEN k.subj_kind <> 'pod'
+            THEN k.direction || ': ' || k.subj_kind || ' endpoint, policies not known'
+        WHEN k.own_node
             THEN 'ingress: from the pod''s own node (kubelet probes), always allowed'
-        WHEN i.isolated_by IS NULL THEN cd.direction || ': not isolated'
+        WHEN i.isolated_by IS NULL THEN k.direction || ': not isolated'
         WHEN len(a.allowed_by) > 0
-            THEN cd.direction || ': allowed by ' || array_to_string(a.allowed_by, ', ')
-        WHEN a.maybe THEN cd.direction || ': isolated by '
+            THEN k.direction || ': allowed by ' || array_to_string(a.allowed_by, ', ')
+        WHEN a.maybe THEN k.direction || ': isolated by '
             || array_to_string(i.isolated_by, ', ')
             || '; a pod-selector rule might admit the unresolved peer'
-        ELSE cd.direction || ': isolated by ' || array_to_string(i.isolated_by, ', ')
-            || '; no ' || cd.direction || ' rule admits it'
+        ELSE k.direction || ': isolated by ' || array_to_string(i.isolated_by, ', ')
+            || '; no ' || k.direction || ' rule admits it'
     END AS reason,
     coalesce(i.isolated_by, []) AS isolated_by,
     coalesce(a.allowed_by, []) AS allowed_by
-FROM conn_dir cd
+FROM dir_key k
 CROSS JOIN (SELECT unnest($psets) AS pset) ps
-LEFT JOIN isolation i ON cd.subj_kind = 'pod' AND i.ident_id = cd.subj_ident
-    AND i.direction = cd.direction AND i.pset = ps.pset
-LEFT JOIN admission a ON a.conn_id = cd.conn_id AND a.direction = cd.direction
-    AND a.pset = ps.pset;
+LEFT JOIN isolation i ON k.subj_kind = 'pod' AND i.ident_id = k.subj_ident
+    AND i.direction = k.direction AND i.pset = ps.pset
+LEFT JOIN admission a ON a.key_id = k.key_id AND a.pset = ps.pset;
 
-CREATE OR REPLACE TABLE verdicts AS
-SELECT e.conn_id, e.pset,
+-- per distinct pair of keys, then per connection
+CREATE OR REPLACE TABLE pair_verdict AS
+SELECT p.ekey, p.ikey, e.pset,
     CASE WHEN e.verdict = 'deny' OR i.verdict = 'deny' THEN 'deny'
          WHEN e.verdict = 'unknown' OR i.verdict = 'unknown' THEN 'unknown'
          ELSE 'allow' END AS verdict,
@@ -210,9 +311,20 @@ SELECT e.conn_id, e.pset,
     e.verdict AS egress, e.isolated_by AS egress_isolated_by, e.allowed_by AS egress_allowed_by,
     i.verdict AS ingress, i.isolated_by AS ingress_isolated_by,
     i.allowed_by AS ingress_allowed_by
-FROM dir_verdict e
-JOIN dir_verdict i ON i.conn_id = e.conn_id AND i.pset = e.pset AND i.direction = 'ingress'
-WHERE e.direction = 'egress';
+FROM (SELECT DISTINCT ekey, ikey FROM conn_key) p
+JOIN key_verdict e ON e.key_id = p.ekey
+JOIN key_verdict i ON i.key_id = p.ikey AND i.pset = e.pset;
+
+CREATE OR REPLACE TABLE verdicts AS
+SELECT c.conn_id, v.* EXCLUDE (ekey, ikey)
+FROM conn_key c JOIN pair_verdict v USING (ekey, ikey);
+
+CREATE OR REPLACE TABLE rule_hits AS
+SELECT c.conn_id, 'egress' AS direction, h.rule_id, h.hit
+FROM conn_key c JOIN key_hits h ON h.key_id = c.ekey
+UNION ALL
+SELECT c.conn_id, 'ingress', h.rule_id, h.hit
+FROM conn_key c JOIN key_hits h ON h.key_id = c.ikey;
 """
 
 
