@@ -670,7 +670,68 @@ def build_policies(world: World, seed: int, target: int, xns_edges: list[tuple[i
         xns_allowed[a] = {n for n in caller_ns if world.namespaces[n].team == team} | set(listed)
 
     candidate = build_candidate(world, current, callers, xns_allowed, rng)
+    pad_policies(world, current, candidate, target, seed)
     return Plan(current, candidate, xns_allowed, with_policy)
+
+
+def pad_policies(
+    world: World,
+    current: dict[str, list[dict[str, Any]]],
+    candidate: dict[str, list[dict[str, Any]]],
+    target: int,
+    seed: int,
+) -> int:
+    """Fill both sets up to `target` policies (the current set's size) with per-app ingress
+    allowances that admit nothing the traffic contains: agents that do not run
+    (`app: audit-agent-K` in the app's team namespaces) and TEST-NET-1 addresses, on ports no
+    flow uses. They are added only where both sets already deny ingress by default, so no
+    verdict changes, but every one of them selects pods, isolates them and is evaluated on
+    their connections: what a policy repository with thousands of objects costs.
+    Returns how many were added to each set (none at the default sizes)."""
+    missing = target - sum(len(p) for p in current.values())
+    if missing <= 0:
+        return 0
+
+    def deny_all(pols: list[dict[str, Any]]) -> bool:
+        return any(p["metadata"]["name"] == "default-deny-ingress" for p in pols)
+
+    slots = [
+        (ns.name, world.apps[a])
+        for ns in sorted(world.namespaces.values(), key=lambda n: n.name)
+        if deny_all(current.get(ns.name, [])) and deny_all(candidate.get(ns.name, []))
+        for a in ns.apps
+    ]
+    if not slots:
+        return 0
+    rng = random.Random(seed + 7)
+    for k in range(missing):
+        ns_name, app = slots[k % len(slots)]
+        team = world.namespaces[ns_name].team
+        selector: dict[str, Any] = (
+            {"matchLabels": {"app": app.name}}
+            if k % 3
+            else {"matchExpressions": [{"key": "tier", "operator": "In", "values": [app.tier]}]}
+        )
+        peers: list[dict[str, Any]] = [
+            {
+                "namespaceSelector": {"matchLabels": {"team": team}},
+                "podSelector": {"matchLabels": {"app": f"audit-agent-{rng.randrange(50)}"}},
+            },
+            {"ipBlock": {"cidr": f"192.0.2.{rng.randrange(256)}/32"}},
+        ]
+        port = 7100 + rng.randrange(50)
+        pol = _np(
+            ns_name,
+            f"allow-audit-{app.name}-{k // len(slots)}",
+            {
+                "podSelector": selector,
+                "policyTypes": ["Ingress"],
+                "ingress": [{"from": peers, "ports": [{"protocol": "TCP", "port": port}]}],
+            },
+        )
+        current.setdefault(ns_name, []).append(pol)
+        candidate.setdefault(ns_name, []).append(pol)
+    return missing
 
 
 def build_candidate(
