@@ -33,36 +33,94 @@ GUESSED = DIRECTION_SOURCES[3:]
 TIME_KNOWN_FROM = 946_684_800.0  # 2000-01-01
 
 # Endpoint of each tuple side. Needs: tuples, ip_info, holder, pod_cidr, flow_pod.
+# Resolved once per side key (an address and the identity a flow gave it) over the time span
+# of all its tuples, not once per tuple side: that is exact when every holder of the address
+# held it for the whole span or not at all in it. Keys where an address changed hands inside
+# the span (or with tuples on both sides of TIME_KNOWN_FROM, or without a time) are resolved
+# per tuple side, as before. Writes side_key, tuple_side (per tuple: the resolved endpoint of
+# each side), side_res (the resolved endpoints) and the view tuple_ep (per tuple side).
 RESOLVE_SQL = """
-CREATE OR REPLACE TABLE tuple_ep AS
+CREATE OR REPLACE TABLE side_key AS
 WITH sides AS (
-    SELECT tuple_id, 'src' AS side, src_ip AS ip_raw, src_namespace AS f_ns,
-           src_pod AS f_pod, src_workload AS f_workload, src_labels AS f_labels,
-           lower(src_kind) AS f_kind, t_first, t_last_start
+    SELECT src_ip AS ip_raw, src_namespace AS f_ns, src_pod AS f_pod,
+           src_workload AS f_workload, src_labels AS f_labels, lower(src_kind) AS f_kind,
+           t_first, t_last_start
     FROM tuples WHERE skip_reason IS NULL
     UNION ALL
-    SELECT tuple_id, 'dst', dst_ip, dst_namespace, dst_pod, dst_workload, dst_labels,
-           lower(dst_kind), t_first, t_last_start
+    SELECT dst_ip, dst_namespace, dst_pod, dst_workload, dst_labels, lower(dst_kind),
+           t_first, t_last_start
     FROM tuples WHERE skip_reason IS NULL
+)
+SELECT row_number() OVER () AS skey, ip_raw, f_ns, f_pod, f_workload, f_labels, f_kind,
+    min(t_first) AS t_first, max(t_last_start) AS t_last_start,
+    bool_or(t_first IS NULL OR t_last_start IS NULL) AS null_time
+FROM sides
+GROUP BY ip_raw, f_ns, f_pod, f_workload, f_labels, f_kind;
+
+CREATE OR REPLACE TABLE tuple_side AS
+SELECT t.tuple_id, s.skey AS src_res, d.skey AS dst_res
+FROM tuples t
+JOIN side_key s ON s.ip_raw IS NOT DISTINCT FROM t.src_ip
+    AND s.f_ns IS NOT DISTINCT FROM t.src_namespace AND s.f_pod IS NOT DISTINCT FROM t.src_pod
+    AND s.f_workload IS NOT DISTINCT FROM t.src_workload
+    AND s.f_labels IS NOT DISTINCT FROM t.src_labels
+    AND s.f_kind IS NOT DISTINCT FROM lower(t.src_kind)
+JOIN side_key d ON d.ip_raw IS NOT DISTINCT FROM t.dst_ip
+    AND d.f_ns IS NOT DISTINCT FROM t.dst_namespace AND d.f_pod IS NOT DISTINCT FROM t.dst_pod
+    AND d.f_workload IS NOT DISTINCT FROM t.dst_workload
+    AND d.f_labels IS NOT DISTINCT FROM t.dst_labels
+    AND d.f_kind IS NOT DISTINCT FROM lower(t.dst_kind)
+WHERE t.skip_reason IS NULL;
+
+-- keys whose tuples are resolved one by one (see above); a flow-named pod never is
+CREATE OR REPLACE TABLE split_key AS
+SELECT k.skey FROM side_key k
+WHERE k.f_pod IS NULL AND (
+    k.null_time
+    OR (k.t_first < $epoch AND k.t_last_start >= $epoch)
+    OR (k.t_first >= $epoch AND EXISTS (
+        SELECT 1 FROM ip_info i JOIN holder h ON h.ip = i.ip
+        WHERE i.ip_raw = k.ip_raw
+          AND h.created <= k.t_last_start AND k.t_first < h.deleted
+          AND NOT (h.created <= k.t_first AND k.t_last_start < h.deleted))));
+
+CREATE OR REPLACE TABLE split_side AS
+SELECT (SELECT max(skey) FROM side_key) + row_number() OVER () AS rid, tuple_id, side, skey
+FROM (
+    SELECT tuple_id, 'src' AS side, src_res AS skey FROM tuple_side
+    WHERE src_res IN (SELECT skey FROM split_key)
+    UNION ALL
+    SELECT tuple_id, 'dst', dst_res FROM tuple_side
+    WHERE dst_res IN (SELECT skey FROM split_key)
+);
+
+CREATE OR REPLACE TABLE side_res AS
+WITH res_in AS (
+    SELECT skey AS rid, ip_raw, f_ns, f_pod, f_workload, f_labels, f_kind,
+           t_first, t_last_start
+    FROM side_key WHERE skey NOT IN (SELECT skey FROM split_key)
+    UNION ALL
+    SELECT p.rid, k.ip_raw, k.f_ns, k.f_pod, k.f_workload, k.f_labels, k.f_kind,
+           t.t_first, t.t_last_start
+    FROM split_side p JOIN side_key k USING (skey) JOIN tuples t USING (tuple_id)
 ),
 addressed AS (
     SELECT s.*, i.ip, i.family, i.key, i.in_pod_cidr
-    FROM sides s LEFT JOIN ip_info i ON i.ip_raw = s.ip_raw
+    FROM res_in s LEFT JOIN ip_info i ON i.ip_raw = s.ip_raw
 ),
--- Holders that held the address for the tuple's whole time span; the best one wins:
--- live pods before finished ones, and the most recently created (it took the address).
+-- Holders that held the address for the whole time span; the best one wins: live pods
+-- before finished ones, and the most recently created (it took the address).
 covering AS (
-    SELECT a.tuple_id, a.side,
-           arg_min(h.holder_id, (h.prio, -h.created)) AS holder_id
+    SELECT a.rid, arg_min(h.holder_id, (h.prio, -h.created)) AS holder_id
     FROM addressed a
     JOIN holder h ON h.ip = a.ip
         AND ((h.created <= a.t_first AND a.t_last_start < h.deleted) OR a.t_last_start < $epoch)
     WHERE a.f_pod IS NULL
-    GROUP BY a.tuple_id, a.side
+    GROUP BY a.rid
 ),
 -- Holders that held it for part of the span only: the address changed hands inside it.
 partial AS (
-    SELECT DISTINCT a.tuple_id, a.side
+    SELECT DISTINCT a.rid
     FROM addressed a
     JOIN holder h ON h.ip = a.ip AND h.created <= a.t_last_start AND a.t_first < h.deleted
     WHERE a.f_pod IS NULL AND a.t_first >= $epoch
@@ -74,11 +132,11 @@ decided AS (
     SELECT a.*, c.holder_id,
         a.f_pod IS NOT NULL OR coalesce(a.f_kind = 'pod' AND c.holder_id IS NULL, false)
             AS fpod
-    FROM addressed a LEFT JOIN covering c USING (tuple_id, side)
+    FROM addressed a LEFT JOIN covering c USING (rid)
 )
 SELECT
-    a.tuple_id, a.side, a.ip, a.family, a.key,
-    p.tuple_id IS NOT NULL AS ambiguous,
+    a.rid AS res_id, a.ip, a.family, a.key,
+    p.rid IS NOT NULL AS ambiguous,
     CASE WHEN a.fpod THEN 'pod'
          WHEN a.ip IS NULL THEN 'invalid'
          WHEN h.kind IS NOT NULL THEN h.kind
@@ -111,14 +169,27 @@ SELECT
     a.fpod AND fp.ident_id IS NULL AS bad_labels
 FROM decided a
 LEFT JOIN holder h ON h.holder_id = a.holder_id
-LEFT JOIN partial p ON p.tuple_id = a.tuple_id AND p.side = a.side
+LEFT JOIN partial p ON p.rid = a.rid
 LEFT JOIN flow_pod fp ON a.fpod AND fp.namespace = coalesce(a.f_ns, 'default')
     AND fp.pod IS NOT DISTINCT FROM a.f_pod AND fp.labels IS NOT DISTINCT FROM a.f_labels
 -- the snapshot fills what a flow-named pod lacks (its node, its owner)
 LEFT JOIN (SELECT pod_ref, any_value(node) AS node, any_value(workload) AS workload,
                   any_value(ident_id) AS ident_id
            FROM holder WHERE kind = 'pod' GROUP BY pod_ref) cp
-    ON a.f_pod IS NOT NULL AND cp.pod_ref = coalesce(a.f_ns, 'default') || '/' || a.f_pod
+    ON a.f_pod IS NOT NULL AND cp.pod_ref = coalesce(a.f_ns, 'default') || '/' || a.f_pod;
+
+UPDATE tuple_side SET src_res = p.rid FROM split_side p
+WHERE p.tuple_id = tuple_side.tuple_id AND p.side = 'src';
+
+UPDATE tuple_side SET dst_res = p.rid FROM split_side p
+WHERE p.tuple_id = tuple_side.tuple_id AND p.side = 'dst';
+
+CREATE OR REPLACE VIEW tuple_ep AS
+SELECT ts.tuple_id, 'src' AS side, r.* EXCLUDE (res_id)
+FROM tuple_side ts JOIN side_res r ON r.res_id = ts.src_res
+UNION ALL
+SELECT ts.tuple_id, 'dst' AS side, r.* EXCLUDE (res_id)
+FROM tuple_side ts JOIN side_res r ON r.res_id = ts.dst_res
 """
 
 IP_RAW_SQL = """
@@ -151,25 +222,27 @@ SELECT ep_name, ip, any_value(kind) AS kind, any_value(family) AS family,
        any_value(key) AS key, any_value(namespace) AS namespace, any_value(pod) AS pod,
        any_value(workload) AS workload, any_value(node) AS node,
        any_value(pod_ref) AS pod_ref, any_value(ident_id) AS ident_id
-FROM tuple_ep
+FROM side_res
 WHERE kind <> 'invalid' AND NOT bad_labels
 GROUP BY ep_name, ip;
 
-CREATE OR REPLACE VIEW ep AS SELECT rowid AS ep_id, * FROM ep_rows
+CREATE OR REPLACE VIEW ep AS SELECT rowid AS ep_id, * FROM ep_rows;
+
+-- each resolved tuple side's endpoint
+CREATE OR REPLACE TABLE res_ep AS
+SELECT r.res_id, e.ep_id, e.pod_ref
+FROM side_res r JOIN ep e ON e.ep_name = r.ep_name AND e.ip = r.ip
 """
 
 # Orient every tuple initiator -> responder and group into connections.
 CONNS_SQL = """
 CREATE OR REPLACE TABLE conn_rows AS
-WITH sides AS (
-    SELECT te.tuple_id, te.side, e.ep_id, e.pod_ref
-    FROM tuple_ep te JOIN ep e ON e.ep_name = te.ep_name AND e.ip = te.ip
-),
-t AS (
+WITH t AS (
     SELECT t.*, s.ep_id AS s_ep, s.pod_ref AS s_pod_ref, d.ep_id AS d_ep, d.pod_ref AS d_pod_ref
     FROM tuples t
-    JOIN sides s ON s.tuple_id = t.tuple_id AND s.side = 'src'
-    JOIN sides d ON d.tuple_id = t.tuple_id AND d.side = 'dst'
+    JOIN tuple_side ts ON ts.tuple_id = t.tuple_id
+    JOIN res_ep s ON s.res_id = ts.src_res
+    JOIN res_ep d ON d.res_id = ts.dst_res
     WHERE t.skip_reason IS NULL
 ),
 declared AS (SELECT DISTINCT pod_ref, proto, port FROM pod_port),
@@ -267,6 +340,11 @@ def build_tuples(con: duckdb.DuckDBPyConnection, sources: Sequence[FlowSource],
     db.run(con, "CREATE OR REPLACE VIEW tuples AS SELECT rowid AS tuple_id, * FROM tuple_rows")
 
 
+def _run_resolve(con: duckdb.DuckDBPyConnection) -> None:
+    for statement in RESOLVE_SQL.split(";\n\n"):
+        db.run(con, statement, {"epoch": TIME_KNOWN_FROM} if "$epoch" in statement else None)
+
+
 def resolve(con: duckdb.DuckDBPyConnection, sources: Sequence[FlowSource],
             server_ports: Sequence[int]) -> int:
     """Resolve tuple endpoints; re-split tuples whose addresses changed hands inside their
@@ -277,7 +355,7 @@ def resolve(con: duckdb.DuckDBPyConnection, sources: Sequence[FlowSource],
     con.register("ipv6", ipnet.ipv6_table(v6))
     db.run(con, IP_INFO_SQL)
     con.unregister("ipv6")
-    db.run(con, RESOLVE_SQL, {"epoch": TIME_KNOWN_FROM})
+    _run_resolve(con)
     n = db.one(con, "SELECT count(DISTINCT tuple_id) FROM tuple_ep WHERE ambiguous")
     ambiguous = int(n[0]) if n else 0
     if not ambiguous:
@@ -302,5 +380,5 @@ def resolve(con: duckdb.DuckDBPyConnection, sources: Sequence[FlowSource],
         SELECT s.* EXCLUDE (t_start)
         FROM ({split}) s
         WHERE EXISTS (SELECT 1 FROM ambiguous_tuples a WHERE {same})""")
-    db.run(con, RESOLVE_SQL, {"epoch": TIME_KNOWN_FROM})
+    _run_resolve(con)
     return ambiguous
