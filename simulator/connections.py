@@ -238,7 +238,9 @@ FROM side_res r JOIN ep e ON e.ep_name = r.ep_name AND e.ip = r.ip
 CONNS_SQL = """
 CREATE OR REPLACE TABLE conn_rows AS
 WITH t AS (
-    SELECT t.*, s.ep_id AS s_ep, s.pod_ref AS s_pod_ref, d.ep_id AS d_ep, d.pod_ref AS d_pod_ref
+    SELECT t.tuple_id, t.sp, t.dp, t.proto, t.is_reply, t.syn_ack, t.records, t.packets,
+        t.bytes, t.t_first, t.t_last, t.observed, t.policy_trace,
+        s.ep_id AS s_ep, s.pod_ref AS s_pod_ref, d.ep_id AS d_ep, d.pod_ref AS d_pod_ref
     FROM tuples t
     JOIN tuple_side ts ON ts.tuple_id = t.tuple_id
     JOIN res_ep s ON s.res_id = ts.src_res
