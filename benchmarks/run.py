@@ -173,16 +173,17 @@ def ensure_data(data: Path, flows: int, regenerate: bool) -> dict[str, Any]:
 
 
 def time_floor(path: Path, repeat: int) -> list[float]:
-    con = duckdb.connect()
-    sql = FLOOR_SQL.format(path=str(path).replace("'", "''"))
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        con.execute(sql).fetchall()
-        times.append(time.perf_counter() - t0)
-    rows = con.execute("SELECT count(*) FROM floor_conns").fetchall()[0][0]
-    con.close()
-    print(f"  floor: {rows:,} groups; runs " + ", ".join(f"{t:.2f}" for t in times), flush=True)
+    """Query time of the floor, best of `repeat`, in a child process (_floor.py): DuckDB's
+    memory in this process would count in every later child's peak RSS (Linux charges the
+    parent's pages at fork to the child's ru_maxrss)."""
+    r = subprocess.run([sys.executable, str(HERE / "_floor.py"), str(path), str(repeat)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit("floor failed:\n" + r.stderr[-3000:])
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    times = res["times"]
+    print(f"  floor: {res['groups']:,} groups; runs " + ", ".join(f"{t:.2f}" for t in times),
+          flush=True)
     return times
 
 
