@@ -202,16 +202,29 @@ SELECT DISTINCT ip_raw FROM (
 # Needs ip_raw and ipv6 (ipnet.ipv6_table of its IPv6-looking strings).
 IP_INFO_SQL = """
 CREATE OR REPLACE TABLE ip_info AS
-WITH parsed AS (
+WITH v4 AS (SELECT ip_raw, ipv4_key(ip_raw) AS k4 FROM ip_raw),
+parsed AS (
     SELECT r.ip_raw,
-        CASE WHEN ipv4_key(r.ip_raw) IS NOT NULL THEN r.ip_raw ELSE v6.ip END AS ip,
-        CASE WHEN ipv4_key(r.ip_raw) IS NOT NULL THEN 4 WHEN v6.key IS NOT NULL THEN 6 END
-            AS family,
-        coalesce(ipv4_key(r.ip_raw), v6.key) AS key
-    FROM ip_raw r LEFT JOIN ipv6 v6 USING (ip_raw)
-)
-SELECT p.*, EXISTS (SELECT 1 FROM pod_cidr c WHERE p.key BETWEEN c.lo AND c.hi) AS in_pod_cidr
-FROM parsed p
+        CASE WHEN r.k4 IS NOT NULL THEN r.ip_raw ELSE v6.ip END AS ip,
+        CASE WHEN r.k4 IS NOT NULL THEN 4 WHEN v6.key IS NOT NULL THEN 6 END AS family,
+        coalesce(r.k4, v6.key) AS key
+    FROM v4 r LEFT JOIN ipv6 v6 USING (ip_raw)
+),
+-- pod CIDRs merged into disjoint ranges, so that the range starting last at or before an
+-- address is the only one that can hold it
+edges AS (
+    SELECT lo, hi, max(hi) OVER (ORDER BY lo, hi ROWS BETWEEN UNBOUNDED PRECEDING
+                                                     AND 1 PRECEDING) AS reach
+    FROM pod_cidr
+),
+islands AS (
+    SELECT lo, hi, sum(CASE WHEN reach IS NULL OR lo > reach THEN 1 ELSE 0 END)
+        OVER (ORDER BY lo, hi ROWS UNBOUNDED PRECEDING) AS island
+    FROM edges
+),
+merged AS (SELECT min(lo) AS lo, max(hi) AS hi FROM islands GROUP BY island)
+SELECT p.*, coalesce(p.key <= m.hi, false) AS in_pod_cidr
+FROM parsed p ASOF LEFT JOIN merged m ON p.key >= m.lo
 """
 
 # Distinct endpoints (a pod, node or service, or an external/unresolved address), each
