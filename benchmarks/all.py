@@ -269,11 +269,18 @@ def main(argv: list[str] | None = None) -> int:
         say("figure 6: the HTML report of the 10M run ...")
         html = out / "report-10m.html"
         rj = out / "report-10m.json"
-        rr = run_child([PY, str(HERE / "_report.py"), str(dirs["10m"]), str(html), str(rj)],
-                       timeout=args.timeout)
-        if rr["rc"] == 0:
-            rep.update(json.loads(rj.read_text()), how="in-process write_reports()")
-            say(f"  report written in {rep['seconds']:.2f} s, {rep['bytes'] / 1e6:.1f} MB")
+        best_rep: dict[str, Any] | None = None
+        for _ in range(args.repeat):
+            rr = run_child([PY, str(HERE / "_report.py"), str(dirs["10m"]), str(html),
+                            str(rj)], timeout=args.timeout)
+            if rr["rc"] != 0:
+                break
+            one = json.loads(rj.read_text())
+            say(f"  report written in {one['seconds']:.2f} s, {one['bytes'] / 1e6:.1f} MB")
+            if best_rep is None or one["seconds"] < best_rep["seconds"]:
+                best_rep = one
+        if rr["rc"] == 0 and best_rep is not None:
+            rep.update(best_rep, how=f"in-process write_reports(), best of {args.repeat}")
         else:
             # no in-process API: the difference between runs with and without --report
             say("  in-process timing failed (" + rr["stderr"].strip()[-300:]
