@@ -315,11 +315,13 @@ FROM (SELECT DISTINCT ekey, ikey FROM conn_key) p
 JOIN key_verdict e ON e.key_id = p.ekey
 JOIN key_verdict i ON i.key_id = p.ikey AND i.pset = e.pset;
 
-CREATE OR REPLACE TABLE verdicts AS
+-- views: the result table copies what it needs once; a copy per connection here cost
+-- as much again (the lists of policy names)
+CREATE OR REPLACE VIEW verdicts AS
 SELECT c.conn_id, v.* EXCLUDE (ekey, ikey)
 FROM conn_key c JOIN pair_verdict v USING (ekey, ikey);
 
-CREATE OR REPLACE TABLE rule_hits AS
+CREATE OR REPLACE VIEW rule_hits AS
 SELECT c.conn_id, 'egress' AS direction, h.rule_id, h.hit
 FROM conn_key c JOIN key_hits h ON h.key_id = c.ekey
 UNION ALL

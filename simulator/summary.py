@@ -25,6 +25,11 @@ def _policy_set(p: PolicySet | None) -> dict[str, Any] | None:
 
 
 def _conflicts(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+    # only flows that name pods can contradict the snapshot; most sources name none, and
+    # the query re-resolves every tuple side
+    if not db.one(con, "SELECT EXISTS (SELECT 1 FROM tuples WHERE src_pod IS NOT NULL "
+                       "OR dst_pod IS NOT NULL)")[0]:
+        return {"pods": 0, "examples": []}
     rows = con.execute(CONFLICTS_SQL).fetchall()
     return {"pods": len({r[0] for r in rows}),
             "examples": [f"{pod}: {what}" for pod, what in rows[:TOP_N]]}
