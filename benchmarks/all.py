@@ -36,6 +36,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from run import run_child  # wall time, exit code, output and peak RSS of a child
+
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
 
@@ -55,37 +57,6 @@ WORKLOADS: dict[str, tuple[int, int, int, int, int | None]] = {
     "100m": (100_000_000, 5000, 100, 500, None),
     "scale": (4_000_000, 3500, 1000, 12000, 1_000_000),
 }
-
-
-def run_child(cmd: list[str], timeout: float | None = None) -> dict[str, Any]:
-    """Wall time from spawn to exit, exit code, output, and peak RSS (wait4's rusage)."""
-    import threading
-
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    bufs: dict[str, bytes] = {}
-
-    def drain(name: str, stream: Any) -> None:
-        bufs[name] = stream.read()
-
-    threads = [threading.Thread(target=drain, args=("out", proc.stdout)),
-               threading.Thread(target=drain, args=("err", proc.stderr))]
-    for t in threads:
-        t.start()
-    timer = threading.Timer(timeout, proc.kill) if timeout else None
-    if timer:
-        timer.start()
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    if timer:
-        timer.cancel()
-    for t in threads:
-        t.join()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    scale = 1 if sys.platform == "darwin" else 1024
-    return {"seconds": wall, "rc": proc.returncode, "peak_rss": usage.ru_maxrss * scale,
-            "stdout": bufs.get("out", b"").decode(errors="replace"),
-            "stderr": bufs.get("err", b"").decode(errors="replace")}
 
 
 def own_rss() -> int:
