@@ -67,12 +67,15 @@ def records() -> list[dict[str, Any]]:
             for i, (s, d, p, proto) in enumerate(flows)]
 
 
-def build(tmp_path: Path) -> dict[str, Any]:
+def build(tmp_path: Path, extra_pods: list[dict[str, Any]] | None = None,
+          extra_records: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     out = tmp_path / "report.json"
     md = tmp_path / "pr.md"
     r = CliRunner().invoke(main, [
-        "--flows", str(write_vpc_parquet(tmp_path / "flows.parquet", records())),
-        "--cluster", str(write_cluster(tmp_path / "cluster.json", cluster())),
+        "--flows", str(write_vpc_parquet(tmp_path / "flows.parquet",
+                                         records() + (extra_records or []))),
+        "--cluster", str(write_cluster(tmp_path / "cluster.json",
+                                       cluster() + (extra_pods or []))),
         "--policies", str(write_policies(tmp_path / "candidate", policies())),
         "--baseline", str(write_policies(tmp_path / "current", [])),
         "--pod-cidr", "10.0.0.0/16", "--json", str(out), "--markdown", str(md), "-q"])
@@ -142,3 +145,17 @@ def test_report_gotchas_trust_and_matrix(tmp_path):
     assert cells[("shop", "(unresolved)")] == "unresolved"
     [flows] = report["inputs"]["flows"]
     assert flows["records"] == 7 and flows["first_seen"] < flows["last_seen"]
+
+
+def test_fix_says_when_the_peer_has_no_stable_label(tmp_path):
+    # an unlabelled pod of shop calls the db: the ingress rule can only name its namespace
+    batch = pod("shop", "batch-0", "10.0.1.30", {})
+    report = build(tmp_path, [batch], [vpc_record("10.0.1.30", DB, 5432, src_port=41000)])
+    [g] = [g for g in report["breaks"]["groups"] if g["source"]["label"] == "shop/batch-0"]
+    assert g["fix"]["edits"][0]["rule"]["from"][0]["podSelector"] == {}
+    assert g["fix"]["notes"] == ["the source pods share no stable label: the rule admits "
+                                 "every pod of namespace shop"]
+    # the api pod of shop (also denied today) is inside that radius
+    assert g["fix"]["blast_radius"]["restores_other_breaks"] == 1
+    others = {g["source"]["label"]: g for g in report["breaks"]["groups"]}
+    assert others["shop/web"]["fix"]["notes"] == []  # egress: the peer is labelled

@@ -267,9 +267,11 @@ def _fix_document(g: dict[str, Any], edits: list[dict[str, Any]],
             spec[e["direction"]] = []
         spec[e["direction"]].append(e["rule"])
     notes = []
+    # the peer of an egress rule is the destination, of an ingress rule the source
+    peers = {"dst" if e["direction"] == "egress" else "src" for e in edits}
     for side, label in (("src", "source"), ("dst", "destination")):
         ent = g["source" if side == "src" else "destination"]
-        if ent["kind"] == "pod" and not sides[side]["labels"]:
+        if side in peers and ent["kind"] == "pod" and not sides[side]["labels"]:
             notes.append(f"the {label} pods share no stable label: the rule admits every pod "
                          f"of namespace {ent['namespace']}")
     if g["protocol"] not in PORT_PROTOCOLS:
