@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from run import run_child  # wall time, exit code, output and peak RSS of a child
+from _child import run_child
 
 HERE = Path(__file__).resolve().parent
 PY = sys.executable

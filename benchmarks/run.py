@@ -37,6 +37,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import generate  # noqa: E402
+from _child import run_child  # noqa: E402
 
 TARGET_RATIO = 3.0  # simulate wall time / floor at 10M flows
 TARGET_HELP_S = 0.5
@@ -60,63 +61,6 @@ def simulate_cmd() -> list[str]:
     if exe:
         return [exe]
     return [sys.executable, "-c", "import sys; from simulator.cli import main; sys.exit(main())"]
-
-
-def run_child(cmd: list[str], timeout: float | None = None) -> dict[str, Any]:
-    """Run cmd; wall time from spawn to exit, and peak RSS from wait4's rusage (exact,
-    no sampling; covers the child and any grandchildren it waited for)."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    if hasattr(os, "wait4"):
-        # read pipes in threads so a chatty child cannot block on a full pipe
-        import threading
-
-        bufs: dict[str, bytes] = {}
-
-        def drain(name: str, stream: Any) -> None:
-            bufs[name] = stream.read()
-
-        threads = [
-            threading.Thread(target=drain, args=("out", proc.stdout)),
-            threading.Thread(target=drain, args=("err", proc.stderr)),
-        ]
-        for t in threads:
-            t.start()
-        timer = None
-        if timeout:
-            timer = threading.Timer(timeout, proc.kill)
-            timer.start()
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t0
-        if timer:
-            timer.cancel()
-        for t in threads:
-            t.join()
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        # ru_maxrss is KiB on Linux, bytes on macOS
-        scale = 1 if sys.platform == "darwin" else 1024
-        rss = usage.ru_maxrss * scale
-        out, err = bufs.get("out", b""), bufs.get("err", b"")
-    else:  # pragma: no cover - non-POSIX fallback via psutil sampling
-        import psutil
-
-        ps = psutil.Process(proc.pid)
-        rss = 0
-        while proc.poll() is None:
-            try:
-                rss = max(rss, ps.memory_info().rss)
-            except psutil.Error:
-                break
-            time.sleep(0.01)
-        out, err = proc.communicate()
-        wall = time.perf_counter() - t0
-    return {
-        "seconds": wall,
-        "rc": proc.returncode,
-        "peak_rss": rss,
-        "stdout": out.decode(errors="replace"),
-        "stderr": err.decode(errors="replace"),
-    }
 
 
 def fmt_s(x: float | None) -> str:

@@ -1,0 +1,70 @@
+"""Run a benchmark child process: wall time from spawn to exit, exit code, output, and
+peak RSS from wait4's rusage (exact, no sampling).
+
+Kept free of heavy imports: a child forked from a driver that loaded DuckDB starts with the
+driver's pages in its RSS."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+
+def run_child(cmd: list[str], timeout: float | None = None) -> dict[str, Any]:
+    """Run cmd; wall time from spawn to exit, and peak RSS from wait4's rusage (exact,
+    no sampling; covers the child and any grandchildren it waited for)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if hasattr(os, "wait4"):
+        # read pipes in threads so a chatty child cannot block on a full pipe
+        import threading
+
+        bufs: dict[str, bytes] = {}
+
+        def drain(name: str, stream: Any) -> None:
+            bufs[name] = stream.read()
+
+        threads = [
+            threading.Thread(target=drain, args=("out", proc.stdout)),
+            threading.Thread(target=drain, args=("err", proc.stderr)),
+        ]
+        for t in threads:
+            t.start()
+        timer = None
+        if timeout:
+            timer = threading.Timer(timeout, proc.kill)
+            timer.start()
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        if timer:
+            timer.cancel()
+        for t in threads:
+            t.join()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        # ru_maxrss is KiB on Linux, bytes on macOS
+        scale = 1 if sys.platform == "darwin" else 1024
+        rss = usage.ru_maxrss * scale
+        out, err = bufs.get("out", b""), bufs.get("err", b"")
+    else:  # pragma: no cover - non-POSIX fallback via psutil sampling
+        import psutil
+
+        ps = psutil.Process(proc.pid)
+        rss = 0
+        while proc.poll() is None:
+            try:
+                rss = max(rss, ps.memory_info().rss)
+            except psutil.Error:
+                break
+            time.sleep(0.01)
+        out, err = proc.communicate()
+        wall = time.perf_counter() - t0
+    return {
+        "seconds": wall,
+        "rc": proc.returncode,
+        "peak_rss": rss,
+        "stdout": out.decode(errors="replace"),
+        "stderr": err.decode(errors="replace"),
+    }
