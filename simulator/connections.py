@@ -261,13 +261,7 @@ WITH t AS (
     WHERE t.skip_reason IS NULL
 ),
 declared AS (SELECT DISTINCT pod_ref, proto, port FROM pod_port),
-reverse AS (
-    SELECT a.tuple_id, min(b.t_first) AS rev_first
-    FROM t a JOIN t b ON a.s_ep = b.d_ep AND a.d_ep = b.s_ep AND a.sp = b.dp
-        AND a.dp = b.sp AND a.proto = b.proto
-    GROUP BY a.tuple_id
-),
-directed AS (
+decided AS (
     SELECT t.*,
         CASE
             -- a reply flag is believed unless the ports say the opposite (a "request"
@@ -290,17 +284,32 @@ directed AS (
             WHEN t.dp = -1 AND t.sp <> -1 THEN struct_pack(reply := true, how := 3)
             WHEN t.dp < 1024 AND t.sp >= 1024 THEN struct_pack(reply := false, how := 3)
             WHEN t.sp < 1024 AND t.dp >= 1024 THEN struct_pack(reply := true, how := 3)
-            -- both directions seen: the lower port serves; equal ports, the earlier opens
-            WHEN r.tuple_id IS NOT NULL AND t.sp <> t.dp
-                THEN struct_pack(reply := t.sp < t.dp, how := 3)
-            WHEN r.tuple_id IS NOT NULL
-                THEN struct_pack(reply := t.t_first > r.rev_first, how := 3)
-            ELSE struct_pack(reply := false, how := 4)
-        END AS dir
+        END AS dir0
     FROM t
     LEFT JOIN declared dd ON dd.pod_ref = t.d_pod_ref AND dd.proto = t.proto AND dd.port = t.dp
     LEFT JOIN declared sd ON sd.pod_ref = t.s_pod_ref AND sd.proto = t.proto AND sd.port = t.sp
-    LEFT JOIN reverse r ON r.tuple_id = t.tuple_id
+),
+-- the reverse tuple is looked up only for the few that nothing above decided
+reverse AS (
+    SELECT a.tuple_id, min(b.t_first) AS rev_first
+    FROM decided a JOIN t b ON a.s_ep = b.d_ep AND a.d_ep = b.s_ep AND a.sp = b.dp
+        AND a.dp = b.sp AND a.proto = b.proto
+    WHERE a.dir0 IS NULL
+    GROUP BY a.tuple_id
+),
+directed AS (
+    SELECT d.* EXCLUDE (dir0),
+        CASE
+            WHEN d.dir0 IS NOT NULL THEN d.dir0
+            -- both directions seen: the lower port serves; equal ports, the earlier opens
+            WHEN r.tuple_id IS NOT NULL AND d.sp <> d.dp
+                THEN struct_pack(reply := d.sp < d.dp, how := 3)
+            WHEN r.tuple_id IS NOT NULL
+                THEN struct_pack(reply := d.t_first > r.rev_first, how := 3)
+            ELSE struct_pack(reply := false, how := 4)
+        END AS dir
+    FROM decided d
+    LEFT JOIN reverse r ON r.tuple_id = d.tuple_id
 ),
 oriented AS (
     SELECT records, packets, bytes, t_first, t_last, observed, proto, policy_trace,
