@@ -3,7 +3,9 @@
 Selectors are matched per identity (namespace + label set) and per namespace, CIDRs per
 distinct address, and only then joined to connections; nothing here runs per flow.
 Reads: conns, ep, ident, ident_label, ns, ns_label, pod_port, np_* (policy/tables.py).
-Writes: verdicts (conn_id, pset, verdict, per-direction verdicts and reasons).
+Writes: pair_verdict (per pair of egress/ingress evaluation keys and policy set: the
+verdict, per-direction verdicts, reasons and policy lists), conn_key (conn_id -> its two
+keys), and the views verdicts (the same per connection) and rule_hits.
 """
 
 from __future__ import annotations

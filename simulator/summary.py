@@ -10,7 +10,7 @@ import duckdb
 from . import db
 from .cluster import Cluster
 from .connections import LATE_SKIPS_SQL
-from .diff import CHANGES
+from .diff import CHANGES, FULL_RESULT
 from .policy.loader import PolicySet
 
 TOP_N = 10
@@ -46,7 +46,7 @@ def workload_pairs_sql(change: str, limit: int | None = TOP_N) -> str:
             min(first_seen) AS first_seen, max(last_seen) AS last_seen,
             arg_max(candidate_reason, flows) AS candidate_reason,
             arg_max(baseline_reason, flows) AS baseline_reason
-        FROM result WHERE change = '{change}'
+        FROM {FULL_RESULT} WHERE change = '{change}'
         GROUP BY ALL ORDER BY flows DESC, source, destination, port
         {f'LIMIT {limit}' if limit else ''}"""
 
@@ -151,7 +151,7 @@ def build_summary(con: duckdb.DuckDBPyConnection, *, sources: list[Any], cluster
             "disagreements": int(counts[4]),
             "examples": db.rows(con, """
                 SELECT src_ip, dst_ip, dst_port, protocol, observed, baseline, baseline_reason
-                FROM result WHERE NOT baseline_agrees ORDER BY flows DESC LIMIT 10"""),
+                FROM result_full WHERE NOT baseline_agrees ORDER BY flows DESC LIMIT 10"""),
         },
         "top_breaks": db.rows(con, workload_pairs_sql("break")),
         "top_newly_allowed": db.rows(con, workload_pairs_sql("newly_allowed")),

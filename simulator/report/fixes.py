@@ -199,7 +199,7 @@ def suggest_fixes(con: duckdb.DuckDBPyConnection, groups: list[dict[str, Any]],
     isolating: dict[tuple[str, str], list[tuple[tuple[str, ...], int]]] = {}
     for gkey, direction, refs, n in con.execute("""
         WITH m AS (
-            SELECT m.gkey, r.* FROM report_members m JOIN result r USING (conn_id)
+            SELECT m.gkey, r.* FROM report_members m JOIN result_full r USING (conn_id)
             WHERE m.gkey IN (SELECT unnest($keys))
         )
         SELECT gkey, 'egress', candidate_egress_isolated_by, count(*) FROM m

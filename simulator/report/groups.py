@@ -10,6 +10,7 @@ from typing import Any
 import duckdb
 
 from .. import db
+from ..diff import FULL_RESULT
 from .text import reason_sentence
 
 GROUPED_CHANGES = ("break", "newly_allowed")
@@ -95,7 +96,7 @@ def build_groups(con: duckdb.DuckDBPyConnection, *, limit: int, per_group: int,
                                 f"WHERE change = '{change}'")[0])
         groups = db.rows(con, f"""
             SELECT g.*, {_SAMPLE_COLUMNS}
-            FROM report_groups g JOIN result s ON s.conn_id = g.sample_conn
+            FROM report_groups g JOIN {FULL_RESULT} s ON s.conn_id = g.sample_conn
             WHERE g.change = '{change}' AND g.rank <= {int(limit)}
             ORDER BY g.rank""")
         members = db.rows(con, f"""
