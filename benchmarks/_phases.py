@@ -5,7 +5,8 @@
 Wraps, by module attribute, the functions simulator.pipeline calls, and writes their wall
 times to PHASES.json:
 
-* parse_policies    -- reading and validating the policy manifests (both sets)
+* parse_policies    -- waiting for the policy manifests (both sets; parsed in worker
+                       processes while the snapshot is read)
 * parse_cluster     -- reading the cluster snapshot
 * read_flows        -- the scan of the flow records into tuples
 * resolve           -- endpoint resolution, endpoints, orienting tuples into connections
@@ -49,8 +50,11 @@ def main() -> int:
     t0 = time.perf_counter()
     from simulator import connections, diff, evaluate, pipeline
     from simulator.cli import main as cli_main
+    from simulator.policy import loader
 
-    wrap(pipeline, "load_policy_set", "parse_policies")
+    # policy sets parse in worker processes while the snapshot is read: parse_policies is
+    # the wait for them after it
+    wrap(loader.PendingSets, "result", "parse_policies")
     wrap(pipeline, "load_cluster", "parse_cluster")
     wrap(connections, "build_tuples", "read_flows")
     wrap(pipeline, "register_policy_tables", "policy_tables")

@@ -26,6 +26,8 @@ from .ingest.sources import FlowSource
 DIRECTION_SOURCES = ("flow flag", "tcp flags", "declared port", "port heuristic",
                      "as recorded")
 GUESSED = DIRECTION_SOURCES[3:]
+# What a connection's side can be (an `invalid` address is skipped, never an endpoint).
+ENDPOINT_KINDS = ("pod", "node", "service", "external", "unresolved")
 
 
 # Records stamped before this (epoch 0 and the like) carry no real time: they resolve to
@@ -37,8 +39,10 @@ TIME_KNOWN_FROM = 946_684_800.0  # 2000-01-01
 # of all its tuples, not once per tuple side: that is exact when every holder of the address
 # held it for the whole span or not at all in it. Keys where an address changed hands inside
 # the span (or with tuples on both sides of TIME_KNOWN_FROM, or without a time) are resolved
-# per tuple side, as before. Writes side_key, tuple_side (per tuple: the resolved endpoint of
-# each side), side_res (the resolved endpoints) and the view tuple_ep (per tuple side).
+# per tuple side, as before. A side key's id is a hash of its columns, checked unique before
+# use, so that tuples find theirs without a join (split sides get negative ids). Writes
+# side_key, tuple_side (per tuple: the resolved endpoint of each side), side_res (the
+# resolved endpoints) and the view tuple_ep (per tuple side).
 RESOLVE_SQL = """
 CREATE OR REPLACE TABLE side_key AS
 WITH sides AS (
@@ -51,26 +55,18 @@ WITH sides AS (
            t_first, t_last_start
     FROM tuples WHERE skip_reason IS NULL
 )
-SELECT row_number() OVER () AS skey, ip_raw, f_ns, f_pod, f_workload, f_labels, f_kind,
+SELECT {side_hash} AS skey, ip_raw, f_ns, f_pod, f_workload, f_labels, f_kind,
     min(t_first) AS t_first, max(t_last_start) AS t_last_start,
     bool_or(t_first IS NULL OR t_last_start IS NULL) AS null_time
 FROM sides
 GROUP BY ip_raw, f_ns, f_pod, f_workload, f_labels, f_kind;
 
+-- the same hash of the same columns: no join back to side_key
 CREATE OR REPLACE TABLE tuple_side AS
-SELECT t.tuple_id, s.skey AS src_res, d.skey AS dst_res
-FROM tuples t
-JOIN side_key s ON s.ip_raw IS NOT DISTINCT FROM t.src_ip
-    AND s.f_ns IS NOT DISTINCT FROM t.src_namespace AND s.f_pod IS NOT DISTINCT FROM t.src_pod
-    AND s.f_workload IS NOT DISTINCT FROM t.src_workload
-    AND s.f_labels IS NOT DISTINCT FROM t.src_labels
-    AND s.f_kind IS NOT DISTINCT FROM lower(t.src_kind)
-JOIN side_key d ON d.ip_raw IS NOT DISTINCT FROM t.dst_ip
-    AND d.f_ns IS NOT DISTINCT FROM t.dst_namespace AND d.f_pod IS NOT DISTINCT FROM t.dst_pod
-    AND d.f_workload IS NOT DISTINCT FROM t.dst_workload
-    AND d.f_labels IS NOT DISTINCT FROM t.dst_labels
-    AND d.f_kind IS NOT DISTINCT FROM lower(t.dst_kind)
-WHERE t.skip_reason IS NULL;
+SELECT tuple_id,
+    {src_hash} AS src_res,
+    {dst_hash} AS dst_res
+FROM tuples WHERE skip_reason IS NULL;
 
 -- keys whose tuples are resolved one by one (see above); a flow-named pod never is
 CREATE OR REPLACE TABLE split_key AS
@@ -85,7 +81,7 @@ WHERE k.f_pod IS NULL AND (
           AND NOT (h.created <= k.t_first AND k.t_last_start < h.deleted))));
 
 CREATE OR REPLACE TABLE split_side AS
-SELECT (SELECT max(skey) FROM side_key) + row_number() OVER () AS rid, tuple_id, side, skey
+SELECT -row_number() OVER () AS rid, tuple_id, side, skey
 FROM (
     SELECT tuple_id, 'src' AS side, src_res AS skey FROM tuple_side
     WHERE src_res IN (SELECT skey FROM split_key)
@@ -329,15 +325,25 @@ SELECT
          WHEN bool_or(observed = 'denied' AND NOT reply) THEN 'denied'
          ELSE 'unknown' END AS observed,
     min(how) AS how,
-    -- most sources carry no trace: the FILTER keeps their groups free of it
-    array_to_string(list_sort(list_distinct(
-        list(policy_trace) FILTER (WHERE policy_trace IS NOT NULL))), '; ')
-        AS observed_policies
+    {observed_policies} AS observed_policies
 FROM oriented
 GROUP BY src_ep, dst_ep, server_port, proto;
 
 CREATE OR REPLACE VIEW conns AS SELECT rowid AS conn_id, * FROM conn_rows
 """
+
+
+# Most sources carry no policy trace; for them the list aggregate is not built at all.
+TRACE_SQL = """array_to_string(list_sort(list_distinct(
+        list(policy_trace) FILTER (WHERE policy_trace IS NOT NULL))), '; ')"""
+
+
+def orient(con: duckdb.DuckDBPyConnection) -> None:
+    """Endpoints, and tuples oriented and grouped into connections (`conns`)."""
+    db.run(con, ENDPOINTS_SQL)
+    traced = db.one(con, "SELECT bool_or(policy_trace IS NOT NULL) FROM tuples")[0]
+    db.run(con, CONNS_SQL.replace("{observed_policies}",
+                                  TRACE_SQL if traced else "NULL::VARCHAR"))
 
 
 # Records skipped after grouping, for reasons only resolution can tell.
@@ -364,8 +370,27 @@ def build_tuples(con: duckdb.DuckDBPyConnection, sources: Sequence[FlowSource],
     db.run(con, "CREATE OR REPLACE VIEW tuples AS SELECT rowid AS tuple_id, * FROM tuple_rows")
 
 
+SIDE_COLUMNS = ("{p}_ip", "{p}_namespace", "{p}_pod", "{p}_workload", "{p}_labels",
+                "lower({p}_kind)")
+SIDE_KEY_COLUMNS = ("ip_raw", "f_ns", "f_pod", "f_workload", "f_labels", "f_kind")
+
+
+def _side_hash(columns: Sequence[str], salt: int) -> str:
+    return f"(hash({', '.join(columns)}, {salt}) >> 1)::BIGINT"
+
+
 def _run_resolve(con: duckdb.DuckDBPyConnection) -> None:
-    for statement in RESOLVE_SQL.split(";\n\n"):
+    statements = RESOLVE_SQL.split(";\n\n")
+    for salt in range(8):
+        db.run(con, statements[0].replace("{side_hash}", _side_hash(SIDE_KEY_COLUMNS, salt)))
+        if db.one(con, "SELECT count(DISTINCT skey) = count(*) FROM side_key")[0]:
+            break
+    else:  # 8 collisions in a row among 63-bit hashes: not chance
+        raise RuntimeError("side key hashes keep colliding")
+    db.run(con, statements[1]
+           .replace("{src_hash}", _side_hash([c.format(p="src") for c in SIDE_COLUMNS], salt))
+           .replace("{dst_hash}", _side_hash([c.format(p="dst") for c in SIDE_COLUMNS], salt)))
+    for statement in statements[2:]:
         db.run(con, statement, {"epoch": TIME_KNOWN_FROM} if "$epoch" in statement else None)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import duckdb
 
 from . import db
-from .connections import DIRECTION_SOURCES, GUESSED
+from .connections import DIRECTION_SOURCES, ENDPOINT_KINDS, GUESSED
 from .protocols import PROTO_NAME_SQL
 
 UNRESOLVED_KINDS = ("unresolved", "service")
@@ -28,7 +28,27 @@ EXPLAINED = ("reason", "egress_isolated_by", "egress_allowed_by", "ingress_isola
 FULL_RESULT = "result_full"
 
 
+# Columns of few values are stored as ENUMs: Parquet writes them as the same dictionary
+# encoded text, without hashing every row's string (a fifth of writing the table).
+ENUMS = {
+    "endpoint_kind": ENDPOINT_KINDS,
+    "verdict": ("allow", "deny", "unknown"),
+    "observed_verdict": ("allowed", "denied", "unknown"),
+    "change_class": CHANGES,
+    "direction_source": DIRECTION_SOURCES,
+}
+
+
+def _create_enums(con: duckdb.DuckDBPyConnection) -> None:
+    for name, values in ENUMS.items():
+        try:
+            db.run(con, f"CREATE TYPE {name} AS ENUM ({_sql_list(values)})")
+        except duckdb.CatalogException:  # a second result on the same connection
+            pass
+
+
 def build_result(con: duckdb.DuckDBPyConnection, has_baseline_set: bool) -> None:
+    _create_enums(con)
     how = "CASE c.how " + " ".join(
         f"WHEN {i} THEN '{name}'" for i, name in enumerate(DIRECTION_SOURCES)) + " END"
     guessed = _sql_list(GUESSED)
@@ -76,11 +96,13 @@ def build_result(con: duckdb.DuckDBPyConnection, has_baseline_set: bool) -> None
     SELECT
         conn_id, src_ep, dst_ep, ekey, ikey,
         src_ip, dst_ip, dst_port, {PROTO_NAME_SQL.format(col='proto')} AS protocol,
-        src_kind, dst_kind, src_namespace, src_pod, src_workload,
+        src_kind::endpoint_kind AS src_kind, dst_kind::endpoint_kind AS dst_kind,
+        src_namespace, src_pod, src_workload,
         dst_namespace, dst_pod, dst_workload,
         flows, packets, bytes,
         to_timestamp(first_seen) AS first_seen, to_timestamp(last_seen) AS last_seen,
-        observed, observed_policies, baseline, candidate,
+        observed::observed_verdict AS observed, observed_policies,
+        baseline::verdict AS baseline, candidate::verdict AS candidate,
         CASE
             WHEN src_kind IN ({unresolved}) OR dst_kind IN ({unresolved})
                  OR baseline = 'unknown' OR candidate = 'unknown' THEN 'unresolved'
@@ -88,13 +110,16 @@ def build_result(con: duckdb.DuckDBPyConnection, has_baseline_set: bool) -> None
             WHEN baseline = 'deny' AND candidate = 'allow' THEN 'newly_allowed'
             WHEN baseline = 'allow' THEN 'still_allowed'
             ELSE 'still_denied'
-        END AS change,
-        direction, direction IN ({guessed}) AS direction_guessed,
+        END::change_class AS change,
+        direction::direction_source AS direction, direction IN ({guessed}) AS direction_guessed,
         coalesce(reply_flows, 0) AS reply_flows, src_node, dst_node,
         CASE WHEN {'true' if has_baseline_set else 'false'} AND observed <> 'unknown'
                   AND baseline <> 'unknown'
              THEN (observed = 'allowed') = (baseline = 'allow') END AS baseline_agrees,
-        candidate_egress, candidate_ingress, baseline_egress, baseline_ingress
+        candidate_egress::verdict AS candidate_egress,
+        candidate_ingress::verdict AS candidate_ingress,
+        baseline_egress::verdict AS baseline_egress,
+        baseline_ingress::verdict AS baseline_ingress
     FROM joined
     """)
     cand_expl = ", ".join(f"xk.{c} AS candidate_{c}" for c in EXPLAINED[1:])

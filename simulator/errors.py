@@ -19,6 +19,10 @@ class InputError(SimulatorError):
         location = f"{self.path}: {where}" if where else self.path
         super().__init__(f"{location}: {message}")
 
+    def __reduce__(self) -> tuple[type, tuple[str, str, str | None]]:
+        # raised in a parsing worker process, re-raised here
+        return type(self), (self.path, self.message, self.where)
+
 
 class PolicyError(InputError):
     """A policy the API server would reject."""

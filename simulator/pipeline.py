@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +21,7 @@ from .errors import InputError
 from .ingest import open_flow_sources
 from .ingest.sources import EPHEMERAL_MIN
 from .ipnet import parse_cidr
-from .policy.loader import PolicySet, load_policy_set
+from .policy.loader import PolicySet, start_loading
 from .policy.tables import register_policy_tables
 from .progress import Progress
 from .summary import build_summary
@@ -93,15 +96,36 @@ def _check_cidrs(cidrs: list[str]) -> None:
             raise InputError("--pod-cidr", f"not a CIDR: {c!r}") from None
 
 
+@contextmanager
+def _no_gc() -> Iterator[None]:
+    """Parsing builds millions of objects and no garbage cycles: the collector would only
+    walk the growing trees again and again (it doubled the snapshot's parse time)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def run(opts: Options) -> Result:
     progress = Progress(not opts.quiet)
     _check_cidrs(opts.pod_cidrs)
-    with progress.phase("loading policies"):
-        candidate = load_policy_set("candidate", opts.policies)
-        baseline: PolicySet | None = (load_policy_set("baseline", opts.baseline)
-                                      if opts.baseline else None)
-    with progress.phase("loading cluster snapshot"):
-        cluster = load_cluster(opts.cluster) if opts.cluster else Cluster()
+    with progress.phase("loading policies and cluster snapshot"), _no_gc():
+        # large policy sets parse in worker processes while this one reads the snapshot
+        pending = start_loading([("candidate", opts.policies)]
+                                + ([("baseline", opts.baseline)] if opts.baseline else []))
+        try:
+            cluster = load_cluster(opts.cluster) if opts.cluster else Cluster()
+        except InputError as cluster_error:
+            pending.result()  # a bad policy is reported first, as when read in turn
+            raise cluster_error from None
+        except BaseException:
+            pending.close()
+            raise
+        candidate, *rest = pending.result()
+        baseline: PolicySet | None = rest[0] if rest else None
     con, tmp = _connect(opts)
     try:
         return _run(con, tmp, opts, progress, candidate, baseline, cluster)
@@ -138,8 +162,7 @@ def _run(con: duckdb.DuckDBPyConnection, tmp: str | None, opts: Options, progres
         bad_label_pods = catalog.register_flow_pods(con, idents)
         catalog.register_identities(con, idents)
         resplit = connections.resolve(con, sources, server_ports)
-        db.run(con, connections.ENDPOINTS_SQL)
-        db.run(con, connections.CONNS_SQL)
+        connections.orient(con)
         n = db.one(con, "SELECT count(*) FROM conns")
         note["done"] = f"{int(n[0]):,} connections"
     with progress.phase("evaluating policies"):

@@ -418,6 +418,28 @@ def test_pod_ip_reuse_resolves_by_time(simulate_world):
     assert by_pod["new"]["candidate"] == "allow"
 
 
+def test_colliding_side_key_hashes_are_rehashed(simulate_world, monkeypatch):
+    """Tuples find their resolved sides by a hash of the side's columns: a collision must
+    never merge two addresses."""
+    from simulator import connections
+
+    recs = probes((XA, YA), (YA, XA), (XB, ZA), (NODE1, XA)) + [vpc_record(EXT, XA, 443)]
+    expected = simulate_world(world(), [deny_all_ingress("y")], recs).rows
+    real = connections._side_hash
+    salts = []
+
+    def colliding(columns: Any, salt: int) -> str:
+        salts.append(salt)
+        return "0::BIGINT" if salt == 0 else real(columns, salt)
+
+    monkeypatch.setattr(connections, "_side_hash", colliding)
+    rows = simulate_world(world(), [deny_all_ingress("y")], recs).rows
+    assert 0 in salts and 1 in salts
+    key = lambda r: (r["src_ip"], r["dst_ip"], r["dst_port"])  # noqa: E731
+    assert sorted(rows, key=key) == sorted(expected, key=key)
+    assert len(rows) == 5
+
+
 def test_flow_before_pod_existed_is_unresolved(simulate_world):
     objs = world() + [pod("z", "late", "10.0.9.9", {"pod": "late"}, PORTS,
                           created="2030-01-01T00:00:00Z")]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import glob
 import gzip
+import re
 import shutil
 import sys
 from collections.abc import Iterable, Sequence
@@ -55,6 +56,12 @@ EPHEMERAL_MIN = 32768
 TUPLE_COLUMNS = ("skip_reason", "src_ip", "dst_ip", "sp", "dp", "proto", "observed",
                  "is_reply", "syn_ack") + IDENTITY_COLUMNS + (
                  "policy_trace", "records", "packets", "bytes", "t_first", "t_last_start", "t_last")
+
+
+# A literal NULL (optionally typed) or boolean: what a format's raw column is when the file
+# lacks the field.
+_CONSTANT = re.compile(
+    r"(?i)^(?:NULL(?:::\w+)?|(?:TRY_)?CAST\(\s*NULL\s+AS\s+\w+\s*\)|true|false)$")
 
 
 def _sql_str(s: str) -> str:
@@ -132,11 +139,16 @@ class FlowSource:
         # when the same traffic may be recorded at several points (see below)
         obs_of = getattr(self.module, "observation_point", None)
         obs = obs_of(cols) if obs_of else None
-        raw_names = [n for n in self.module.raw_columns(cols)
+        raw = self.module.raw_columns(cols)
+        raw_names = [n for n in raw
                      if n not in ("src_port", "dst_port", "tcp_flags", obs) + carried]
+        # A column the file lacks is a constant: grouping on it only costs (per record)
+        constants = [n for n in raw_names if _CONSTANT.match(raw[n].strip())]
+        raw_names = [n for n in raw_names if n not in constants]
         post = self.module.post_columns()
         keys = raw_names + ["sp", "dp", "syn_ack"] + (["t_start"] if by_time else [])
-        carry = "".join(f"any_value({c}) AS {c}, " for c in carried)
+        carry = "".join(f"any_value({c}) AS {c}, " for c in carried) + "".join(
+            f"{raw[c]} AS {c}, " for c in constants)
         where = ""
         if row_filter:
             where = "WHERE " + row_filter.format(src_ip=post["src_ip"], dst_ip=post["dst_ip"])
@@ -165,6 +177,7 @@ class FlowSource:
         # A source that reports one packet at several observation points: per tuple, the
         # busiest point's count is the packets; the other sightings are duplicates.
         carry_any = "".join(f"any_value({c}) AS {c}, " for c in carried)
+        const_any = "".join(f"{raw[c]} AS {c}, " for c in constants)
         nulls = ", ".join(
             "skip_reason" if c == "skip_reason" else
             "dups AS records" if c == "records" else
@@ -172,7 +185,7 @@ class FlowSource:
         return f"""
         WITH points AS ({grouped}),
         merged AS (
-            SELECT {', '.join(keys)}, {carry_any}
+            SELECT {', '.join(keys)}, {carry_any}{const_any}
                 max(records) AS records, max(packets) AS packets, max(bytes) AS bytes,
                 min(t_first) AS t_first, max(t_last_start) AS t_last_start,
                 max(t_last) AS t_last, sum(records) - max(records) AS dups

@@ -22,6 +22,11 @@ def _col(columns: dict[str, str], name: str, default: str = "NULL") -> str:
 DUPLICATE_REASON = "same traffic recorded at the other interface (flow-direction)"
 
 
+def _is_integer(type_: str | None) -> bool:
+    return (type_ or "").upper() in ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT",
+                                     "USMALLINT", "UINTEGER", "UBIGINT", "HUGEINT")
+
+
 def observation_point(columns: dict[str, str]) -> str | None:
     """Traffic between two logged interfaces is recorded twice, egress at the sender and
     ingress at the receiver: with flow-direction known, counted once."""
@@ -40,7 +45,10 @@ def raw_columns(columns: dict[str, str]) -> dict[str, str]:
         "r_pkt_dst": f"CAST({c('pkt_dstaddr')} AS VARCHAR)",
         "src_port": f"TRY_CAST({c('srcport')} AS INTEGER)",
         "dst_port": f"TRY_CAST({c('dstport')} AS INTEGER)",
-        "r_proto": f"CAST({c('protocol')} AS VARCHAR)",
+        # an integer protocol column is grouped on as it is: casting every record to text
+        # costs more than the whole per-group clean-up
+        "r_proto": (f"{c('protocol')}" if _is_integer(columns.get("protocol"))
+                    else f"CAST({c('protocol')} AS VARCHAR)"),
         "r_action": f"CAST({c('action')} AS VARCHAR)",
         "r_status": f"CAST({c('log_status')} AS VARCHAR)",
         "is_reply": "NULL::BOOLEAN",
@@ -61,7 +69,7 @@ def measures(columns: dict[str, str]) -> dict[str, str]:
 
 _SRC = "NULLIF(trim(coalesce(NULLIF(trim(r_pkt_src), '-'), r_src)), '-')"
 _DST = "NULLIF(trim(coalesce(NULLIF(trim(r_pkt_dst), '-'), r_dst)), '-')"
-_PROTO = "TRY_CAST(NULLIF(trim(r_proto), '-') AS INTEGER)"
+_PROTO = "TRY_CAST(NULLIF(trim(CAST(r_proto AS VARCHAR)), '-') AS INTEGER)"
 
 
 def post_columns() -> dict[str, str]:

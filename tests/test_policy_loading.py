@@ -1,0 +1,110 @@
+"""Policy sets parse in forked worker processes when they are large: the sets, and the
+error a user sees, must be the same as when every file is parsed in turn."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from worldfiles import netpol, write_policies
+
+from simulator.cli import main
+from simulator.errors import InputError, PolicyError
+from simulator.policy import loader
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def many_policies(directory: Path, n: int = 60) -> Path:
+    """The demo's policies plus n generated ones, one file each, of varied size."""
+    shutil.copytree(REPO / "policies" / "candidate", directory)
+    pols = []
+    for i in range(n):
+        ports = [{"protocol": "TCP", "port": 1000 + j} for j in range(1 + i % 7)]
+        pols.append(netpol(f"ns-{i % 9}", f"p{i}", {
+            "podSelector": {"matchLabels": {"app": f"a{i}"}},
+            "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": f"r{i}"}}}],
+                         "ports": ports}]}))
+    write_policies(directory, pols)
+    (directory / "zz-not-a-policy.yaml").write_text("apiVersion: v1\nkind: ConfigMap\n"
+                                                    "metadata: {name: x}\n")
+    return directory
+
+
+def load(paths: dict[str, list[Path]], parallel: bool,
+         monkeypatch: pytest.MonkeyPatch) -> list[loader.PolicySet]:
+    monkeypatch.setattr(loader, "PARALLEL_MIN_BYTES", 0 if parallel else 1 << 60)
+    pending = loader.start_loading(list(paths.items()))
+    assert bool(pending._procs) == (parallel and loader._workers() > 0)
+    return pending.result()
+
+
+def as_data(sets: list[loader.PolicySet]) -> list[Any]:
+    return [(s.name, s.policies, s.files, dict(s.ignored), s.manifests) for s in sets]
+
+
+@pytest.mark.skipif(loader._workers() == 0, reason="needs fork and a second CPU")
+def test_parallel_parse_gives_the_same_sets(tmp_path, monkeypatch):
+    cand = many_policies(tmp_path / "candidate")
+    paths = {"candidate": [cand],
+             "baseline": [REPO / "policies" / "current", cand / "payments.yaml"]}
+    serial = load(paths, False, monkeypatch)
+    parallel = load(paths, True, monkeypatch)
+    assert as_data(parallel) == as_data(serial)
+    assert len(serial[0].policies) > 60
+    assert serial[0].ignored["v1 ConfigMap"] == 2  # the demo's and ours
+
+
+@pytest.mark.skipif(loader._workers() == 0, reason="needs fork and a second CPU")
+def test_a_dead_worker_costs_time_not_policies(tmp_path, monkeypatch):
+    cand = many_policies(tmp_path / "candidate")
+    serial = load({"candidate": [cand]}, False, monkeypatch)
+
+    def take_one_and_die(chunks: Any, counter: Any, send: Any) -> None:
+        assert loader._take(counter, len(chunks)) is not None
+        os._exit(3)
+
+    monkeypatch.setattr(loader, "_worker", take_one_and_die)
+    assert as_data(load({"candidate": [cand]}, True, monkeypatch)) == as_data(serial)
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_the_first_bad_file_in_order_is_reported(tmp_path, monkeypatch, parallel):
+    cand = many_policies(tmp_path / "candidate")
+    # the later bad file is the biggest: a worker parses it first
+    (cand / "0003-bad.yaml").write_text("kind: [unclosed\n")
+    bad_spec = netpol("x", "bad", {"podSelector": {}, "policyTypes": ["Sideways"]})
+    write_policies(tmp_path / "tmp", [bad_spec])
+    big = (tmp_path / "tmp").glob("*.yaml").__next__().read_text()
+    (cand / "0050-bad-too.yaml").write_text(big + "\n" * 200_000)
+    with pytest.raises(InputError) as err:
+        load({"candidate": [cand]}, parallel, monkeypatch)
+    assert err.value.path.endswith("0003-bad.yaml")
+    assert "invalid YAML" in str(err.value)
+
+
+def test_input_errors_survive_the_trip_from_a_worker():
+    for e in (InputError("a.yaml", "invalid YAML: x", "line 3"),
+              PolicyError("b.yaml", "spec.policyTypes: bad")):
+        back = pickle.loads(pickle.dumps(e))
+        assert type(back) is type(e) and str(back) == str(e)
+        assert (back.path, back.where, back.message) == (e.path, e.where, e.message)
+
+
+def test_a_bad_policy_is_reported_before_a_bad_snapshot(tmp_path, monkeypatch):
+    monkeypatch.setattr(loader, "PARALLEL_MIN_BYTES", 0)
+    cand = many_policies(tmp_path / "candidate")
+    (cand / "0001-bad.yaml").write_text("kind: [unclosed\n")
+    cluster = tmp_path / "cluster.json"
+    cluster.write_text("{not json")
+    flows = REPO / "flows"
+    first = sorted(p for p in flows.iterdir() if p.suffix == ".parquet")[0]
+    result = CliRunner().invoke(main, ["--flows", str(first), "--cluster", str(cluster),
+                                       "--policies", str(cand)])
+    assert result.exit_code == 2, result.output
+    assert "0001-bad.yaml" in result.output and "cluster.json" not in result.output
