@@ -158,6 +158,27 @@ def test_csv_neutralises_formula_injection(tmp_path):
     assert not any(v.startswith(("=", "+", "@")) for v in row.values())
 
 
+def test_csv_neutralises_formulas_in_flow_named_pods(tmp_path):
+    """Names a flow gives (a pod, its namespace) reach every text column: each is quoted."""
+    evil = ["=HYPERLINK(\"http://e\")", "+1+1", "@SUM(A1)", "-2-2"]
+    table = pa.table({
+        "start_time": pa.array([1_717_000_000_000_000] * 4, pa.timestamp("us", tz="UTC")),
+        "src_ip": [f"10.0.1.{i}" for i in range(4)], "dst_ip": ["10.0.2.10"] * 4,
+        "src_port": pa.array([40000] * 4, pa.int32()), "dst_port": pa.array([80] * 4, pa.int32()),
+        "protocol": ["TCP"] * 4, "verdict": ["FORWARDED"] * 4,
+        "src_namespace": evil, "src_pod": evil, "dst_namespace": ["y"] * 4,
+        "dst_pod": ["db-0"] * 4})
+    pq.write_table(table, tmp_path / "flows.parquet")
+    write_policies(tmp_path / "p", [])
+    r = invoke("--flows", tmp_path / "flows.parquet", "--policies", tmp_path / "p",
+               "--out", tmp_path / "o.csv", "-q")
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader((tmp_path / "o.csv").open()))
+    assert sorted(r["src_pod"] for r in rows) == sorted("'" + e for e in evil)
+    assert sorted(r["src_namespace"] for r in rows) == sorted("'" + e for e in evil)
+    assert not any(v.startswith(("=", "+", "@", "-")) for r in rows for v in r.values())
+
+
 def test_json_output(inputs, tmp_path):
     out = tmp_path / "r.json"
     assert invoke(*base_args(inputs), "--baseline", inputs["baseline"], "--json", out,

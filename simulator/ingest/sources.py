@@ -166,7 +166,9 @@ class FlowSource:
             select.append("t_start")
         grouped = f"""
             SELECT {', '.join(keys)}, {carry}{obs + ', ' if obs else ''}
-                count(*) AS records, sum(packets) AS packets, sum(bytes) AS bytes,
+                -- BIGINT, as the connections' sums are: HUGEINT costs in every join after
+                count(*) AS records, sum(packets)::BIGINT AS packets,
+                sum(bytes)::BIGINT AS bytes,
                 min(t_start) AS t_first, max(t_start) AS t_last_start,
                 max(coalesce(t_end, t_start)) AS t_last
             FROM ({self._rows_sql(server_ports)}) rows

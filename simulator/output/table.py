@@ -18,7 +18,7 @@ def _csv_safe_select(con: duckdb.DuckDBPyConnection) -> str:
     cols = con.execute("DESCRIBE result_public").fetchall()
     exprs = []
     for name, type_, *_ in cols:
-        if type_ == "VARCHAR":
+        if type_ == "VARCHAR" or type_.startswith("ENUM("):
             exprs.append(f"""CASE WHEN regexp_matches("{name}", '^[=+\\-@\\t\\r]')
                              THEN '''' || "{name}" ELSE "{name}" END AS "{name}\"""")
         elif type_.endswith("[]"):
