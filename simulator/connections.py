@@ -223,17 +223,9 @@ SELECT p.*, coalesce(p.key <= m.hi, false) AS in_pod_cidr
 FROM parsed p ASOF LEFT JOIN merged m ON p.key >= m.lo
 """
 
-# The endpoint names every connection row repeats are ENUMs (one type per column, made of
-# the run's values): rows then carry small integers through the joins, and Parquet writes
-# the dictionary it already has instead of hashing each row's text (a fifth of the write).
-# They compare, concatenate and fetch as text.
+# The endpoint names every connection row repeats are ENUMs (db.enum_type; one type per
+# column, made of the run's values).
 NAME_ENUMS = ("namespace", "pod", "workload", "node")
-NAME_ENUMS_SQL = "".join(f"""
-DROP TYPE IF EXISTS ep_{c};
-CREATE TYPE ep_{c} AS ENUM (
-    SELECT DISTINCT {c} FROM side_res
-    WHERE {c} IS NOT NULL AND kind <> 'invalid' AND NOT bad_labels);
-""" for c in NAME_ENUMS)
 
 # Distinct endpoints (a pod, node or service, or an external/unresolved address), each
 # with the address it was seen with; tuples and connections refer to them by ep_id.
@@ -357,7 +349,9 @@ TRACE_SQL = """array_to_string(list_sort(list_distinct(
 def orient(con: duckdb.DuckDBPyConnection) -> None:
     """Endpoints, and tuples oriented and grouped into connections (`conns`)."""
     db.run(con, "DROP TABLE IF EXISTS ep_rows")
-    db.run(con, NAME_ENUMS_SQL)
+    for c in NAME_ENUMS:
+        db.enum_type(con, f"ep_{c}", f"""SELECT DISTINCT {c} FROM side_res
+            WHERE {c} IS NOT NULL AND kind <> 'invalid' AND NOT bad_labels""")
     db.run(con, ENDPOINTS_SQL)
     traced = db.one(con, "SELECT bool_or(policy_trace IS NOT NULL) FROM tuples")[0]
     db.run(con, CONNS_SQL.replace("{observed_policies}",

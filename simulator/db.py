@@ -33,3 +33,13 @@ def rows(con: duckdb.DuckDBPyConnection, sql: str, params: Any = None) -> list[d
     cur = con.execute(sql, params)
     names = [d[0] for d in cur.description]
     return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+
+def enum_type(con: duckdb.DuckDBPyConnection, name: str, values_sql: str) -> None:
+    """(Re)create ENUM type `name` from a query of its distinct, non-NULL text values.
+
+    ENUMs compare, concatenate and fetch as text. Parquet writes them as the same
+    dictionary-encoded strings, without hashing each row's string, and joins carry them
+    as small integers."""
+    run(con, f"DROP TYPE IF EXISTS {name}")
+    run(con, f"CREATE TYPE {name} AS ENUM ({values_sql})")

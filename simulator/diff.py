@@ -28,8 +28,8 @@ EXPLAINED = ("reason", "egress_isolated_by", "egress_allowed_by", "ingress_isola
 FULL_RESULT = "result_full"
 
 
-# Columns of few values are stored as ENUMs: Parquet writes them as the same dictionary
-# encoded text, without hashing every row's string (a fifth of writing the table).
+# Columns of few values are stored as ENUMs (db.enum_type): writing the connections table
+# is then a third faster.
 ENUMS = {
     "endpoint_kind": ENDPOINT_KINDS,
     "verdict": ("allow", "deny", "unknown"),
@@ -37,14 +37,22 @@ ENUMS = {
     "change_class": CHANGES,
     "direction_source": DIRECTION_SOURCES,
 }
+# Without a baseline set, the baseline reason is what the flow records say.
+OBSERVED_REASONS = {"allowed": "observed: allowed in the flow records",
+                    "denied": "observed: denied in the flow records",
+                    None: "observed: no verdict recorded, assumed allowed"}
 
 
 def _create_enums(con: duckdb.DuckDBPyConnection) -> None:
     for name, values in ENUMS.items():
-        try:
-            db.run(con, f"CREATE TYPE {name} AS ENUM ({_sql_list(values)})")
-        except duckdb.CatalogException:  # a second result on the same connection
-            pass
+        db.enum_type(con, name, "SELECT unnest([" + _sql_list(values) + "])")
+    # per run: the policies the lists name, and the reason sentences
+    lists = " UNION ".join(f"SELECT unnest({c}) FROM pair_verdict" for c in EXPLAINED[1:])
+    db.enum_type(con, "policy_ref",
+                 f"SELECT * FROM ({lists}) AS t(v) WHERE v IS NOT NULL")
+    db.enum_type(con, "reason_text", f"""
+        SELECT reason FROM pair_verdict WHERE reason IS NOT NULL
+        UNION SELECT unnest([{_sql_list(tuple(OBSERVED_REASONS.values()))}])""")
 
 
 def build_result(con: duckdb.DuckDBPyConnection, has_baseline_set: bool) -> None:
@@ -52,8 +60,10 @@ def build_result(con: duckdb.DuckDBPyConnection, has_baseline_set: bool) -> None
     how = "CASE c.how " + " ".join(
         f"WHEN {i} THEN '{name}'" for i, name in enumerate(DIRECTION_SOURCES)) + " END"
     guessed = _sql_list(GUESSED)
+    lists = ", ".join(f"{c}::policy_ref[] AS {c}" for c in EXPLAINED[1:])
     db.run(con, f"""CREATE OR REPLACE TABLE explanation AS
-                    SELECT ekey, ikey, pset, {', '.join(EXPLAINED)} FROM pair_verdict""")
+                    SELECT ekey, ikey, pset, reason::reason_text AS reason, {lists}
+                    FROM pair_verdict""")
     if has_baseline_set:
         baseline = """b.verdict AS baseline, b.egress AS baseline_egress,
             b.ingress AS baseline_ingress"""
@@ -68,10 +78,10 @@ def build_result(con: duckdb.DuckDBPyConnection, has_baseline_set: bool) -> None
         baseline = """CASE c.observed WHEN 'denied' THEN 'deny' ELSE 'allow' END AS baseline,
             NULL::VARCHAR AS baseline_egress, NULL::VARCHAR AS baseline_ingress"""
         join = ""
-        base_expl = """CASE r.observed WHEN 'allowed' THEN 'observed: allowed in the flow records'
-                WHEN 'denied' THEN 'observed: denied in the flow records'
-                ELSE 'observed: no verdict recorded, assumed allowed' END AS baseline_reason,
-            """ + ", ".join(f"NULL::VARCHAR[] AS baseline_{c}" for c in EXPLAINED[1:])
+        base_expl = ("CASE r.observed " + " ".join(
+            f"WHEN '{k}' THEN '{v}'" for k, v in OBSERVED_REASONS.items() if k)
+            + f" ELSE '{OBSERVED_REASONS[None]}' END::reason_text AS baseline_reason, "
+            + ", ".join(f"NULL::policy_ref[] AS baseline_{c}" for c in EXPLAINED[1:]))
         base_join = ""
     unresolved = _sql_list(UNRESOLVED_KINDS)
     db.run(con, f"""

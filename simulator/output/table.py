@@ -18,11 +18,11 @@ def _csv_safe_select(con: duckdb.DuckDBPyConnection) -> str:
     cols = con.execute("DESCRIBE result_public").fetchall()
     exprs = []
     for name, type_, *_ in cols:
-        if type_ == "VARCHAR" or type_.startswith("ENUM("):
+        if type_.endswith("[]"):
+            exprs.append(f'CAST(to_json("{name}") AS VARCHAR) AS "{name}"')
+        elif type_ == "VARCHAR" or type_.startswith("ENUM("):  # names and reasons are ENUMs
             exprs.append(f"""CASE WHEN regexp_matches("{name}", '^[=+\\-@\\t\\r]')
                              THEN '''' || "{name}" ELSE "{name}" END AS "{name}\"""")
-        elif type_.endswith("[]"):
-            exprs.append(f'CAST(to_json("{name}") AS VARCHAR) AS "{name}"')
         else:
             exprs.append(f'"{name}"')
     return "SELECT " + ", ".join(exprs) + " FROM result_public"
