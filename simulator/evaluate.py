@@ -130,6 +130,15 @@ SELECT DISTINCT f.prof_id, pp.name, pp.proto, pp.port
 FROM pod_port pp JOIN pod_prof f USING (pod_ref)
 WHERE pp.name IS NOT NULL;
 
+-- What a key takes from each endpoint, once per endpoint (connections then join on ids).
+CREATE OR REPLACE TABLE ep_attr AS
+SELECT e.ep_id, e.kind, coalesce(e.ident_id, -1) AS ident, e.node,
+    coalesce(c.cls_id, -1) AS cls,
+    coalesce(CASE WHEN e.kind = 'pod' THEN pf.prof_id END, -1) AS prof
+FROM ep e
+LEFT JOIN addr_cls c ON c.key = e.key
+LEFT JOIN pod_prof pf ON pf.pod_ref = e.pod_ref;
+
 -- Per connection, what each direction's verdict depends on (its key): the subject's kind
 -- (and, for a pod, its identity), the peer's kind, identity and address class, the
 -- destination's port profile, port and protocol, and whether the peer is the subject pod's
@@ -137,17 +146,12 @@ WHERE pp.name IS NOT NULL;
 CREATE OR REPLACE TABLE conn_dkey AS
 WITH c AS (
     SELECT c.conn_id, coalesce(c.dst_port, -1) AS dst_port, coalesce(c.proto, -1) AS proto,
-        s.kind AS s_kind, coalesce(s.ident_id, -1) AS s_ident, s.node AS s_node,
-        coalesce(sc.cls_id, -1) AS s_cls,
-        d.kind AS d_kind, coalesce(d.ident_id, -1) AS d_ident, d.node AS d_node,
-        coalesce(dc.cls_id, -1) AS d_cls,
-        coalesce(CASE WHEN d.kind = 'pod' THEN pf.prof_id END, -1) AS d_prof
+        s.kind AS s_kind, s.ident AS s_ident, s.node AS s_node, s.cls AS s_cls,
+        d.kind AS d_kind, d.ident AS d_ident, d.node AS d_node, d.cls AS d_cls,
+        d.prof AS d_prof
     FROM __CONNS__ c
-    JOIN ep s ON s.ep_id = c.src_ep
-    JOIN ep d ON d.ep_id = c.dst_ep
-    LEFT JOIN addr_cls sc ON sc.key = s.key
-    LEFT JOIN addr_cls dc ON dc.key = d.key
-    LEFT JOIN pod_prof pf ON pf.pod_ref = d.pod_ref
+    JOIN ep_attr s ON s.ep_id = c.src_ep
+    JOIN ep_attr d ON d.ep_id = c.dst_ep
 )
 SELECT conn_id,
     s_kind AS e_subj_kind,
@@ -339,12 +343,25 @@ CREATE OR REPLACE TABLE policy_use AS
 SELECT p.pset, p.ref, p.namespace, t.direction, t.ident_id
 FROM np_pol p LEFT JOIN target_ident t ON t.pset = p.pset AND t.pol_id = p.pol_id;
 
+-- counted per key: a connection has one key per direction and a rule one direction, so
+-- the connections a rule admitted are the sum over the keys it admitted
 CREATE OR REPLACE TABLE rule_use AS
+WITH key_conns AS (
+    SELECT ekey AS key_id, count(*) AS n FROM conn_key GROUP BY ekey
+    UNION ALL
+    SELECT ikey, count(*) FROM conn_key GROUP BY ikey
+),
+rule_conns AS (
+    SELECT h.rule_id, sum(k.n) AS n
+    FROM (SELECT DISTINCT key_id, rule_id FROM key_hits WHERE hit = 'allow') h
+    JOIN key_conns k USING (key_id)
+    GROUP BY h.rule_id
+)
 SELECT p.pset, p.ref, r.direction, r.rule_idx,
-    count(DISTINCT h.conn_id) AS connections
+    coalesce(sum(rc.n), 0)::BIGINT AS connections
 FROM np_rule r
 JOIN np_pol p ON p.pset = r.pset AND p.pol_id = r.pol_id
-LEFT JOIN rule_hits h ON h.rule_id = r.rule_id AND h.hit = 'allow'
+LEFT JOIN rule_conns rc ON rc.rule_id = r.rule_id
 GROUP BY ALL
 """
 

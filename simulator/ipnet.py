@@ -73,7 +73,8 @@ def register(con: duckdb.DuckDBPyConnection) -> None:
     db.run(con, f"""
         CREATE OR REPLACE MACRO ipv4_key(s) AS
             CASE WHEN regexp_full_match(s, '{IPV4_RE}')
-                 THEN printf('4%02x%02x%02x%02x',
-                    split_part(s, '.', 1)::INT, split_part(s, '.', 2)::INT,
-                    split_part(s, '.', 3)::INT, split_part(s, '.', 4)::INT) END
+                 -- one split and integer arithmetic: printf per octet took twice as long
+                 THEN '4' || lower(lpad(to_hex(list_reduce(
+                    list_transform(string_split(s, '.'), lambda x: x::UBIGINT),
+                    lambda a, b: a * 256 + b)), 8, '0')) END
     """)
