@@ -5,9 +5,9 @@
 Wraps, by module attribute, the functions simulator.pipeline calls, and writes their wall
 times to PHASES.json:
 
-* parse_policies    -- waiting for the policy manifests (both sets; parsed in worker
-                       processes while the snapshot is read)
-* parse_cluster     -- reading the cluster snapshot
+* parse_manifests   -- the policy sets and the cluster snapshot: what is left of their
+                       parsing when the run asks for them (worker processes start on them
+                       while DuckDB is imported)
 * read_flows        -- the scan of the flow records into tuples
 * resolve           -- endpoint resolution, endpoints, orienting tuples into connections
 * policy_tables     -- policy IR -> relational tables
@@ -48,14 +48,10 @@ def wrap(owner: Any, attr: str, phase: str) -> None:
 def main() -> int:
     out, args = sys.argv[1], sys.argv[2:]
     t0 = time.perf_counter()
-    from simulator import connections, diff, evaluate, pipeline
+    from simulator import connections, diff, evaluate, manifests, pipeline
     from simulator.cli import main as cli_main
-    from simulator.policy import loader
 
-    # policy sets parse in worker processes while the snapshot is read: parse_policies is
-    # the wait for them after it
-    wrap(loader.PendingSets, "result", "parse_policies")
-    wrap(pipeline, "load_cluster", "parse_cluster")
+    wrap(manifests.PendingManifests, "result", "parse_manifests")
     wrap(connections, "build_tuples", "read_flows")
     wrap(pipeline, "register_policy_tables", "policy_tables")
     wrap(evaluate, "evaluate", "evaluate")

@@ -91,25 +91,29 @@ def main(flows: tuple[str, ...], flows_format: str | None, vpc_fields: str | Non
     Exit codes: 0 success; 1 a gate tripped (--fail-on-break, --max-breaks,
     --fail-on-unresolved, --fail-on-disagreement); 2 bad usage or input.
     """
-    import duckdb
-
     from .errors import SimulatorError
-    from .gates import tripped
-    from .output.table import check_extension, write_connections
-    from .output.terminal import render
-    from .pipeline import Options, run
-    from .progress import Progress
-    from .report.outputs import check_report_paths, write_reports
+    from .manifests import start_reading
 
-    opts = Options(flows=list(flows), policies=list(policies), cluster=list(cluster),
-                   baseline=list(baseline), pod_cidrs=list(pod_cidrs), flows_format=flows_format,
-                   vpc_fields=vpc_fields, save_flows=save_flows,
-                   memory_limit=memory_limit, temp_dir=temp_dir, threads=threads, quiet=quiet)
+    pending = None
     try:
+        # the manifests are parsed in worker processes while DuckDB and Arrow are imported
+        pending = start_reading(policies, list(baseline) or None, cluster)
+        from .gates import tripped
+        from .output.table import check_extension, write_connections
+        from .output.terminal import render
+        from .pipeline import Options, run
+        from .progress import Progress
+        from .report.outputs import check_report_paths, write_reports
+
+        opts = Options(flows=list(flows), policies=list(policies), cluster=list(cluster),
+                       baseline=list(baseline), pod_cidrs=list(pod_cidrs),
+                       flows_format=flows_format, vpc_fields=vpc_fields,
+                       save_flows=save_flows, memory_limit=memory_limit, temp_dir=temp_dir,
+                       threads=threads, quiet=quiet)
         if out:
             check_extension(out)
         check_report_paths(report_out, markdown_out)
-        result = run(opts)
+        result = run(opts, pending)
         try:
             if out:
                 with Progress(not quiet).phase("writing the connections table"):
@@ -124,12 +128,18 @@ def main(flows: tuple[str, ...], flows_format: str | None, vpc_fields: str | Non
     except SimulatorError as e:
         click.echo(f"simulate: error: {e}", err=True)
         sys.exit(e.exit_code)
-    except duckdb.Error as e:
-        click.echo(f"simulate: error: {str(e).splitlines()[0]}", err=True)
-        sys.exit(EXIT_INPUT)
     except OSError as e:
         click.echo(f"simulate: error: {e.filename or ''}: {e.strerror or e}", err=True)
         sys.exit(EXIT_INPUT)
+    except Exception as e:
+        duckdb = sys.modules.get("duckdb")
+        if duckdb is None or not isinstance(e, duckdb.Error):
+            raise
+        click.echo(f"simulate: error: {str(e).splitlines()[0]}", err=True)
+        sys.exit(EXIT_INPUT)
+    finally:
+        if pending is not None:
+            pending.close()
     if not quiet:
         click.echo(render(summary))
         for what, path in (("Report", report_out), ("Markdown", markdown_out),

@@ -212,21 +212,38 @@ def _service(doc: Document) -> Service:
                    _ips(ips, doc, "spec.clusterIPs"))
 
 
-def load_cluster(paths: Iterable[str | Path]) -> Cluster:
-    cluster = Cluster()
-    for path in expand_paths(paths, "--cluster"):
-        cluster.files.append(str(path))
-        for doc in read_documents(path):
-            kind = doc.obj.get("kind")
-            if kind == "Pod":
-                cluster.pods.append(_pod(doc))
-            elif kind == "Namespace":
-                meta = _mapping(doc.obj.get("metadata"), doc, "metadata")
-                cluster.namespaces[str(meta.get("name"))] = _labels(meta, doc)
-            elif kind == "Node":
-                cluster.nodes.append(_node(doc))
-            elif kind == "Service":
-                cluster.services.append(_service(doc))
-            elif kind not in _USED_KINDS:
-                cluster.ignored_kinds[str(kind)] += 1
+def read_cluster_file(path: Path) -> Cluster:
+    """One snapshot file's objects (files are read apart, maybe in worker processes)."""
+    cluster = Cluster(files=[str(path)])
+    for doc in read_documents(path):
+        kind = doc.obj.get("kind")
+        if kind == "Pod":
+            cluster.pods.append(_pod(doc))
+        elif kind == "Namespace":
+            meta = _mapping(doc.obj.get("metadata"), doc, "metadata")
+            cluster.namespaces[str(meta.get("name"))] = _labels(meta, doc)
+        elif kind == "Node":
+            cluster.nodes.append(_node(doc))
+        elif kind == "Service":
+            cluster.services.append(_service(doc))
+        elif kind not in _USED_KINDS:
+            cluster.ignored_kinds[str(kind)] += 1
     return cluster
+
+
+def merge_clusters(parts: Iterable[Cluster]) -> Cluster:
+    """The snapshot the files make together, in the order given (a later file's namespace
+    labels win)."""
+    cluster = Cluster()
+    for part in parts:
+        cluster.pods += part.pods
+        cluster.namespaces.update(part.namespaces)
+        cluster.nodes += part.nodes
+        cluster.services += part.services
+        cluster.files += part.files
+        cluster.ignored_kinds.update(part.ignored_kinds)
+    return cluster
+
+
+def load_cluster(paths: Iterable[str | Path]) -> Cluster:
+    return merge_clusters(read_cluster_file(p) for p in expand_paths(paths, "--cluster"))

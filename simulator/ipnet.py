@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import duckdb
-import pyarrow as pa
-
-from . import db
+if TYPE_CHECKING:  # manifests are read before DuckDB and Arrow are imported
+    import duckdb
+    import pyarrow as pa
 
 _OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 IPV4_RE = rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}"
@@ -53,6 +53,8 @@ def parse_cidr(text: str) -> CidrRange:
 
 def ipv6_table(texts: list[str]) -> pa.Table:
     """(ip_raw, ip, key) for IPv6 spellings; ip and key are null when not an address."""
+    import pyarrow as pa
+
     ips: list[str | None] = []
     keys: list[str | None] = []
     for text in texts:
@@ -70,6 +72,8 @@ def ipv6_table(texts: list[str]) -> pa.Table:
 
 def register(con: duckdb.DuckDBPyConnection) -> None:
     """Define ipv4_key(s): the key of a canonical dotted-quad IPv4 address, else null."""
+    from . import db
+
     db.run(con, f"""
         CREATE OR REPLACE MACRO ipv4_key(s) AS
             CASE WHEN regexp_full_match(s, '{IPV4_RE}')

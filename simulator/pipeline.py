@@ -6,22 +6,21 @@ import gc
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 
-from . import catalog, connections, db, diff, evaluate, ipnet
+from . import catalog, connections, db, diff, evaluate, ipnet, manifests
 from .accounting import account
-from .cluster import Cluster, load_cluster
+from .cluster import Cluster
 from .errors import InputError
 from .ingest import open_flow_sources
 from .ingest.sources import EPHEMERAL_MIN
 from .ipnet import parse_cidr
-from .policy.loader import PolicySet, start_loading
+from .manifests import PendingManifests
+from .policy.loader import PolicySet
 from .policy.tables import register_policy_tables
 from .progress import Progress
 from .summary import build_summary
@@ -55,6 +54,7 @@ class Result:
         return db.arrow(self.con, "SELECT * FROM result_public")
 
     def close(self) -> None:
+        gc.unfreeze()
         self.con.close()
         if self._tmp:
             shutil.rmtree(self._tmp, ignore_errors=True)
@@ -96,40 +96,31 @@ def _check_cidrs(cidrs: list[str]) -> None:
             raise InputError("--pod-cidr", f"not a CIDR: {c!r}") from None
 
 
-@contextmanager
-def _no_gc() -> Iterator[None]:
-    """Parsing builds millions of objects and no garbage cycles: the collector would only
-    walk the growing trees again and again (it doubled the snapshot's parse time)."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
+def start_reading(opts: Options) -> PendingManifests:
+    """Start reading the run's manifests (see manifests.py): call before DuckDB starts."""
+    return manifests.start_reading(opts.policies, opts.baseline or None, opts.cluster)
 
 
-def run(opts: Options) -> Result:
+def run(opts: Options, pending: PendingManifests | None = None) -> Result:
+    """The run; `pending`: its manifests, if start_reading() was called earlier."""
     progress = Progress(not opts.quiet)
-    _check_cidrs(opts.pod_cidrs)
-    with progress.phase("loading policies and cluster snapshot"), _no_gc():
-        # large policy sets parse in worker processes while this one reads the snapshot
-        pending = start_loading([("candidate", opts.policies)]
-                                + ([("baseline", opts.baseline)] if opts.baseline else []))
-        try:
-            cluster = load_cluster(opts.cluster) if opts.cluster else Cluster()
-        except InputError as cluster_error:
-            pending.result()  # a bad policy is reported first, as when read in turn
-            raise cluster_error from None
-        except BaseException:
+    try:
+        _check_cidrs(opts.pod_cidrs)
+        if pending is None:
+            pending = start_reading(opts)
+        with progress.phase("loading policies and cluster snapshot"):
+            candidate, baseline, cluster = pending.result()
+    finally:
+        if pending is not None:
             pending.close()
-            raise
-        candidate, *rest = pending.result()
-        baseline: PolicySet | None = rest[0] if rest else None
     con, tmp = _connect(opts)
+    # The manifests' millions of objects live as long as the run: kept out of the
+    # collector's sight, every later Python step stops paying to walk them again.
+    gc.freeze()
     try:
         return _run(con, tmp, opts, progress, candidate, baseline, cluster)
     except BaseException:
+        gc.unfreeze()
         con.close()
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -1,5 +1,6 @@
-"""Policy sets parse in forked worker processes when they are large: the sets, and the
-error a user sees, must be the same as when every file is parsed in turn."""
+"""Manifests (policy sets, the cluster snapshot) are parsed in forked worker processes when
+they are large: the sets, the snapshot, and the error a user sees, must be the same as when
+every file is parsed in turn."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 from worldfiles import netpol, write_policies
 
+from simulator import manifests
 from simulator.cli import main
 from simulator.errors import InputError, PolicyError
 from simulator.policy import loader
@@ -36,40 +38,44 @@ def many_policies(directory: Path, n: int = 60) -> Path:
     return directory
 
 
-def load(paths: dict[str, list[Path]], parallel: bool,
-         monkeypatch: pytest.MonkeyPatch) -> list[loader.PolicySet]:
-    monkeypatch.setattr(loader, "PARALLEL_MIN_BYTES", 0 if parallel else 1 << 60)
-    pending = loader.start_loading(list(paths.items()))
-    assert bool(pending._procs) == (parallel and loader._workers() > 0)
-    return pending.result()
+def load(paths: dict[str, list[Path]], parallel: bool, monkeypatch: pytest.MonkeyPatch,
+         cluster: list[Path] | None = None) -> list[Any]:
+    monkeypatch.setattr(manifests, "PARALLEL_MIN_BYTES", 0 if parallel else 1 << 60)
+    pending = manifests.start_reading(paths["candidate"], paths.get("baseline"), cluster or [])
+    assert bool(pending._procs) == (parallel and manifests._workers() > 0)
+    candidate, baseline, snapshot = pending.result()
+    return [s for s in (candidate, baseline) if s is not None] + [snapshot]
 
 
-def as_data(sets: list[loader.PolicySet]) -> list[Any]:
-    return [(s.name, s.policies, s.files, dict(s.ignored), s.manifests) for s in sets]
+def as_data(parts: list[Any]) -> list[Any]:
+    return [(s.name, s.policies, s.files, dict(s.ignored), s.manifests)
+            if isinstance(s, loader.PolicySet) else s for s in parts]
 
 
-@pytest.mark.skipif(loader._workers() == 0, reason="needs fork and a second CPU")
+@pytest.mark.skipif(manifests._workers() == 0, reason="needs fork and a second CPU")
 def test_parallel_parse_gives_the_same_sets(tmp_path, monkeypatch):
     cand = many_policies(tmp_path / "candidate")
     paths = {"candidate": [cand],
              "baseline": [REPO / "policies" / "current", cand / "payments.yaml"]}
-    serial = load(paths, False, monkeypatch)
-    parallel = load(paths, True, monkeypatch)
+    snapshot = [REPO / "flows" / "demo-cluster.json"]
+    serial = load(paths, False, monkeypatch, snapshot)
+    parallel = load(paths, True, monkeypatch, snapshot)
     assert as_data(parallel) == as_data(serial)
+    assert len(serial[2].pods) > 10
     assert len(serial[0].policies) > 60
     assert serial[0].ignored["v1 ConfigMap"] == 2  # the demo's and ours
 
 
-@pytest.mark.skipif(loader._workers() == 0, reason="needs fork and a second CPU")
+@pytest.mark.skipif(manifests._workers() == 0, reason="needs fork and a second CPU")
 def test_a_dead_worker_costs_time_not_policies(tmp_path, monkeypatch):
     cand = many_policies(tmp_path / "candidate")
     serial = load({"candidate": [cand]}, False, monkeypatch)
 
     def take_one_and_die(chunks: Any, counter: Any, send: Any) -> None:
-        assert loader._take(counter, len(chunks)) is not None
+        assert manifests._take(counter, len(chunks)) is not None
         os._exit(3)
 
-    monkeypatch.setattr(loader, "_worker", take_one_and_die)
+    monkeypatch.setattr(manifests, "_worker", take_one_and_die)
     assert as_data(load({"candidate": [cand]}, True, monkeypatch)) == as_data(serial)
 
 
@@ -97,7 +103,7 @@ def test_input_errors_survive_the_trip_from_a_worker():
 
 
 def test_a_bad_policy_is_reported_before_a_bad_snapshot(tmp_path, monkeypatch):
-    monkeypatch.setattr(loader, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(manifests, "PARALLEL_MIN_BYTES", 0)
     cand = many_policies(tmp_path / "candidate")
     (cand / "0001-bad.yaml").write_text("kind: [unclosed\n")
     cluster = tmp_path / "cluster.json"
