@@ -5,6 +5,7 @@ imports happen inside main() so that `simulate --help` starts fast."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -124,7 +125,7 @@ def main(flows: tuple[str, ...], flows_format: str | None, vpc_fields: str | Non
                                   json=json_out)
             summary = result.summary
         finally:
-            result.close()
+            result.close(fast=_EXITING)
     except SimulatorError as e:
         click.echo(f"simulate: error: {e}", err=True)
         sys.exit(e.exit_code)
@@ -155,5 +156,32 @@ def main(flows: tuple[str, ...], flows_format: str | None, vpc_fields: str | Non
         sys.exit(EXIT_BREAK)
 
 
+# Set by entry(): the process ends right after main(), so the run's state is left to the OS.
+_EXITING = False
+
+
+def entry() -> None:
+    """The `simulate` command. It leaves the process without tearing down what the run
+    built (DuckDB's tables, the manifests' objects), which the OS frees at once; that
+    teardown took 0.15 s at 10M flows."""
+    global _EXITING
+    _EXITING = True
+    code: int = 0
+    try:
+        main()
+    except SystemExit as e:
+        if isinstance(e.code, str):
+            sys.stderr.write(e.code + "\n")
+            code = 1
+        else:
+            code = e.code or 0
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (BrokenPipeError, ValueError):  # a closed pipe (| head) or stream
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    main()
+    entry()

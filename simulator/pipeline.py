@@ -53,9 +53,12 @@ class Result:
     def connections(self) -> pa.Table:
         return db.arrow(self.con, "SELECT * FROM result_public")
 
-    def close(self) -> None:
-        gc.unfreeze()
-        self.con.close()
+    def close(self, fast: bool = False) -> None:
+        """fast: the process is about to end; only what outlives it (the temporary
+        directory) is cleaned up."""
+        if not fast:
+            gc.unfreeze()
+            self.con.close()
         if self._tmp:
             shutil.rmtree(self._tmp, ignore_errors=True)
 

@@ -375,6 +375,31 @@ def test_bad_out_extension(inputs, tmp_path):
     assert_input_error(invoke(*base_args(inputs), "--out", tmp_path / "x.xlsx"), "--out")
 
 
+def test_the_simulate_command_exits_with_its_code_and_output(inputs, tmp_path):
+    """The installed command (cli.entry) leaves without tearing the run down: what it
+    printed and wrote must be complete, and its exit code the gate's."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "conns.csv"
+    temp = tmp_path / "temp"  # where the run's DuckDB spill directory is made
+    temp.mkdir()
+    env = {**os.environ, "TMPDIR": str(temp)}
+    args = [sys.executable, "-m", "simulator.cli", *map(str, base_args(inputs)),
+            "--out", str(out), "--fail-on-break"]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 1, r.stderr
+    assert "Verdict:" in r.stdout and r.stdout.rstrip().endswith(f"Connections: {out}")
+    assert r.stderr.startswith("simulate: gate --fail-on-break: 1 observed")
+    assert len(out.read_text().splitlines()) == 3  # header and two connections
+    assert list(temp.iterdir()) == []  # the spill directory is removed all the same
+    r = subprocess.run([sys.executable, "-m", "simulator.cli", "--flows", "nope.parquet",
+                        "--policies", str(inputs["candidate"])],
+                       capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 2 and r.stderr.startswith("simulate: error: nope.parquet")
+
+
 def test_python_api_returns_the_connections_table(inputs):
     from simulator.pipeline import Options, run
 
