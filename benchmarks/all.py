@@ -420,7 +420,8 @@ def report(res: dict[str, Any], args: argparse.Namespace, out: Path) -> int:
         say("  ".join(c.ljust(w) for c, w in zip(r[:3], widths, strict=True)) + "  " + r[3])
     ld = res["loadavg_before_after"]
     say(f"\n(best of {args.repeat} simulate runs at 10M/1M, floor best of "
-        f"{args.floor_repeat}; load average {ld[0]:.2f} before, {ld[1]:.2f} after; "
+        f"{len(res['fig1_10m']['floor']['times'])} at 10M; "
+        f"load average {ld[0]:.2f} before, {ld[1]:.2f} after; "
         f"driver RSS {fmt_mib(res['driver_rss'])})")
     for key in ("fig1_10m", "fig1_100m"):
         o = res.get(key, {}).get("output", {})
