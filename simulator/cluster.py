@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .documents import Document, expand_paths, read_documents
+from .documents import Document, read_documents
 from .errors import InputError
 from .ipnet import canonical_ip, parse_cidr
 
@@ -243,7 +243,3 @@ def merge_clusters(parts: Iterable[Cluster]) -> Cluster:
         cluster.files += part.files
         cluster.ignored_kinds.update(part.ignored_kinds)
     return cluster
-
-
-def load_cluster(paths: Iterable[str | Path]) -> Cluster:
-    return merge_clusters(read_cluster_file(p) for p in expand_paths(paths, "--cluster"))

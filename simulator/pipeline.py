@@ -99,18 +99,15 @@ def _check_cidrs(cidrs: list[str]) -> None:
             raise InputError("--pod-cidr", f"not a CIDR: {c!r}") from None
 
 
-def start_reading(opts: Options) -> PendingManifests:
-    """Start reading the run's manifests (see manifests.py): call before DuckDB starts."""
-    return manifests.start_reading(opts.policies, opts.baseline or None, opts.cluster)
-
-
 def run(opts: Options, pending: PendingManifests | None = None) -> Result:
-    """The run; `pending`: its manifests, if start_reading() was called earlier."""
+    """The run; `pending`: its manifests, if manifests.start_reading() was called earlier
+    (before DuckDB starts its threads)."""
     progress = Progress(not opts.quiet)
     try:
         _check_cidrs(opts.pod_cidrs)
         if pending is None:
-            pending = start_reading(opts)
+            pending = manifests.start_reading(opts.policies, opts.baseline or None,
+                                              opts.cluster)
         with progress.phase("loading policies and cluster snapshot"):
             candidate, baseline, cluster = pending.result()
     finally:

@@ -147,8 +147,8 @@ class FlowSource:
         raw_names = [n for n in raw_names if n not in constants]
         post = self.module.post_columns()
         keys = raw_names + ["sp", "dp", "syn_ack"] + (["t_start"] if by_time else [])
-        carry = "".join(f"any_value({c}) AS {c}, " for c in carried) + "".join(
-            f"{raw[c]} AS {c}, " for c in constants)
+        const = "".join(f"{raw[c]} AS {c}, " for c in constants)
+        carry = "".join(f"any_value({c}) AS {c}, " for c in carried) + const
         where = ""
         if row_filter:
             where = "WHERE " + row_filter.format(src_ip=post["src_ip"], dst_ip=post["dst_ip"])
@@ -179,7 +179,6 @@ class FlowSource:
         # A source that reports one packet at several observation points: per tuple, the
         # busiest point's count is the packets; the other sightings are duplicates.
         carry_any = "".join(f"any_value({c}) AS {c}, " for c in carried)
-        const_any = "".join(f"{raw[c]} AS {c}, " for c in constants)
         nulls = ", ".join(
             "skip_reason" if c == "skip_reason" else
             "dups AS records" if c == "records" else
@@ -187,7 +186,7 @@ class FlowSource:
         return f"""
         WITH points AS ({grouped}),
         merged AS (
-            SELECT {', '.join(keys)}, {carry_any}{const_any}
+            SELECT {', '.join(keys)}, {carry_any}{const}
                 max(records) AS records, max(packets) AS packets, max(bytes) AS bytes,
                 min(t_first) AS t_first, max(t_last_start) AS t_last_start,
                 max(t_last) AS t_last, sum(records) - max(records) AS dups
