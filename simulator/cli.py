@@ -6,11 +6,27 @@ imports happen inside main() so that `simulate --help` starts fast."""
 from __future__ import annotations
 
 import os
+import re
 import sys
+import traceback
+from typing import Any, NoReturn
 
 import click
 
-EXIT_OK, EXIT_BREAK, EXIT_INPUT = 0, 1, 2
+from . import __version__
+
+EXIT_OK, EXIT_BREAK, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
+
+# DuckDB's own spelling of a memory size: a number and a unit (or a percentage of RAM)
+_MEMORY = re.compile(r"\s*\d+(\.\d+)?\s*(B|[KMGT]i?B|%)\s*", re.IGNORECASE)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    """One line on stderr, untrusted text in it escaped, then the exit code."""
+    from .untrusted import inert
+
+    click.echo(f"simulate: {inert(message)}", err=True)
+    sys.exit(code)
 
 
 class _Command(click.Command):
@@ -23,20 +39,34 @@ class _Command(click.Command):
         except click.exceptions.Exit as e:
             sys.exit(e.exit_code)
         except click.Abort:
-            click.echo("simulate: aborted", err=True)
-            sys.exit(EXIT_INPUT)
+            _fail("aborted", EXIT_INPUT)
         except click.ClickException as e:
-            click.echo(f"simulate: error: {e.format_message()}", err=True)
-            sys.exit(EXIT_INPUT)
+            _fail(f"error: {e.format_message()}", EXIT_INPUT)
+
+
+def _memory_limit(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if not _MEMORY.fullmatch(value):
+        raise click.BadParameter(f"{value!r} is not a memory size such as 1500MB, 4GB or "
+                                 "50%", ctx, param)
+    return value.strip()
+
+
+# ingest.sources.format_names(), spelled out so that --help needs no import of the readers
+FLOW_FORMATS = ("vpc-parquet", "normalized", "hubble", "vpc-text", "vpc-cloudwatch", "pcap",
+                "calico", "antrea", "azure")
+FLOW_FORMATS_HELP = ("vpc-parquet, normalized (Parquet or CSV), hubble, vpc-text, "
+                     "vpc-cloudwatch, pcap (pcap and pcapng), calico, antrea, azure")
 
 
 @click.command(cls=_Command, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="simulate",
+                      message="%(prog)s (netpol-simulator) %(version)s")
 @click.option("--flows", "flows", multiple=True, required=True, metavar="PATH",
               help="Flow records: file, directory or glob (repeatable), '-' for standard "
-                   "input. AWS VPC flow logs (Parquet; S3 text .log/.log.gz; CloudWatch Logs "
-                   "JSON), Hubble flows, or the normalized flow table (Parquet/CSV).")
+                   "input, or a named pipe (--flows <(zcat logs.gz)). Formats, detected "
+                   f"from the content: {FLOW_FORMATS_HELP}; .gz files are decompressed.")
 @click.option("--flows-format", metavar="NAME",
-              help="Force the flow format instead of detecting it from the content.")
+              help=f"Force the flow format instead of detecting it: {FLOW_FORMATS_HELP}.")
 @click.option("--vpc-fields", metavar="FIELDS",
               help="Field list of AWS VPC flow log text records that have no header line "
                    "(custom format; also CloudWatch Logs events), e.g. \"version srcaddr "
@@ -58,7 +88,7 @@ class _Command(click.Command):
               help="Also write the ingested records in the normalized flow schema, to "
                    "replay them later without parsing the sources again.")
 @click.option("--json", "json_out", metavar="FILE",
-              help="Write the summary and connections as JSON.")
+              help="Write the summary, warnings, report and connections as JSON.")
 @click.option("--report", "report_out", metavar="FILE.html",
               help="Write the impact report: one self-contained HTML file.")
 @click.option("--markdown", "markdown_out", metavar="FILE",
@@ -72,34 +102,104 @@ class _Command(click.Command):
               help="Gate: exit with code 1 when any connection has an unresolved endpoint.")
 @click.option("--fail-on-disagreement", is_flag=True,
               help="Gate: exit with code 1 when the baseline policies disagree with a "
-                   "verdict the flows recorded (self-calibration).")
+                   "verdict the flows recorded (self-calibration; needs --baseline).")
+@click.option("--strict", is_flag=True,
+              help="Gate: exit with code 1 when the run could not judge everything it was "
+                   "given (any warning: ignored policy kinds, skipped records or files, "
+                   "unmapped endpoints, ...).")
 @click.option("--memory-limit", default="1500MB", show_default=True,
+              callback=_memory_limit,
               help="DuckDB memory limit; larger inputs spill to --temp-dir.")
 @click.option("--temp-dir", metavar="DIR", help="Where DuckDB spills (default: a new "
                                                 "directory under the system temp dir).")
-@click.option("--threads", type=int, help="DuckDB threads (default: all cores).")
+@click.option("--threads", type=click.IntRange(min=1), metavar="N",
+              help="DuckDB threads (default: all cores).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+@click.option("--debug", is_flag=True, help="Show the traceback of an internal error.")
 def main(flows: tuple[str, ...], flows_format: str | None, vpc_fields: str | None,
          cluster: tuple[str, ...], policies: tuple[str, ...], baseline: tuple[str, ...],
          pod_cidrs: tuple[str, ...], out: str | None, save_flows: str | None,
          json_out: str | None, report_out: str | None, markdown_out: str | None,
          fail_on_break: bool, max_breaks: int | None, fail_on_unresolved: bool,
-         fail_on_disagreement: bool, memory_limit: str,
-         temp_dir: str | None, threads: int | None, quiet: bool) -> None:
+         fail_on_disagreement: bool, strict: bool, memory_limit: str,
+         temp_dir: str | None, threads: int | None, quiet: bool, debug: bool) -> None:
     """Replay recorded traffic against NetworkPolicies and report which connections the
     candidate policies would break, which they would newly allow, and why.
 
     Exit codes: 0 success; 1 a gate tripped (--fail-on-break, --max-breaks,
-    --fail-on-unresolved, --fail-on-disagreement); 2 bad usage or input.
+    --fail-on-unresolved, --fail-on-disagreement, --strict); 2 bad usage or input, or
+    nothing to judge; 3 internal error.
     """
     from .errors import SimulatorError
-    from .manifests import start_reading
 
-    pending = None
+    try:
+        summary = _simulate(
+            flows=flows, flows_format=flows_format, vpc_fields=vpc_fields, cluster=cluster,
+            policies=policies, baseline=baseline, pod_cidrs=pod_cidrs, out=out,
+            save_flows=save_flows, json_out=json_out, report_out=report_out,
+            markdown_out=markdown_out, fail_on_disagreement=fail_on_disagreement,
+            memory_limit=memory_limit, temp_dir=temp_dir, threads=threads, quiet=quiet)
+    except SimulatorError as e:
+        _fail(f"error: {e}", e.exit_code)
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        _fail(f"error: {where}{e.strerror or e}", EXIT_INPUT)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as e:
+        duckdb = sys.modules.get("duckdb")
+        if duckdb is not None and isinstance(e, duckdb.OutOfMemoryException):
+            _fail(f"error: out of memory ({_first_line(e)}); raise --memory-limit or give "
+                  "--temp-dir a disk with room to spill", EXIT_INPUT)
+        if debug:
+            traceback.print_exc()
+        _fail(f"internal error: {type(e).__name__}: {_first_line(e)}"
+              + ("" if debug else "; rerun with --debug for the traceback"), EXIT_INTERNAL)
+    from .gates import tripped
+
+    reasons = tripped(summary, fail_on_break=fail_on_break, max_breaks=max_breaks,
+                      fail_on_unresolved=fail_on_unresolved,
+                      fail_on_disagreement=fail_on_disagreement, strict=strict)
+    from .untrusted import inert
+
+    for reason in reasons:
+        click.echo(f"simulate: gate {inert(reason)}", err=True)
+    if reasons:
+        sys.exit(EXIT_BREAK)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _simulate(*, flows: tuple[str, ...], flows_format: str | None, vpc_fields: str | None,
+              cluster: tuple[str, ...], policies: tuple[str, ...], baseline: tuple[str, ...],
+              pod_cidrs: tuple[str, ...], out: str | None, save_flows: str | None,
+              json_out: str | None, report_out: str | None, markdown_out: str | None,
+              fail_on_disagreement: bool, memory_limit: str, temp_dir: str | None,
+              threads: int | None, quiet: bool) -> dict[str, Any]:
+    """The run and its outputs; returns the summary the gates judge."""
+    from .errors import InputError, UsageError
+    from .inputs import input_files
+    from .manifests import start_reading
+    from .output.files import check_outputs
+
+    if flows_format is not None and flows_format not in FLOW_FORMATS:
+        raise UsageError(f"--flows-format {flows_format!r}: not a flow format; one of "
+                         f"{', '.join(FLOW_FORMATS)}")
+    if fail_on_disagreement and not baseline:
+        raise UsageError("--fail-on-disagreement needs --baseline: without it the baseline "
+                         "is the recorded verdicts, so nothing can disagree with them")
+    if sum(1 for p in (*flows,) if p == "-") > 1:
+        raise UsageError("--flows -: standard input can be read once")
+    # every output is checked against every input before any work
+    outputs = {"--out": out, "--json": json_out, "--report": report_out,
+               "--markdown": markdown_out, "--save-flows": save_flows}
+    check_outputs(outputs, input_files(flows, cluster, policies, baseline))
+    pending = start_reading(policies, list(baseline) or None, cluster)
     try:
         # the manifests are parsed in worker processes while DuckDB and Arrow are imported
-        pending = start_reading(policies, list(baseline) or None, cluster)
-        from .gates import tripped
         from .output.table import check_extension, write_connections
         from .output.terminal import render
         from .pipeline import Options, run
@@ -114,46 +214,39 @@ def main(flows: tuple[str, ...], flows_format: str | None, vpc_fields: str | Non
         if out:
             check_extension(out)
         check_report_paths(report_out, markdown_out)
+        if save_flows and not save_flows.lower().endswith((".parquet", ".pq")):
+            raise UsageError(f"--save-flows {save_flows}: the normalized flows are written "
+                             "as Parquet; use a .parquet name")
         result = run(opts, pending)
-        try:
-            if out:
-                with Progress(not quiet).phase("writing the connections table"):
-                    write_connections(result.con, out)
-            if json_out or report_out or markdown_out:
-                with Progress(not quiet).phase("writing reports"):
-                    write_reports(result, html=report_out, markdown=markdown_out,
-                                  json=json_out)
-            summary = result.summary
-        finally:
-            result.close(fast=_EXITING)
-    except SimulatorError as e:
-        click.echo(f"simulate: error: {e}", err=True)
-        sys.exit(e.exit_code)
-    except OSError as e:
-        click.echo(f"simulate: error: {e.filename or ''}: {e.strerror or e}", err=True)
-        sys.exit(EXIT_INPUT)
-    except Exception as e:
-        duckdb = sys.modules.get("duckdb")
-        if duckdb is None or not isinstance(e, duckdb.Error):
-            raise
-        click.echo(f"simulate: error: {str(e).splitlines()[0]}", err=True)
-        sys.exit(EXIT_INPUT)
     finally:
-        if pending is not None:
-            pending.close()
+        pending.close()
+    try:
+        summary = result.summary
+        if fail_on_disagreement and not summary["calibration"]["compared"]:
+            raise InputError("--fail-on-disagreement", "the flows record no verdict "
+                             "(allowed/denied) for the baseline to disagree with")
+        if out:
+            with Progress(not quiet).phase("writing the connections table"):
+                write_connections(result.con, out)
+        if json_out or report_out or markdown_out:
+            with Progress(not quiet).phase("writing reports"):
+                write_reports(result, html=report_out, markdown=markdown_out,
+                              json=json_out)
+    finally:
+        result.close(fast=_EXITING)
     if not quiet:
-        click.echo(render(summary))
-        for what, path in (("Report", report_out), ("Markdown", markdown_out),
-                           ("JSON", json_out), ("Connections", out)):
-            if path:
-                click.echo(f"{what}: {path}")
-    reasons = tripped(summary, fail_on_break=fail_on_break, max_breaks=max_breaks,
-                      fail_on_unresolved=fail_on_unresolved,
-                      fail_on_disagreement=fail_on_disagreement)
-    for reason in reasons:
-        click.echo(f"simulate: gate {reason}", err=True)
-    if reasons:
-        sys.exit(EXIT_BREAK)
+        from .untrusted import inert
+
+        try:
+            click.echo(render(summary))
+            for what, path in (("Report", report_out), ("Markdown", markdown_out),
+                               ("JSON", json_out), ("Connections", out),
+                               ("Normalized flows", save_flows)):
+                if path:
+                    click.echo(f"{what}: {inert(path)}")
+        except BrokenPipeError:
+            pass  # `| head` closed the pipe: the gates still decide the exit code
+    return summary
 
 
 # Set by entry(): the process ends right after main(), so the run's state is left to the OS.
@@ -169,6 +262,9 @@ def entry() -> None:
     code: int = 0
     try:
         main()
+    except KeyboardInterrupt:
+        sys.stderr.write("simulate: interrupted\n")
+        code = 130
     except SystemExit as e:
         if isinstance(e.code, str):
             sys.stderr.write(e.code + "\n")

@@ -7,7 +7,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,8 @@ class Cluster:
     services: list[Service] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     ignored_kinds: Counter[str] = field(default_factory=Counter)
+    # items that could not be understood, skipped: "file: document N (Kind ns/name): why"
+    skipped: list[str] = field(default_factory=list)
 
     def namespace_labels(self, ns: str) -> dict[str, str]:
         labels = dict(self.namespaces.get(ns, {}))
@@ -83,8 +85,11 @@ def parse_time(value: Any, doc: Document, field_name: str) -> float | None:
     if value in (None, ""):
         return None
     try:
-        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
-    except ValueError:
+        t = value if isinstance(value, datetime) else datetime.fromisoformat(
+            str(value).replace("Z", "+00:00"))
+        # Kubernetes writes UTC; a time without an offset is taken as UTC too
+        return (t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp()
+    except (ValueError, OverflowError):
         raise InputError(doc.path, f"{field_name}: not an RFC 3339 time: {value!r}",
                          doc.where) from None
 
@@ -98,19 +103,46 @@ def _mapping(value: Any, doc: Document, field_name: str) -> dict[str, Any]:
 
 
 def _labels(meta: dict[str, Any], doc: Document) -> dict[str, str]:
-    return {str(k): str(v) for k, v in _mapping(meta.get("labels"), doc,
-                                                 "metadata.labels").items()}
+    out = {}
+    for k, v in _mapping(meta.get("labels"), doc, "metadata.labels").items():
+        if isinstance(v, (dict, list)):
+            raise InputError(doc.path, f"metadata.labels: the value of {str(k)!r} is not "
+                                       "a string", doc.where)
+        out[str(k)] = "" if v is None else str(v)
+    return out
+
+
+def _name(meta: dict[str, Any], doc: Document) -> str:
+    name = meta.get("name")
+    if not isinstance(name, str) or not name:
+        raise InputError(doc.path, "metadata.name: missing", doc.where)
+    return name
 
 
 def _ips(values: Iterable[Any], doc: Document, field_name: str) -> list[str]:
     out: list[str] = []
     for v in values:
-        ip = canonical_ip(str(v)) if v else None
-        if v and ip is None:
+        if v in (None, ""):
+            continue
+        ip = canonical_ip(v) if isinstance(v, str) and "%" not in v else None
+        if ip is None:
             raise InputError(doc.path, f"{field_name}: not an IP address: {v!r}", doc.where)
-        if ip and ip not in out:
+        if ip not in out:
             out.append(ip)
     return out
+
+
+def _port_number(value: Any) -> int | None:
+    """A container port as the API server accepts it: an integer 1-65535 (no floats)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        n = value
+    elif isinstance(value, str) and value.strip().isdigit():
+        n = int(value)
+    else:
+        return None
+    return n if 1 <= n <= 65535 else None
 
 
 def workload_of(meta: dict[str, Any], labels: dict[str, str]) -> str:
@@ -133,13 +165,14 @@ def _container_ports(spec: dict[str, Any], doc: Document) -> list[ContainerPort]
     out: list[ContainerPort] = []
     containers = list(spec.get("containers") or []) + list(spec.get("initContainers") or [])
     for c in containers:
-        for p in (c or {}).get("ports") or []:
-            try:
-                number = int(p["containerPort"])
-            except (KeyError, TypeError, ValueError):
-                raise InputError(doc.path, "spec.containers[].ports[].containerPort: "
-                                 "missing or not a number", doc.where) from None
-            out.append(ContainerPort(p.get("name"), number,
+        for p in _mapping(c, doc, "spec.containers[]").get("ports") or []:
+            p = _mapping(p, doc, "spec.containers[].ports[]")
+            number = _port_number(p.get("containerPort"))
+            if number is None:
+                raise InputError(doc.path, "spec.containers[].ports[].containerPort: not a "
+                                 f"port number: {p.get('containerPort')!r}", doc.where)
+            name = p.get("name")
+            out.append(ContainerPort(str(name) if name else None, number,
                                      str(p.get("protocol") or "TCP").upper()))
     return out
 
@@ -159,14 +192,19 @@ def _pod(doc: Document) -> Pod:
     meta = _mapping(obj.get("metadata"), doc, "metadata")
     spec = _mapping(obj.get("spec"), doc, "spec")
     status = _mapping(obj.get("status"), doc, "status")
-    name, ns = meta.get("name"), meta.get("namespace") or "default"
-    if not name:
-        raise InputError(doc.path, "metadata.name: missing", doc.where)
+    name, ns = _name(meta, doc), meta.get("namespace") or "default"
     labels = _labels(meta, doc)
-    raw_ips = [p.get("ip") for p in status.get("podIPs") or [] if isinstance(p, dict)]
+    raw_ips = []
+    for i, p in enumerate(status.get("podIPs") or []):
+        if not isinstance(p, dict) or not p.get("ip"):
+            raise InputError(doc.path, f"status.podIPs[{i}].ip: missing", doc.where)
+        raw_ips.append(p["ip"])
     if not raw_ips and status.get("podIP"):
         raw_ips = [status["podIP"]]
     phase = status.get("phase")
+    if phase == "Running" and not raw_ips:
+        raise InputError(doc.path, "status.podIP: a Running pod without an IP address",
+                         doc.where)
     deleted = parse_time(meta.get("deletionTimestamp"), doc, "metadata.deletionTimestamp")
     if phase in TERMINAL_PHASES:
         # A finished pod gives its IP back; it held it only until its containers ended.
@@ -199,7 +237,7 @@ def _node(doc: Document) -> Node:
             parse_cidr(str(c))
         except ValueError:
             raise InputError(doc.path, f"spec.podCIDRs: not a CIDR: {c!r}", doc.where) from None
-    return Node(str(meta.get("name")), _ips(addrs, doc, "status.addresses"),
+    return Node(_name(meta, doc), _ips(addrs, doc, "status.addresses"),
                 [str(c) for c in cidrs])
 
 
@@ -208,26 +246,50 @@ def _service(doc: Document) -> Service:
     spec = _mapping(doc.obj.get("spec"), doc, "spec")
     ips = list(spec.get("clusterIPs") or ([spec["clusterIP"]] if spec.get("clusterIP") else []))
     ips = [i for i in ips if i and i != "None"]
-    return Service(str(meta.get("namespace") or "default"), str(meta.get("name")),
+    return Service(str(meta.get("namespace") or "default"), _name(meta, doc),
                    _ips(ips, doc, "spec.clusterIPs"))
 
 
+def _item(cluster: Cluster, doc: Document) -> None:
+    kind = doc.obj.get("kind")
+    if kind == "Pod":
+        cluster.pods.append(_pod(doc))
+    elif kind == "Namespace":
+        meta = _mapping(doc.obj.get("metadata"), doc, "metadata")
+        cluster.namespaces[_name(meta, doc)] = _labels(meta, doc)
+    elif kind == "Node":
+        cluster.nodes.append(_node(doc))
+    elif kind == "Service":
+        cluster.services.append(_service(doc))
+    elif kind not in _USED_KINDS:
+        cluster.ignored_kinds[str(kind)] += 1
+
+
 def read_cluster_file(path: Path) -> Cluster:
-    """One snapshot file's objects (files are read apart, maybe in worker processes)."""
+    """One snapshot file's objects (files are read apart, maybe in worker processes).
+
+    The file must hold something; an item that cannot be understood (a pod with a bad
+    address, a missing name, a bad time, port or pod CIDR, a document that is not an
+    object) is skipped and named in `skipped`: one bad item never hides the rest of the
+    cluster, and the run says what it could not map."""
     cluster = Cluster(files=[str(path)])
-    for doc in read_documents(path):
-        kind = doc.obj.get("kind")
-        if kind == "Pod":
-            cluster.pods.append(_pod(doc))
-        elif kind == "Namespace":
-            meta = _mapping(doc.obj.get("metadata"), doc, "metadata")
-            cluster.namespaces[str(meta.get("name"))] = _labels(meta, doc)
-        elif kind == "Node":
-            cluster.nodes.append(_node(doc))
-        elif kind == "Service":
-            cluster.services.append(_service(doc))
-        elif kind not in _USED_KINDS:
-            cluster.ignored_kinds[str(kind)] += 1
+
+    def bad(where: str, why: str) -> None:
+        cluster.skipped.append(f"{path}: {where}: {why}")
+
+    objects = 0
+    for doc in read_documents(path, on_bad=bad, require_content=True):
+        objects += 1
+        try:
+            _item(cluster, doc)
+        except InputError as e:
+            cluster.skipped.append(str(e))
+        except (TypeError, ValueError, AttributeError, KeyError, RecursionError) as e:
+            bad(doc.where, f"cannot be understood ({type(e).__name__})")
+    if not objects and cluster.skipped:
+        # nothing in the file is an object: not a snapshot at all
+        raise InputError(path, "no Kubernetes object in the file ("
+                               f"{cluster.skipped[0].removeprefix(f'{path}: ')})")
     return cluster
 
 
@@ -242,4 +304,5 @@ def merge_clusters(parts: Iterable[Cluster]) -> Cluster:
         cluster.services += part.services
         cluster.files += part.files
         cluster.ignored_kinds.update(part.ignored_kinds)
+        cluster.skipped += part.skipped
     return cluster

@@ -20,7 +20,7 @@ from typing import Any
 import duckdb
 
 from . import db, ipnet
-from .ingest.sources import FlowSource
+from .ingest.sources import FlowSource, any_float
 
 # How a tuple's direction was decided, strongest first. The last two are guesses.
 DIRECTION_SOURCES = ("flow flag", "tcp flags", "declared port", "port heuristic",
@@ -133,8 +133,10 @@ decided AS (
 SELECT
     a.rid AS res_id, a.ip, a.family, a.key,
     p.rid IS NOT NULL AS ambiguous,
-    CASE WHEN a.fpod THEN 'pod'
-         WHEN a.ip IS NULL THEN 'invalid'
+    -- an address that does not parse is skipped even where a flow names the pod: it
+    -- could not be matched against any ipBlock
+    CASE WHEN a.ip IS NULL THEN 'invalid'
+         WHEN a.fpod THEN 'pod'
          WHEN h.kind IS NOT NULL THEN h.kind
          WHEN a.f_kind IN ('node', 'host') THEN 'node'
          WHEN a.f_kind = 'external' THEN 'external'
@@ -327,7 +329,7 @@ SELECT
     src_ep, dst_ep, NULLIF(server_port, -1) AS dst_port, proto,
     sum(records)::BIGINT AS flows,
     (sum(records) FILTER (WHERE reply))::BIGINT AS reply_flows,
-    sum(packets)::BIGINT AS packets, sum(bytes)::BIGINT AS bytes,
+    {sat_packets} AS packets, {sat_bytes} AS bytes,
     min(t_first) AS first_seen, max(t_last) AS last_seen,
     CASE WHEN bool_or(observed = 'allowed') THEN 'allowed'
          WHEN bool_or(observed = 'denied' AND NOT reply) THEN 'denied'
@@ -354,8 +356,10 @@ def orient(con: duckdb.DuckDBPyConnection) -> None:
             WHERE {c} IS NOT NULL AND kind <> 'invalid' AND NOT bad_labels""")
     db.run(con, ENDPOINTS_SQL)
     traced = db.one(con, "SELECT bool_or(policy_trace IS NOT NULL) FROM tuples")[0]
-    db.run(con, CONNS_SQL.replace("{observed_policies}",
-                                  TRACE_SQL if traced else "NULL::VARCHAR"))
+    db.run(con, CONNS_SQL.replace("{observed_policies}", TRACE_SQL if traced else
+                                  "NULL::VARCHAR")
+           .replace("{sat_packets}", db.saturated_sum("packets"))
+           .replace("{sat_bytes}", db.saturated_sum("bytes")))
 
 
 # Records skipped after grouping, for reasons only resolution can tell.
@@ -378,7 +382,8 @@ def _union(sources: Sequence[FlowSource], server_ports: Sequence[int], **kw: Any
 def build_tuples(con: duckdb.DuckDBPyConnection, sources: Sequence[FlowSource],
                  server_ports: Sequence[int]) -> None:
     # ids are the table's row ids: numbering rows with a window costs a second pass
-    db.run(con, f"CREATE OR REPLACE TABLE tuple_rows AS {_union(sources, server_ports)}")
+    with db.without_statistics(con, any_float(sources)):
+        db.run(con, f"CREATE OR REPLACE TABLE tuple_rows AS {_union(sources, server_ports)}")
     db.run(con, "CREATE OR REPLACE VIEW tuples AS SELECT rowid AS tuple_id, * FROM tuple_rows")
 
 
@@ -435,11 +440,12 @@ def resolve(con: duckdb.DuckDBPyConnection, sources: Sequence[FlowSource],
                    row_filter="({src_ip}) IN (SELECT ip_raw FROM resplit_ips) "
                               "OR ({dst_ip}) IN (SELECT ip_raw FROM resplit_ips)")
     same = " AND ".join(f"a.{c} IS NOT DISTINCT FROM s.{c}" for c in keys)
-    db.run(con, f"""
-        DELETE FROM tuple_rows WHERE rowid IN (SELECT tuple_id FROM ambiguous_tuples);
-        INSERT INTO tuple_rows BY NAME
-        SELECT s.* EXCLUDE (t_start)
-        FROM ({split}) s
-        WHERE EXISTS (SELECT 1 FROM ambiguous_tuples a WHERE {same})""")
+    with db.without_statistics(con, any_float(sources)):
+        db.run(con, f"""
+            DELETE FROM tuple_rows WHERE rowid IN (SELECT tuple_id FROM ambiguous_tuples);
+            INSERT INTO tuple_rows BY NAME
+            SELECT s.* EXCLUDE (t_start)
+            FROM ({split}) s
+            WHERE EXISTS (SELECT 1 FROM ambiguous_tuples a WHERE {same})""")
     _run_resolve(con)
     return ambiguous

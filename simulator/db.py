@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import duckdb
@@ -43,3 +45,28 @@ def enum_type(con: duckdb.DuckDBPyConnection, name: str, values_sql: str) -> Non
     as small integers."""
     run(con, f"DROP TYPE IF EXISTS {name}")
     run(con, f"CREATE TYPE {name} AS ENUM ({values_sql})")
+
+
+BIGINT_MAX = 2**63 - 1
+
+
+def saturated_sum(col: str) -> str:
+    """SQL: sum(col) as BIGINT, capped at its largest value instead of failing the run
+    (least() would turn a NULL sum, unknown bytes, into the cap)."""
+    return f"CASE WHEN sum({col}) > {BIGINT_MAX} THEN {BIGINT_MAX} ELSE sum({col}) END::BIGINT"
+
+
+@contextmanager
+def without_statistics(con: duckdb.DuckDBPyConnection, when: bool) -> Iterator[None]:
+    """Run the block with DuckDB's statistics propagation off (when `when`). Parquet's
+    column statistics leave NaN out, and with them DuckDB folds a range test on a float
+    column to a constant: a NaN would pass every check. Off only where a float column is
+    read, since the statistics speed up the grouping of integer keys."""
+    if not when:
+        yield
+        return
+    run(con, "SET disabled_optimizers = 'statistics_propagation'")
+    try:
+        yield
+    finally:
+        run(con, "RESET disabled_optimizers")

@@ -30,3 +30,14 @@ class PolicyError(InputError):
 
 class UsageError(SimulatorError):
     """Bad command-line usage that click itself cannot catch."""
+
+
+class UnusableInput(InputError):
+    """An input file that cannot be used at all (empty, not a flow format, a broken
+    header). Named on its own it ends the run; found in a directory or glob it is skipped
+    and listed, and the run goes on with the rest."""
+
+
+class NothingToJudge(InputError):
+    """The run evaluated no record: every one was skipped (the message counts them by
+    reason). Exit code 2, never a quiet "nothing would break"."""

@@ -36,6 +36,8 @@ def key_of(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
 
 def canonical_ip(text: str) -> str | None:
     """The canonical spelling of an IP address, or None if it is not one."""
+    if "%" in text:  # an IPv6 zone id: a link, not an address a policy can match
+        return None
     try:
         return str(ipaddress.ip_address(text.strip()))
     except ValueError:
@@ -59,6 +61,8 @@ def ipv6_table(texts: list[str]) -> pa.Table:
     keys: list[str | None] = []
     for text in texts:
         try:
+            if "%" in text:  # a zone id names a link, not an address a policy can match
+                raise ValueError(text)
             addr = ipaddress.IPv6Address(text)
         except ValueError:
             ips.append(None)

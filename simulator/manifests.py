@@ -160,13 +160,13 @@ def start_reading(candidate: Sequence[str | Path], baseline: Sequence[str | Path
                   cluster: Sequence[str | Path]) -> PendingManifests:
     """Start reading the candidate policies, the baseline policies (None: no baseline set)
     and the cluster snapshot (no paths: an empty one)."""
-    sets = [("candidate", expand_paths(candidate, "--policies"))]
+    sets = [("candidate", expand_paths(candidate, "--policies", require_manifests=True))]
     if baseline is not None:
-        sets.append(("baseline", expand_paths(baseline, "--baseline")))
-    cluster_files = expand_paths(cluster, "--cluster")
+        sets.append(("baseline", expand_paths(baseline, "--baseline", require_manifests=True)))
+    cluster_files = expand_paths(cluster, "--cluster", require_manifests=True)
     tasks = {("policy", p) for _, paths in sets for p in paths} | {
         ("cluster", p) for p in cluster_files}
-    sizes = {t: t[1].stat().st_size for t in tasks}
+    sizes = {t: t[1].stat().st_size if t[1].is_file() else 0 for t in tasks}
     workers = (_workers() if sum(sizes.values()) >= PARALLEL_MIN_BYTES and len(tasks) > 1
                else 0)
     if not workers:

@@ -13,13 +13,16 @@ import duckdb
 import pyarrow as pa
 
 from . import catalog, connections, db, diff, evaluate, ipnet, manifests
-from .accounting import account
+from .accounting import account, evaluated_records
+from .caveats import collect_warnings, nothing_to_judge
 from .cluster import Cluster
 from .errors import InputError
 from .ingest import open_flow_sources
-from .ingest.sources import EPHEMERAL_MIN
+from .ingest.sources import EPHEMERAL_MIN, any_float
+from .inputs import expand_flow_paths
 from .ipnet import parse_cidr
 from .manifests import PendingManifests
+from .output.files import atomic_output
 from .policy.loader import PolicySet
 from .policy.tables import register_policy_tables
 from .progress import Progress
@@ -63,13 +66,17 @@ class Result:
             shutil.rmtree(self._tmp, ignore_errors=True)
 
 
-def _connect(opts: Options) -> tuple[duckdb.DuckDBPyConnection, str | None]:
-    tmp = None
-    temp_dir = opts.temp_dir
-    if temp_dir is None:
-        tmp = temp_dir = tempfile.mkdtemp(prefix="netpol-simulator-")
+def _connect(opts: Options) -> tuple[duckdb.DuckDBPyConnection, str]:
+    # the run's own directory (in --temp-dir when given): spilled data, copies of streams
+    # and converted captures live there, and all of it goes when the run ends
+    try:
+        tmp = tempfile.mkdtemp(prefix="netpol-simulator-", dir=opts.temp_dir)
+    except OSError as e:
+        raise InputError(opts.temp_dir or tempfile.gettempdir(),
+                         f"--temp-dir: cannot create a directory there: {e.strerror or e}"
+                         ) from None
     con = duckdb.connect(config={"memory_limit": opts.memory_limit,
-                                 "temp_directory": temp_dir,
+                                 "temp_directory": tmp,
                                  "preserve_insertion_order": False})
     # On a terminal, DuckDB's own bar shows how far a long scan is; elsewhere it stays off
     # (it would write into logs and notebooks).
@@ -87,8 +94,9 @@ def save_flows(con: duckdb.DuckDBPyConnection, sources: list[Any], path: str) ->
         raise InputError("--save-flows", f"{path}: the normalized flows are written as "
                                          "Parquet; use a .parquet name")
     union = "\nUNION ALL\n".join(s.records_sql() for s in sources)
-    target = path.replace("'", "''")
-    db.run(con, f"COPY ({union}) TO '{target}' (FORMAT parquet)")
+    with atomic_output(path) as tmp, db.without_statistics(con, any_float(sources)):
+        target = str(tmp).replace("'", "''")
+        db.run(con, f"COPY ({union}) TO '{target}' (FORMAT parquet)")
 
 
 def _check_cidrs(cidrs: list[str]) -> None:
@@ -97,6 +105,18 @@ def _check_cidrs(cidrs: list[str]) -> None:
             parse_cidr(c)
         except ValueError:
             raise InputError("--pod-cidr", f"not a CIDR: {c!r}") from None
+
+
+def _read_error(sources: list[Any], e: Exception) -> InputError:
+    """A file DuckDB could not read to its end (a truncated gzip stream, a line longer than
+    the reader takes): named when DuckDB's message names it."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    for s in sources:
+        for f in s.files:
+            if f in str(e):
+                return InputError(s.label(f), f"cannot read flows: {text.replace(f, '')}")
+    files = ", ".join(s.label(f) for s in sources for f in s.files)
+    return InputError(files, f"cannot read flows: {text}")
 
 
 def run(opts: Options, pending: PendingManifests | None = None) -> Result:
@@ -127,14 +147,17 @@ def run(opts: Options, pending: PendingManifests | None = None) -> Result:
         raise
 
 
-def _run(con: duckdb.DuckDBPyConnection, tmp: str | None, opts: Options, progress: Progress,
+def _run(con: duckdb.DuckDBPyConnection, tmp: str, opts: Options, progress: Progress,
          candidate: PolicySet, baseline: PolicySet | None, cluster: Cluster) -> Result:
     idents = catalog.Identities()
     # detection; captures are parsed here (into the normalized form the SQL path reads)
     with progress.phase("opening flow files") as note:
-        sources = open_flow_sources(con, opts.flows, opts.flows_format,
-                                    tmp or opts.temp_dir, opts.vpc_fields)
+        opened = open_flow_sources(con, expand_flow_paths(opts.flows, tmp),
+                                   opts.flows_format, tmp, opts.vpc_fields)
+        sources = opened.sources
         note["done"] = ", ".join(f"{len(s.files)} {s.format}" for s in sources)
+    if not sources:
+        raise nothing_to_judge([], [], opened.skipped_files)
     if opts.save_flows:
         with progress.phase("saving normalized flows"):
             save_flows(con, sources, opts.save_flows)
@@ -144,8 +167,7 @@ def _run(con: duckdb.DuckDBPyConnection, tmp: str | None, opts: Options, progres
         try:
             connections.build_tuples(con, sources, server_ports)
         except duckdb.Error as e:
-            files = ", ".join(f for s in sources for f in s.files)
-            raise InputError(files, f"cannot read flows: {str(e).splitlines()[0]}") from None
+            raise _read_error(sources, e) from None
         n = db.one(con, "SELECT sum(records), count(*) FROM tuples")
         note["done"] = f"{int(n[0] or 0):,} records, {int(n[1] or 0):,} tuples"
         note["count"] = int(n[0] or 0)
@@ -156,6 +178,9 @@ def _run(con: duckdb.DuckDBPyConnection, tmp: str | None, opts: Options, progres
         connections.orient(con)
         n = db.one(con, "SELECT count(*) FROM conns")
         note["done"] = f"{int(n[0]):,} connections"
+    accounting = account(con, sources, server_ports)
+    if not evaluated_records(con):
+        raise nothing_to_judge(*accounting, opened.skipped_files)
     with progress.phase("evaluating policies"):
         sets = [("candidate", candidate.policies)]
         if baseline is not None:
@@ -166,7 +191,8 @@ def _run(con: duckdb.DuckDBPyConnection, tmp: str | None, opts: Options, progres
         diff.build_result(con, baseline is not None)
     summary = build_summary(
         con, sources=sources, cluster=cluster, candidate=candidate, baseline=baseline,
-        accounting=account(con, sources, server_ports),
-        resplit=resplit, bad_label_pods=bad_label_pods,
+        accounting=accounting, resplit=resplit, bad_label_pods=bad_label_pods,
+        skipped_files=opened.skipped_files,
     )
+    summary["warnings"] = collect_warnings(summary, sources)
     return Result(con, summary, candidate, baseline, tmp)

@@ -15,6 +15,7 @@ from .policy.loader import PolicySet
 
 TOP_N = 10
 SKIP_EXAMPLES = 6
+_UNMAPPED = "'unresolved', 'service'"
 
 
 def _policy_set(p: PolicySet | None) -> dict[str, Any] | None:
@@ -42,7 +43,8 @@ def workload_pairs_sql(change: str, limit: int | None = TOP_N) -> str:
             coalesce(src_namespace || '/', '') || coalesce(src_workload, src_ip) AS source,
             coalesce(dst_namespace || '/', '') || coalesce(dst_workload, dst_ip) AS destination,
             protocol || coalesce('/' || dst_port, '') AS port,
-            count(*) AS connections, sum(flows)::BIGINT AS flows, sum(bytes)::BIGINT AS bytes,
+            count(*) AS connections, sum(flows)::BIGINT AS flows,
+            {db.saturated_sum('bytes')} AS bytes,
             min(first_seen) AS first_seen, max(last_seen) AS last_seen,
             arg_max(candidate_reason, flows) AS candidate_reason,
             arg_max(baseline_reason, flows) AS baseline_reason
@@ -88,7 +90,8 @@ ORDER BY pod_ref, what
 def build_summary(con: duckdb.DuckDBPyConnection, *, sources: list[Any], cluster: Cluster,
                   candidate: PolicySet, baseline: PolicySet | None,
                   accounting: tuple[list[dict[str, Any]], list[str]], resplit: int,
-                  bad_label_pods: int) -> dict[str, Any]:
+                  bad_label_pods: int, skipped_files: list[dict[str, str]] | None = None
+                  ) -> dict[str, Any]:
     skipped = {r["reason"]: int(r["records"]) for r in db.rows(con, """
         SELECT skip_reason AS reason, sum(records) AS records FROM tuples
         WHERE skip_reason IS NOT NULL GROUP BY 1""")}
@@ -96,16 +99,21 @@ def build_summary(con: duckdb.DuckDBPyConnection, *, sources: list[Any], cluster
                         "GROUP BY 1"):
         skipped[r["reason"]] = skipped.get(r["reason"], 0) + int(r["records"])
     total = int(db.one(con, "SELECT coalesce(sum(records), 0) FROM tuples")[0])
-    by_change = {r["change"]: {k: int(v or 0) for k, v in r.items() if k != "change"}
+    # bytes: None when no record of the class counted them (Hubble, some Antrea exports)
+    by_change = {r["change"]: {k: (None if v is None and k == "bytes" else int(v or 0))
+                               for k, v in r.items() if k != "change"}
                  for r in db.rows(con, """
         SELECT change, count(*) AS connections, sum(flows) AS flows, sum(bytes) AS bytes
         FROM result GROUP BY 1""")}
-    zero = {"connections": 0, "flows": 0, "bytes": 0}
-    counts = db.one(con, """
+    zero = {"connections": 0, "flows": 0, "bytes": None}
+    counts = db.one(con, f"""
         SELECT count(*), coalesce(sum(flows), 0),
                count(*) FILTER (WHERE direction_guessed),
                count(*) FILTER (WHERE baseline_agrees IS NOT NULL),
-               count(*) FILTER (WHERE NOT baseline_agrees)
+               count(*) FILTER (WHERE NOT baseline_agrees),
+               count(*) FILTER (WHERE src_kind = 'pod' OR dst_kind = 'pod'),
+               coalesce(sum(flows) FILTER (WHERE src_kind IN ({_UNMAPPED})
+                                           OR dst_kind IN ({_UNMAPPED})), 0)
         FROM result""")
     unresolved = db.rows(con, """
         SELECT ip, kind, sum(flows)::BIGINT AS flows FROM (
@@ -117,11 +125,15 @@ def build_summary(con: duckdb.DuckDBPyConnection, *, sources: list[Any], cluster
         GROUP BY ALL ORDER BY flows DESC, ip""")
     return {
         "inputs": {
-            "flows": [{"format": s.format, "files": list(s.files)} for s in sources],
+            "flows": [{"format": s.format, "files": [s.label(f) for f in s.files]}
+                      for s in sources],
+            "skipped_files": list(skipped_files or []),
             "cluster": {"files": cluster.files, "pods": len(cluster.pods),
                         "namespaces": len(cluster.namespaces), "nodes": len(cluster.nodes),
                         "services": len(cluster.services),
-                        "ignored": dict(sorted(cluster.ignored_kinds.items()))},
+                        "ignored": dict(sorted(cluster.ignored_kinds.items())),
+                        "skipped": len(cluster.skipped),
+                        "skipped_examples": cluster.skipped[:SKIP_EXAMPLES]},
             "candidate": _policy_set(candidate),
             "baseline": _policy_set(baseline),
             "baseline_source": "policies" if baseline is not None else "observed verdicts",
@@ -138,6 +150,8 @@ def build_summary(con: duckdb.DuckDBPyConnection, *, sources: list[Any], cluster
         "connections": {
             "total": int(counts[0]),
             "direction_guessed": int(counts[2]),
+            "with_pod": int(counts[5]),
+            "unmapped_flows": int(counts[6]),
             "by_change": {c: by_change.get(c, dict(zero)) for c in CHANGES},
         },
         "unresolved_endpoints": {

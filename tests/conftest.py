@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -18,6 +19,44 @@ from worldfiles import write_cluster, write_policies, write_vpc_parquet  # noqa:
 from simulator.cli import main  # noqa: E402
 
 Key = tuple[str, str, int | None, str]
+
+INPUT_OPTIONS = ("--flows", "--cluster", "--policies", "--baseline")
+OUTPUT_OPTIONS = ("--out", "--json", "--report", "--markdown", "--save-flows")
+
+
+def _input_files(args: list[str]) -> list[Path]:
+    files: list[Path] = []
+    for option, value in zip(args, args[1:], strict=False):
+        if option not in INPUT_OPTIONS or value == "-":
+            continue
+        p = Path(value)
+        if p.is_dir():
+            files += [f for f in p.rglob("*") if f.is_file()]
+        elif p.is_file():
+            files.append(p)
+    return files
+
+
+def _digests(files: list[Path]) -> dict[Path, str]:
+    return {f: hashlib.sha256(f.read_bytes()).hexdigest() for f in files if f.is_file()}
+
+
+@pytest.fixture(autouse=True)
+def inputs_are_never_modified(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every CLI run in the tests that writes an output must leave every input file it was
+    given byte-identical (the run's own promise: nothing the user gave is modified)."""
+    original = CliRunner.invoke
+
+    def invoke(self: CliRunner, cli: Any, args: Any = None, **kwargs: Any) -> Any:
+        argv = [str(a) for a in args] if isinstance(args, list | tuple) else []
+        files = _input_files(argv)
+        before = _digests(files)
+        result = original(self, cli, args, **kwargs)
+        if any(a in OUTPUT_OPTIONS for a in argv):
+            assert _digests(files) == before, f"an input changed: {argv}"
+        return result
+
+    monkeypatch.setattr(CliRunner, "invoke", invoke)
 
 
 class Run:

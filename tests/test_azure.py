@@ -180,8 +180,20 @@ def test_malformed_tuples_are_skipped_and_counted(tmp_path):
 
 
 def test_blob_still_being_written_is_one_skipped_record(tmp_path):
+    """A blob whose end is not written yet is one skipped record; the hour's complete blobs
+    beside it are judged (alone, it leaves nothing to judge: exit 2)."""
     text = NSG_SAMPLE.read_text()
-    (tmp_path / "PT1H.json").write_text(text[:2000])  # the blob's end not written yet
-    rows, summary = simulate(tmp_path, tmp_path / "PT1H.json")
-    assert rows == []
-    assert summary["flows"]["read"] == 1 and sum(summary["flows"]["skipped"].values()) == 1
+    hours = tmp_path / "blobs"
+    (hours / "h=11").mkdir(parents=True)
+    (hours / "h=12").mkdir(parents=True)
+    (hours / "h=11" / "PT1H.json").write_text(text)
+    (hours / "h=12" / "PT1H.json").write_text(text[:2000])  # the blob's end not written yet
+    rows, summary = simulate(tmp_path, hours)
+    files = {Path(f["file"]).parent.name: f for f in summary["flows"]["files"]}
+    assert files["h=12"]["records"] == 1 and files["h=12"]["evaluated"] == 0
+    assert files["h=12"]["skipped"] == {
+        "malformed or truncated JSON object, or no records array": 1}
+    assert files["h=11"]["evaluated"] == files["h=11"]["records"] > 0
+    alone = CliRunner().invoke(main, ["--flows", str(hours / "h=12" / "PT1H.json"),
+                                      "--policies", str(tmp_path / "p")])
+    assert alone.exit_code == 2 and "nothing to judge" in alone.output

@@ -272,7 +272,7 @@ def test_sniffers_do_not_claim_each_other():
 def test_calico_policy_trace_becomes_observed_policies(tmp_path):
     sample = Path(__file__).parent / "fixtures" / "calico" / \
         "tigera-docs-enterprise-flowlog-example.json"
-    (tmp_path / "p").mkdir()
+    write_policies(tmp_path / "p", [])
     r = CliRunner().invoke(main, ["--flows", str(sample), "--policies", str(tmp_path / "p"),
                                   "--out", str(tmp_path / "o.parquet"), "-q"])
     assert r.exit_code == 0, r.output

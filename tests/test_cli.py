@@ -55,7 +55,7 @@ def assert_input_error(result: Any, *fragments: str) -> None:
 def test_summary_names_breaks_and_skips(inputs):
     r = invoke(*base_args(inputs), "--baseline", inputs["baseline"])
     assert r.exit_code == 0, r.output
-    assert "Flows: 4 read, 1 skipped, 3 evaluated" in r.output
+    assert "Flows: 4 read = 3 evaluated + 1 skipped" in r.output
     assert "NODATA" in r.output
     assert "record 4" in r.output  # the skipped record is named
     assert "break" in r.output and "x/Pod/a -> y/Pod/a TCP/80" in r.output
@@ -94,7 +94,9 @@ def test_unresolved_and_disagreement_gates(inputs, tmp_path):
                                    [vpc_record(XA, "10.0.1.250", 80)])
     r = invoke("--flows", unresolved, "--cluster", inputs["cluster"], "--policies",
                inputs["candidate"], "--pod-cidr", "10.0.0.0/16", "--fail-on-unresolved", "-q")
-    assert r.exit_code == 1 and "--fail-on-unresolved: 1 connections" in gate_lines(r)[0]
+    assert r.exit_code == 1
+    assert gate_lines(r)[0] == ("simulate: gate --fail-on-unresolved: 1 connection has an "
+                                "endpoint that matches no pod")
     assert invoke("--flows", unresolved, "--cluster", inputs["cluster"], "--policies",
                   inputs["candidate"], "-q").exit_code == 0
     # the empty baseline says allow where the dataplane REJECTed: a disagreement
@@ -184,7 +186,10 @@ def test_json_output(inputs, tmp_path):
     assert invoke(*base_args(inputs), "--baseline", inputs["baseline"], "--json", out,
                   "-q").exit_code == 0
     doc = json.loads(out.read_text())
-    assert doc["schema_version"] == 2
+    assert doc["schema_version"] == 3
+    # the empty baseline set is said, loudly, in the warnings and the headline
+    assert [w["code"] for w in doc["warnings"]] == ["empty_policy_set"]
+    assert doc["summary"]["warnings"] == doc["warnings"]
     s = doc["summary"]
     assert s["flows"]["read"] == 4
     assert s["flows"]["skipped"] == {"NODATA record (no traffic in the window)": 1}
@@ -200,6 +205,7 @@ def test_json_output(inputs, tmp_path):
     report = doc["report"]
     assert report["version"] == 1
     assert report["headline"].startswith("2 workload pairs would break")
+    assert report["headline"].endswith("— partial judgement: 1 warning")
     group = report["breaks"]["groups"][0]
     assert group["reason"].startswith("y/a is isolated for ingress by y/deny-ingress")
     assert group["fix"]["edits"][0]["policy"] == "y/deny-ingress"
@@ -262,7 +268,7 @@ def test_normalized_csv(tmp_path):
                "--policies", tmp_path / "p", "--json", tmp_path / "o.json")
     assert r.exit_code == 0, r.output
     s = json.loads((tmp_path / "o.json").read_text())["summary"]
-    assert s["flows"]["skipped"] == {"invalid IP address": 1, "missing or invalid port": 1}
+    assert s["flows"]["skipped"] == {"invalid IP address": 1, "missing destination port": 1}
     assert any("line 4" in e for e in s["flows"]["skipped_examples"])
     assert s["connections"]["by_change"]["break"]["connections"] == 1
 
@@ -340,17 +346,30 @@ def test_invalid_cluster_json_names_the_line(inputs):
     assert_input_error(invoke(*base_args(inputs)), str(inputs["cluster"]), "line 3")
 
 
-def test_bad_pod_ip_in_snapshot(inputs):
+def test_bad_pod_in_snapshot_is_skipped_and_named(inputs, tmp_path):
+    """One item of the snapshot that cannot be understood is skipped, counted and named;
+    the rest of the cluster is used (policies, by contrast, stay strict)."""
     objs = world() + [pod("x", "broken", "10.0.0.300", {}, [])]
     write_cluster(inputs["cluster"], objs)
-    assert_input_error(invoke(*base_args(inputs)), str(inputs["cluster"]), "x/broken",
-                       "status.podIPs")
+    out = tmp_path / "r.json"
+    r = invoke(*base_args(inputs), "--json", out)
+    assert r.exit_code == 0, r.output
+    doc = json.loads(out.read_text())
+    cluster = doc["summary"]["inputs"]["cluster"]
+    assert cluster["skipped"] == 1 and cluster["pods"] == len(
+        [o for o in world() if o["kind"] == "Pod"])
+    assert "x/broken" in cluster["skipped_examples"][0]
+    assert "status.podIPs: not an IP address: '10.0.0.300'" in cluster["skipped_examples"][0]
+    assert "cluster_items_skipped" in [w["code"] for w in doc["warnings"]]
+    assert "x/broken" in r.output and "partial judgement" in r.output
+    # the good pods still resolve: the break is still found
+    assert doc["summary"]["connections"]["by_change"]["break"]["connections"] == 1
 
 
 def test_unknown_flow_schema_lists_what_was_expected(inputs, tmp_path):
     pq.write_table(pa.table({"a": [1], "b": ["x"]}), tmp_path / "weird.parquet")
     r = invoke("--flows", tmp_path / "weird.parquet", "--policies", inputs["candidate"])
-    assert_input_error(r, "weird.parquet", "unknown flow schema", "srcaddr", "start_time")
+    assert_input_error(r, "weird.parquet", "unknown flow table", "srcaddr", "start_time")
 
 
 def test_flow_file_that_is_not_parquet(inputs, tmp_path):
@@ -426,13 +445,15 @@ def test_records_are_accounted_per_file(inputs, tmp_path):
     assert files["flows.parquet"]["records"] == 4
     assert files["flows.parquet"]["skipped"] == {"NODATA record (no traffic in the window)": 1}
     assert files["more.parquet"]["records"] == 3
-    assert files["more.parquet"]["skipped"] == {"SKIPDATA record (AWS dropped records)": 1}
-    # an address that is not one is found after grouping: counted for the files together
-    late = [f for f in fl["files"] if f["file"].startswith("(")]
-    assert late and late[0]["skipped"] == {"invalid IP address": 1}
+    # an address that is not one is found after grouping, and still put in its own file
+    assert files["more.parquet"]["skipped"] == {"SKIPDATA record (AWS dropped records)": 1,
+                                                "invalid IP address": 1}
+    assert len(fl["files"]) == 2
+    for f in fl["files"]:
+        assert f["records"] == f["evaluated"] + sum(f["skipped"].values())
     assert fl["read"] == 7
     assert fl["read"] == fl["evaluated"] + sum(fl["skipped"].values())
-    assert "more.parquet (vpc-parquet): 3 records; skipped SKIPDATA" in r.output
+    assert "more.parquet (vpc-parquet): 3 read, 1 evaluated; skipped SKIPDATA" in r.output
 
 
 def test_saved_flows_replay_to_identical_results(inputs, tmp_path):

@@ -35,14 +35,33 @@ from simulator.ingest import pcap
 
 PCAPS = Path(__file__).parent / "fixtures" / "pcap"
 SAMPLES = sorted(p for p in PCAPS.rglob("*") if p.is_file())
-# Deliberately broken files: read up to the damage, with the damage as a skip reason.
+# Deliberately broken files read up to the damage, with the damage as a skip reason.
 BROKEN = {
-    "libpcap/pcap-truncated-hdr-23.pcap": "truncated capture at byte 23",
-    "libpcap/pcapng-truncated-shb.pcapng": "truncated capture at byte 0",
-    "libpcap/pcapng-block-len-too-small.pcapng": "corrupt capture at byte 28",
-    "libpcap/pcapng-packet-before-idb.pcapng": "corrupt capture at byte 28",
-    "libpcap/linktype-reserved-field-not-zero.pcap": "corrupt capture header at byte 20",
     "gopacket/test901.pcapng": "unsupported pcapng section (version 2.0) at byte 480",
+}
+# Files with a broken header or nothing to replay: refused (exit 2) with the reason.
+REFUSED = {
+    "libpcap/pcap-truncated-hdr-23.pcap":
+        "unusable capture: truncated capture at byte 23",
+    "libpcap/pcapng-truncated-shb.pcapng": "unusable capture: truncated capture at byte 0",
+    "libpcap/pcapng-block-len-too-small.pcapng":
+        "unusable capture: corrupt capture at byte 28",
+    "libpcap/pcapng-packet-before-idb.pcapng": "unusable capture: corrupt capture at byte 28",
+    "libpcap/linktype-reserved-field-not-zero.pcap":
+        "unusable capture: corrupt capture header at byte 20",
+    "libpcap/pcapng-no-idb.pcapng": "nothing to judge: 0 of 0 records evaluated",
+    "tcpdump/empty.pcap": "nothing to judge: 0 of 0 records evaluated",
+    "tcpdump/empty.pcapng": "nothing to judge: 0 of 0 records evaluated",
+    "tcpdump/802.1ad_QinQ.pcap": "nothing to judge: 0 of 2 records evaluated (non-IP packet "
+                                 "(ARP) ×2)",
+    "tcpdump/ppp_ip_udp_dns.pcap": "nothing to judge: 0 of 1 record evaluated (non-IP "
+                                   "packet (PPP protocol 0x00ff) ×1)",
+    "tcpdump/rpvstp-trunk-native-vid5.pcap": "nothing to judge: 0 of 22 records evaluated "
+                                             "(non-IP packet (802.3 LLC frame, e.g. STP) ×21",
+    "tcpdump/truncated-aack.pcap": "nothing to judge: 0 of 1 record evaluated (non-IP "
+                                   "packet (PPP protocol 0xc023) ×1)",
+    "tcpdump/vsock-1.pcapng": "nothing to judge: 0 of 10 records evaluated (non-IP link "
+                              "type 271 (VSOCK) ×10)",
 }
 T0 = 1_717_000_000.0
 
@@ -76,13 +95,26 @@ def handshake(cli: str, srv: str, sport: int, dport: int, t: float = T0,
     return out
 
 
+def refused(tmp: Path, capture: Path) -> str:
+    policies = tmp / "no-policies"
+    write_policies(policies, [])
+    result = CliRunner().invoke(main, ["--flows", str(capture), "--policies", str(policies)])
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith(f"simulate: error: {capture}: ")
+    return line
+
+
 @pytest.mark.parametrize("sample", SAMPLES, ids=lambda p: str(p.relative_to(PCAPS)))
 def test_real_captures_run(tmp_path, sample):
+    name = str(sample.relative_to(PCAPS))
+    if name in REFUSED:
+        assert REFUSED[name] in refused(tmp_path, sample)
+        return
     rows, summary = run(tmp_path, sample)
     flows = summary["flows"]
     assert summary["inputs"]["flows"][0]["format"] == "pcap"
     assert summary["inputs"]["flows"][0]["files"] == [str(sample)]
-    name = str(sample.relative_to(PCAPS))
     if name in BROKEN:
         assert any(r.startswith(BROKEN[name]) for r in flows["skipped"]), flows["skipped"]
         assert any(str(sample) in e for e in flows["skipped_examples"])
@@ -111,8 +143,8 @@ def test_what_real_captures_hold(tmp_path):
     rows, _ = run(tmp_path, PCAPS / "tcpdump" / "gso-ipv6-vxlan-ipv4.pcap")
     assert all(":" not in r["src_ip"] for r in rows)  # the IPv4 inside, not the IPv6 outside
 
-    rows, summary = run(tmp_path, PCAPS / "tcpdump" / "vsock-1.pcapng")
-    assert rows == [] and summary["flows"]["skipped"] == {"non-IP link type 271 (VSOCK)": 10}
+    assert "(non-IP link type 271 (VSOCK) ×10)" in refused(tmp_path, PCAPS / "tcpdump" /
+                                                            "vsock-1.pcapng")
 
 
 def test_capture_cut_mid_record_keeps_what_was_read(tmp_path):
@@ -200,8 +232,10 @@ def test_ipv6_extension_headers(tmp_path):
 def test_non_first_fragment_is_skipped(tmp_path):
     frag = bytearray(ipv4("10.0.0.1", "10.0.0.2", udp(1, 2, b"x" * 16)))
     frag[6:8] = (0x0002).to_bytes(2, "big")  # fragment offset 16 bytes
-    rows, summary = run(tmp_path, write_pcap(tmp_path / "f.pcap", [(T0, ether(bytes(frag)))]))
-    assert rows == []
+    whole = ether(ipv4("10.0.0.1", "10.0.0.2", udp(40000, 53, b"q")))
+    rows, summary = run(tmp_path, write_pcap(tmp_path / "f.pcap", [(T0, ether(bytes(frag))),
+                                                                   (T0 + 1, whole)]))
+    assert [(r["dst_port"], r["flows"]) for r in rows] == [(53, 1)]
     assert summary["flows"]["skipped"] == {"IP fragment after the first (no L4 header)": 1}
 
 

@@ -114,8 +114,10 @@ def visit(browser: Any) -> Iterator[Any]:
 def test_demo_report_opens_from_disk(visit, demo_file):
     v = visit(demo_file)
     page = v.page
-    headline = "6 workload pairs would break, carrying 16.2% of observed flows (25 connections)"
+    headline = ("6 workload pairs would break, carrying 16.2% of observed flows (25 connections)"
+                " — partial judgement: 1 warning")
     assert page.locator("h1#headline").inner_text() == headline
+    assert "SKIPDATA" in page.locator("#warnings").inner_text()
     assert page.locator("#t-break > tbody.g").count() == 6
     assert v.visible_groups("t-break") == [f"g-B{i}" for i in range(1, 7)]
     assert page.locator("#g-B1").is_visible()

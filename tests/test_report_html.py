@@ -94,8 +94,11 @@ def test_demo_report_has_every_section(demo):
     page = Page(html)
     text = page.alltext
     report = doc.get("report", doc)
-    headline = "6 workload pairs would break, carrying 16.2% of observed flows (25 connections)"
+    headline = ("6 workload pairs would break, carrying 16.2% of observed flows (25 connections)"
+                " — partial judgement: 1 warning")
     assert headline in text
+    # what was not judged stands right under the headline: the demo's SKIPDATA records
+    assert "Not judged" in text and "SKIPDATA record (AWS dropped records) ×2" in text
     assert [a["id"] for a in page.all("section")] == [
         "verdict", "breaks", "fixes", "newly-allowed", "gotchas", "trust", "matrix"]
     # the verdict: inputs and every change class

@@ -284,20 +284,23 @@ def test_ip_block_ipv6(simulate_world):
     pol = netpol("y", "p", {"podSelector": {"matchLabels": {"pod": "v6"}}, "ingress": [
         {"from": [{"ipBlock": {"cidr": "2001:db8::/32", "except": ["2001:db8:bad::/48"]}}]}]})
     recs = probes(("2001:db8:1::9", "fd00:10::5"), ("2001:db8:bad::9", "fd00:10::5"),
-                  ("2001:0DB8:0002:0000::9", "fd00:10::5"), (EXT, "fd00:10::5"))
+                  ("2001:0DB8:0002:0000::9", "fd00:10::5"), ("2600:1f18::7", "fd00:10::5"))
     run = simulate_world(objs, [pol], recs)
     assert run.verdict("2001:db8:1::9", "fd00:10::5", 80) == "allow"
     assert run.verdict("2001:db8:bad::9", "fd00:10::5", 80) == "deny"
     assert run.verdict("2001:db8:2::9", "fd00:10::5", 80) == "allow"  # canonicalised
-    assert run.verdict(EXT, "fd00:10::5", 80) == "deny"
+    assert run.verdict("2600:1f18::7", "fd00:10::5", 80) == "deny"
 
 
 def test_ipv4_block_does_not_match_ipv6(simulate_world):
+    """A dual-stack pod reached over IPv6: 0.0.0.0/0 admits none of it."""
+    objs = world() + [pod("y", "dual", ["10.0.2.40", "fd00:10::40"], {"pod": "dual"}, PORTS)]
     pol = netpol("y", "p", {"podSelector": {}, "ingress": [
         {"from": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}]})
-    run = simulate_world(world(), [pol], probes(("2001:db8::1", YA), (EXT, YA)))
-    assert run.verdict("2001:db8::1", YA, 80) == "deny"
-    assert run.verdict(EXT, YA, 80) == "allow"
+    run = simulate_world(objs, [pol], probes(("2001:db8::1", "fd00:10::40"),
+                                              (EXT, "10.0.2.40")))
+    assert run.verdict("2001:db8::1", "fd00:10::40", 80) == "deny"
+    assert run.verdict(EXT, "10.0.2.40", 80) == "allow"
 
 
 # --- both ends ---------------------------------------------------------------------------

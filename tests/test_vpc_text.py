@@ -59,6 +59,16 @@ def ok(sim: Sim) -> Sim:
     return sim
 
 
+def refused(sim: Sim, *fragments: str) -> str:
+    """Exit code 2 with one line naming what it refused; returns the line."""
+    assert sim.exit_code == 2, sim.output
+    lines = sim.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("simulate: error: "), sim.output
+    for f in fragments:
+        assert f in lines[0], lines[0]
+    return lines[0]
+
+
 def to_parquet(log: Path, out: Path) -> Path:
     """The text records in the Parquet delivery schema (as tests/test_cli.py does)."""
     lines = [ln for ln in log.read_text().splitlines() if ln.strip()]
@@ -154,13 +164,19 @@ def test_header_lines_of_concatenated_files_are_not_records(tmp_path):
 
 def test_nat_gateway_format_without_version_is_detected_by_its_header(tmp_path):
     """The doc's NAT gateway example has neither version nor protocol nor ports: its
-    records are read (header line detected) and skipped for want of a protocol."""
+    records are read (header line detected) and skipped for want of a protocol. Alone it
+    leaves nothing to judge; beside a usable log it is accounted for per file."""
     log = FIXTURES / "awsdocs-custom-nat-gateway.log"
-    sim = ok(Sim(tmp_path, [log]))
+    refused(Sim(tmp_path / "alone", [log]), str(log),
+            "nothing to judge: 0 of 6 records evaluated (missing protocol ×6)")
+    sim = ok(Sim(tmp_path / "both", [log, V2]))
     assert sim.summary["inputs"]["flows"][0]["format"] == "vpc-text"
-    assert sim.flows["read"] == 6
-    assert sim.flows["skipped"] == {"missing or invalid protocol": 6}
-    assert sim.flows["skipped_examples"][0] == f"{log}: line 2: missing or invalid protocol"
+    files = {f["file"]: f for f in sim.flows["files"]}
+    assert files[str(log)] == {"file": str(log), "format": "vpc-text", "records": 6,
+                               "evaluated": 0, "skipped": {"missing protocol": 6}}
+    assert f"{log}: line 2: missing protocol" in sim.flows["skipped_examples"]
+    assert [w["code"] for w in sim.summary["warnings"]] == ["empty_policy_set", "no_pod_identity",
+                                                            "skipped_records"]
 
 
 def test_pkt_addresses_are_the_endpoints(tmp_path):
@@ -176,12 +192,17 @@ def test_pkt_addresses_are_the_endpoints(tmp_path):
                                         ("vpc_flow_log_too_many_fields.log", 15)])
 def test_wrong_number_of_fields_is_skipped_and_counted(tmp_path, name, count):
     log = OTEL / name
-    sim = ok(Sim(tmp_path, [log]))
     reason = f"wrong number of fields ({count}, expected 14)"
-    assert sim.flows["read"] == 1
-    assert sim.flows["skipped"] == {reason: 1}
-    assert sim.flows["skipped_examples"] == [f"{log}: line 2: {reason}"]
+    refused(Sim(tmp_path / "alone", [log]), f"nothing to judge: 0 of 1 record evaluated "
+                                            f"({reason} ×1)")
+    sim = ok(Sim(tmp_path / "both", [log, V2]))
+    assert sim.flows["files"][0]["skipped"] == {reason: 1}
+    assert f"{log}: line 2: {reason}" in sim.flows["skipped_examples"]
     assert f"{log}: line 2: {reason}" in sim.output  # named in the terminal summary too
+    # the headline says what was not judged, with the hint for custom formats
+    hint = [w for w in sim.summary["warnings"] if w["code"] == "wrong_field_count"]
+    assert hint and "--vpc-fields" in hint[0]["message"]
+    assert "partial judgement" in sim.output and "--vpc-fields" in sim.output
 
 
 def test_gzip_file_and_gzip_on_stdin(tmp_path):
@@ -228,8 +249,8 @@ def test_vpc_fields_for_headerless_custom_format(tmp_path):
     aws_style = " ".join("${" + n + "}" for n in CUSTOM.split())  # the flow log's format
     assert ok(Sim(tmp_path / "c", [f], "--vpc-fields", aws_style)).rows == sim.rows
     # forced, without the field list: the default format, so every record is the wrong size
-    forced = ok(Sim(tmp_path / "d", [f], "--flows-format", "vpc-text"))
-    assert forced.flows["skipped"] == {"wrong number of fields (10, expected 14)": 2}
+    refused(Sim(tmp_path / "d", [f], "--flows-format", "vpc-text"),
+            "nothing to judge", "wrong number of fields (10, expected 14) ×2")
 
 
 def test_header_wins_over_vpc_fields(tmp_path):
@@ -252,16 +273,16 @@ def test_flows_format_forces_text_on_a_csv_name(tmp_path):
     assert sim.flows["read"] == 7
 
 
-@pytest.mark.parametrize("content", [b"", b"\n  \n", gzip.compress(b"")],
-                         ids=["empty", "blank", "empty-gzip"])
-def test_empty_log_is_zero_records(tmp_path, content):
-    f = tmp_path / ("empty.log.gz" if content[:2] == b"\x1f\x8b" else "empty.log")
+@pytest.mark.parametrize("content", [b"", b"\n  \n", gzip.compress(b""), b""],
+                         ids=["empty", "blank", "empty-gzip", "zero-byte-gz"])
+def test_empty_log_is_refused_never_green(tmp_path, content):
+    """An empty file judges nothing: exit 2 naming it, never "nothing would break"."""
+    gz = content[:2] == b"\x1f\x8b" or "gz" in tmp_path.name
+    f = tmp_path / ("empty.log.gz" if gz else "empty.log")
     f.write_bytes(content)
-    sim = ok(Sim(tmp_path, [f], "--fail-on-break"))
-    assert sim.flows["read"] == 0 and sim.flows["skipped"] == {}
-    assert sim.rows == []
-    assert "Flows: 0 read, 0 skipped, 0 evaluated" in sim.output
-    assert "warning" not in sim.output.lower() and "error" not in sim.output.lower()
+    sim = Sim(tmp_path, [f], "--fail-on-break")
+    refused(sim, str(f), "empty file")
+    assert sim.rows == [] and sim.summary == {}  # no output written
 
 
 def test_text_log_with_cluster_and_policies_finds_a_break(tmp_path):
@@ -298,12 +319,14 @@ def test_cloudwatch_envelope(tmp_path):
 
 def test_cloudwatch_custom_format(tmp_path):
     cw = OTEL / "valid_vpc_flow_cw_custom.json"
-    sim = ok(Sim(tmp_path / "a", [cw]))
-    assert sim.flows["skipped"] == {"wrong number of fields (4, expected 14)": 2}
-    assert sim.flows["skipped_examples"][0] == \
-        f"{cw}: event 1: wrong number of fields (4, expected 14)"
-    sim = ok(Sim(tmp_path / "b", [cw], "--vpc-fields", "version interface-id srcaddr dstaddr"))
-    assert sim.flows["skipped"] == {"missing or invalid protocol": 2}  # none in the format
+    refused(Sim(tmp_path / "a", [cw]), str(cw), "nothing to judge",
+            "wrong number of fields (4, expected 14) ×2")
+    sim = ok(Sim(tmp_path / "a2", [cw, OTEL / "valid_vpc_flow_cw.json"]))
+    assert sim.flows["files"][0]["skipped"] == {"wrong number of fields (4, expected 14)": 2}
+    assert f"{cw}: event 1: wrong number of fields (4, expected 14)" in \
+        sim.flows["skipped_examples"]
+    refused(Sim(tmp_path / "b", [cw], "--vpc-fields", "version interface-id srcaddr dstaddr"),
+            "nothing to judge", "missing protocol ×2")  # none in the format
 
 
 def test_cloudwatch_gzip_several_envelopes_and_control_messages(tmp_path):
@@ -368,7 +391,7 @@ def test_traffic_recorded_at_both_interfaces_counts_once(tmp_path):
              "ingress",
              "5 eni-b 10.0.2.10 10.0.1.10 80 40000 6 2 900 1717243200 1717243260 ACCEPT OK egress"]
     (tmp_path / "f.log").write_text("\n".join(lines) + "\n")
-    (tmp_path / "p").mkdir()
+    write_policies(tmp_path / "p", [])
     out, js = tmp_path / "o.parquet", tmp_path / "o.json"
     r = CliRunner().invoke(main, ["--flows", str(tmp_path / "f.log"), "--policies",
                                   str(tmp_path / "p"), "--out", str(out), "--json", str(js),

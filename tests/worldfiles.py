@@ -116,12 +116,18 @@ def write_cluster(path: Path, objects: Iterable[Mapping[str, Any]]) -> Path:
 
 
 def write_policies(directory: Path, policies: Iterable[Mapping[str, Any]]) -> Path:
-    """Write each policy to its own YAML file below `directory`."""
+    """Write each policy to its own YAML file below `directory`; no policy at all is a
+    manifest file holding an empty list (as `kubectl get networkpolicies -A -o yaml`
+    prints it), since a directory without any manifest is refused as a likely wrong path."""
     directory.mkdir(parents=True, exist_ok=True)
+    written = 0
     for i, pol in enumerate(policies):
         meta = pol.get("metadata", {})
         name = f"{i:04d}-{meta.get('namespace', 'default')}-{meta.get('name', 'policy')}.yaml"
         (directory / name).write_text(yaml.safe_dump(dict(pol), sort_keys=False))
+        written += 1
+    if not written and not any(directory.glob("*.yaml")):
+        (directory / "none.yaml").write_text("apiVersion: v1\nkind: List\nitems: []\n")
     return directory
 
 

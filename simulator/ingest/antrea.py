@@ -27,10 +27,11 @@ from __future__ import annotations
 import gzip
 import ipaddress
 import re
+import zlib
 from pathlib import Path
 
-from ..protocols import PROTO_NUMBER_SQL
 from . import jsonform, vpc_text
+from .checks import counter_sql, counter_sum_sql, epoch_sql, l4_checks, port_sql, proto_sql
 
 REQUIRED = ("Antrea flow records: `antctl get flowrecords -o json` output, or the Flow "
             "Aggregator flowLogger CSV (no header: flowStartSeconds,flowEndSeconds,"
@@ -85,16 +86,20 @@ def sniff(head: str) -> bool:
 
 def is_headless_csv(path: Path) -> bool:
     """A `.csv` file that is a flowLogger CSV: read as text (it has no header line), not
-    as a table (sources._describe asks before taking a .csv file as a table)."""
+    as a table (sources._describe asks before taking a .csv file as a table). Past a
+    byte-order mark, any of the first few lines decides (a stray first line is one bad
+    record, not another format)."""
     try:
         with path.open("rb") as fh:
-            raw = fh.read(4096)
+            raw = fh.read(8192)
         if raw[:2] == b"\x1f\x8b":
             with gzip.open(path, "rb") as gz:
-                raw = gz.read(4096)
-    except (OSError, EOFError):
+                raw = gz.read(8192)
+    except (OSError, EOFError, zlib.error):
         return False
-    return _form(raw.decode("utf-8", errors="replace")) == "csv"
+    lines = [x for x in raw.decode("utf-8", errors="replace").lstrip("\ufeff").splitlines()
+             if x.strip()]
+    return any(_csv_line(x) for x in lines[:4])
 
 
 def describe(head: str, path: Path) -> dict[str, str]:
@@ -129,7 +134,7 @@ def _nz(x: str) -> str:
 
 
 def _epoch(x: str) -> str:
-    return f"coalesce(TRY_CAST({x} AS DOUBLE), epoch(TRY_CAST({x} AS TIMESTAMPTZ)))"
+    return epoch_sql(x)
 
 
 def _labels(x: str) -> str:
@@ -141,8 +146,9 @@ def _labels(x: str) -> str:
 def _json_base(files: list[str], params: dict[str, str], numbered: bool) -> str:
     src = jsonform.read_json_sql(files, _JSON_COLUMNS, params.get("layout", "array"),
                                  numbered)
-    total = ("CASE WHEN {a} IS NULL AND {b} IS NULL THEN NULL ELSE "
-             "coalesce(TRY_CAST({a} AS BIGINT), 0) + coalesce(TRY_CAST({b} AS BIGINT), 0) END")
+    def total(a: str, b: str) -> str:
+        return counter_sum_sql(counter_sql(a), counter_sql(b))
+
     cols = {
         "s_ip": f"coalesce({_nz('sourceIPv4Address')}, {_nz('sourceIPv6Address')})",
         "d_ip": f"coalesce({_nz('destinationIPv4Address')}, {_nz('destinationIPv6Address')})",
@@ -163,8 +169,8 @@ def _json_base(files: list[str], params: dict[str, str], numbered: bool) -> str:
             f"coalesce({_nz(d + 'NetworkPolicyNamespace')} || '/', '') || "
             f"{_nz(d + 'NetworkPolicyName')} END" for d in ("ingress", "egress")) + "), '')",
         "t0": _epoch("flowStartSeconds"), "t1": _epoch("flowEndSeconds"),
-        "pk": total.format(a="packetTotalCount", b="reversePacketTotalCount"),
-        "octets": total.format(a="octetTotalCount", b="reverseOctetTotalCount"),
+        "pk": total("packetTotalCount", "reversePacketTotalCount"),
+        "octets": total("octetTotalCount", "reverseOctetTotalCount"),
         "bad": """CASE WHEN sourceIPv4Address IS NULL AND sourceIPv6Address IS NULL
                          AND destinationIPv4Address IS NULL AND destinationIPv6Address IS NULL
                          AND protocolIdentifier IS NULL AND flowStartSeconds IS NULL
@@ -207,7 +213,7 @@ def _csv_base(files: list[str], params: dict[str, str], numbered: bool) -> str:
         "s_labels": "NULL::VARCHAR", "d_labels": "NULL::VARCHAR",
         "flow_type": "NULL::VARCHAR",
         "in_action": at(21), "eg_action": at(26), "trace": "NULL::VARCHAR",
-        "t0": "TRY_CAST(f[1] AS DOUBLE)", "t1": "TRY_CAST(f[2] AS DOUBLE)",
+        "t0": epoch_sql("f[1]"), "t1": epoch_sql("f[2]"),
         "pk": "NULL::BIGINT", "octets": "NULL::BIGINT",
         "bad": f"""CASE WHEN len(f) < {OLD_CSV_FIELDS} OR ({o} = 1 AND len(f) <> {OLD_CSV_FIELDS})
                     THEN 'wrong number of fields (' || len(f) || ', expected '
@@ -274,8 +280,8 @@ def reader(files: list[str], params: dict[str, str], numbered: bool) -> str:
 def raw_columns(params: dict[str, str]) -> dict[str, str]:
     return {
         "r_src": "s_ip", "r_dst": "d_ip",
-        "src_port": "TRY_CAST(s_port AS INTEGER)",
-        "dst_port": "TRY_CAST(d_port AS INTEGER)",
+        "src_port": port_sql("s_port"),
+        "dst_port": port_sql("d_port"),
         "r_proto": "proto", "r_in_action": "in_action", "r_eg_action": "eg_action",
         "r_flow_type": "flow_type", "r_bad": "bad", "r_trace": "trace",
         "is_reply": "false", "tcp_flags": "NULL::INTEGER",
@@ -288,8 +294,7 @@ def measures(params: dict[str, str]) -> dict[str, str]:
     return {"packets": "pk", "bytes": "octets", "t_start": "t0", "t_end": "t1"}
 
 
-_PROTO = (f"CASE WHEN upper(trim(r_proto)) IN ('ICMP6', 'IPV6-ICMP') THEN 58 "
-          f"ELSE {PROTO_NUMBER_SQL.format(col='trim(r_proto)')} END")
+_PROTO = proto_sql("r_proto", names={"ICMP6": 58, "IPV6-ICMP": 58})
 _DENY = "('2', '3', 'DROP', 'REJECT')"
 
 
@@ -304,10 +309,7 @@ def post_columns() -> dict[str, str]:
         "skip_reason": f"""CASE
             WHEN r_bad IS NOT NULL THEN r_bad
             WHEN r_src IS NULL OR r_dst IS NULL THEN 'missing address'
-            WHEN {_PROTO} IS NULL THEN 'missing or invalid protocol'
-            WHEN {_PROTO} IN (6, 17, 132) AND dp IS NULL THEN 'missing or invalid port'
-            WHEN sp NOT BETWEEN -1 AND 65535 OR dp NOT BETWEEN -1 AND 65535
-                THEN 'port out of range'
+            {l4_checks("proto")}
         END""",
     }
     for s, side, external in (("s", "src", "4"), ("d", "dst", "3")):

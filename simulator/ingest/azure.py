@@ -34,9 +34,8 @@ import re
 from pathlib import Path
 
 from ..ipnet import IPV4_RE
-from ..protocols import PROTO_NUMBER_SQL
 from . import jsonform
-from .checks import l4_checks
+from .checks import counter_sql, counter_sum_sql, epoch_sql, l4_checks, port_sql, proto_sql
 
 REQUIRED = ('Azure NSG flow log or VNet flow log JSON ({"records": [...]} with category '
             "NetworkSecurityGroupFlowEvent / FlowLogFlowEvent)")
@@ -137,18 +136,18 @@ def reader(files: list[str], params: dict[str, str], numbered: bool) -> str:
     n = "len(f)"
     state = "upper(trim(f[8]))"
     cols = {
-        "ts": "TRY_CAST(trim(f[1]) AS DOUBLE)",
+        "ts": epoch_sql("f[1]"),
         "s_ip": "trim(f[2])", "d_ip": "trim(f[3])",
-        "s_port": "TRY_CAST(trim(f[4]) AS INTEGER)", "d_port": "TRY_CAST(trim(f[5]) AS INTEGER)",
+        "s_port": port_sql("f[4]"), "d_port": port_sql("f[5]"),
         "proto": "trim(f[6])", "dir": "upper(trim(f[7]))",
         # NSG: decision A|D; VNet: flow state B|C|E (set up: allowed) or D (denied)
         "decision": f"""CASE WHEN nsg THEN CASE WHEN {state} IN ('A', 'D') THEN {state} END
                         WHEN {state} = 'D' THEN 'D'
                         WHEN {state} IN ('B', 'C', 'E') THEN 'A' END""",
-        "pk_s": f"CASE WHEN {n} >= 13 THEN TRY_CAST(NULLIF(trim(f[10]), '') AS BIGINT) END",
-        "by_s": f"CASE WHEN {n} >= 13 THEN TRY_CAST(NULLIF(trim(f[11]), '') AS BIGINT) END",
-        "pk_d": f"CASE WHEN {n} >= 13 THEN TRY_CAST(NULLIF(trim(f[12]), '') AS BIGINT) END",
-        "by_d": f"CASE WHEN {n} >= 13 THEN TRY_CAST(NULLIF(trim(f[13]), '') AS BIGINT) END",
+        "pk_s": f"CASE WHEN {n} >= 13 THEN {counter_sql('f[10]')} END",
+        "by_s": f"CASE WHEN {n} >= 13 THEN {counter_sql('f[11]')} END",
+        "pk_d": f"CASE WHEN {n} >= 13 THEN {counter_sql('f[12]')} END",
+        "by_d": f"CASE WHEN {n} >= 13 THEN {counter_sql('f[13]')} END",
         "rule": "rule", "nsg": "nsg_name", "acl": "acl",
     }
     expected = ("CASE WHEN NOT nsg THEN [13] WHEN version = '1' THEN [8] "
@@ -157,16 +156,18 @@ def reader(files: list[str], params: dict[str, str], numbered: bool) -> str:
         WHEN f IS NULL THEN 'malformed or truncated JSON object, or no records array'
         WHEN NOT list_contains({expected}, {n}) THEN 'malformed flow tuple (' || {n}
             || ' fields, expected ' || array_to_string({expected}, ' or ') || ')'
-        WHEN TRY_CAST(trim(f[1]) AS DOUBLE) IS NULL THEN 'malformed flow tuple (timestamp)'
+        WHEN NOT regexp_full_match(trim(f[1]), '[0-9]{{1,15}}')
+            THEN 'malformed flow tuple (timestamp)'
         WHEN nsg AND {state} NOT IN ('A', 'D') THEN 'malformed flow tuple (decision '
             || coalesce(f[8], '') || ', expected A or D)'
         WHEN NOT nsg AND {state} NOT IN ('B', 'C', 'E', 'D') THEN
             'malformed flow tuple (flow state ' || coalesce(f[8], '') || ', expected B, C, E or D)'
         WHEN NOT nsg AND {n} >= 13 AND list_contains(list_transform(f[10:13],
-                lambda x: TRY_CAST(x AS BIGINT) IS NULL), true)
+                lambda x: NOT regexp_full_match(trim(x), '[0-9]{{1,15}}')), true)
             THEN 'malformed flow tuple (counters)'
         WHEN nsg AND {n} >= 13 AND list_contains(list_transform(f[10:13],
-                lambda x: trim(x) <> '' AND TRY_CAST(x AS BIGINT) IS NULL), true)
+                lambda x: trim(x) <> '' AND NOT regexp_full_match(trim(x), '[0-9]{{1,15}}')),
+                true)
             THEN 'malformed flow tuple (counters)'
     END"""
     select = ",\n            ".join(f"{e} AS {c}" for c, e in cols.items())
@@ -231,14 +232,11 @@ def raw_columns(params: dict[str, str]) -> dict[str, str]:
 def measures(params: dict[str, str]) -> dict[str, str]:
     # NSG tuples carry epoch seconds, VNet tuples epoch milliseconds
     t = "CASE WHEN ts > 100000000000 THEN ts / 1000 ELSE ts END"
-    both = ("CASE WHEN {a} IS NULL AND {b} IS NULL THEN NULL "
-            "ELSE coalesce({a}, 0) + coalesce({b}, 0) END")
-    return {"packets": both.format(a="pk_s", b="pk_d"), "bytes": both.format(a="by_s", b="by_d"),
+    return {"packets": counter_sum_sql("pk_s", "pk_d"), "bytes": counter_sum_sql("by_s", "by_d"),
             "t_start": t, "t_end": t}
 
 
-_PROTO = ("CASE upper(trim(r_proto)) WHEN 'T' THEN 6 WHEN 'U' THEN 17 "
-          f"ELSE {PROTO_NUMBER_SQL.format(col='trim(r_proto)')} END")
+_PROTO = proto_sql("r_proto", names={"T": 6, "U": 17})
 
 
 def _bad_ip(col: str) -> str:
@@ -262,6 +260,6 @@ def post_columns() -> dict[str, str]:
             WHEN r_bad IS NOT NULL THEN r_bad
             WHEN NULLIF(r_src, '') IS NULL OR NULLIF(r_dst, '') IS NULL THEN 'missing address'
             WHEN {_bad_ip('r_src')} OR {_bad_ip('r_dst')} THEN 'invalid IP address'
-            {l4_checks(_PROTO)}
+            {l4_checks("proto")}
         END""",
     }

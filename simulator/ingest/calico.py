@@ -42,8 +42,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from ..protocols import PROTO_NUMBER_SQL
 from . import jsonform, vpc_text
+from .checks import counter_sql, counter_sum_sql, epoch_sql, l4_checks, port_sql, proto_sql
 
 REQUIRED = ("Calico Enterprise/Cloud flow log JSON (source_*/dest_* fields, action, "
             "reporter) or its space-delimited form (startTime endTime srcType ...)")
@@ -135,7 +135,7 @@ def _nz(x: str) -> str:
 
 
 def _epoch(x: str) -> str:
-    return f"coalesce(TRY_CAST({x} AS DOUBLE), epoch(TRY_CAST({x} AS TIMESTAMPTZ)))"
+    return epoch_sql(x)
 
 
 def _type(t: str, ns: str, name: str) -> str:
@@ -183,10 +183,8 @@ def _record(get: Callable[[str], str], labels: Callable[[str], str],
         "proto": _nz(f"coalesce({get('proto')}, {get('protocol')})"),
         "action": f"lower({_nz(get('action'))})",
         "side": _side(get("reporter")),
-        "pk": f"TRY_CAST({get('packets_in')} AS BIGINT) + "
-              f"coalesce(TRY_CAST({get('packets_out')} AS BIGINT), 0)",
-        "octets": f"TRY_CAST({get('bytes_in')} AS BIGINT) + "
-              f"coalesce(TRY_CAST({get('bytes_out')} AS BIGINT), 0)",
+        "pk": counter_sum_sql(counter_sql(get("packets_in")), counter_sql(get("packets_out"))),
+        "octets": counter_sum_sql(counter_sql(get("bytes_in")), counter_sql(get("bytes_out"))),
     }
     pol = get("policies")
     # "idx|tier|namespace/tier.name|action|rule": name and action of each enforced policy
@@ -285,13 +283,16 @@ def reader(files: list[str], params: dict[str, str], numbered: bool) -> str:
         FROM b)"""
 
 
+DUPLICATE_REASON = "same connection reported by both ends (counted once, as reporter=src)"
+BENIGN_REASONS = (DUPLICATE_REASON,)
+
 # --- record and group expressions -----------------------------------------------------------
 
 def raw_columns(params: dict[str, str]) -> dict[str, str]:
     raw = {
         "r_src": "s_ip", "r_dst": "d_ip",
-        "src_port": "TRY_CAST(s_port AS INTEGER)",
-        "dst_port": "TRY_CAST(d_port AS INTEGER)",
+        "src_port": port_sql("s_port"),
+        "dst_port": port_sql("d_port"),
         "r_proto": "proto", "r_action": "action", "r_denied_at_dst": "denied_at_dst",
         "r_dup": "dup", "r_bad": "bad", "r_trace": "trace",
         "is_reply": "false", "tcp_flags": "NULL::INTEGER",
@@ -306,8 +307,7 @@ def measures(params: dict[str, str]) -> dict[str, str]:
     return {"packets": "pk", "bytes": "octets", "t_start": "t0", "t_end": "t1"}
 
 
-_PROTO = (f"CASE WHEN upper(trim(r_proto)) IN ('ICMP6', 'IPV6-ICMP') THEN 58 "
-          f"ELSE {PROTO_NUMBER_SQL.format(col='trim(r_proto)')} END")
+_PROTO = proto_sql("r_proto", names={"ICMP6": 58, "IPV6-ICMP": 58})
 _DEPLOYMENT = r"'^(.+)-[bcdfghjklmnpqrstvwxz2-9]{6,10}-(\*|[bcdfghjklmnpqrstvwxz2-9]{5})$'"
 
 
@@ -356,16 +356,13 @@ def post_columns() -> dict[str, str]:
             WHEN coalesce(r_{s}_aggr, r_{s}_name) = 'pub' THEN 'external' END"""
     post["skip_reason"] = f"""CASE
         WHEN r_bad IS NOT NULL THEN r_bad
-        WHEN r_dup THEN 'same connection reported by both ends (counted once, as reporter=src)'
+        WHEN r_dup THEN '{DUPLICATE_REASON}'
         WHEN ({no_ip[0]}) AND (r_s_type IN ('net', 'ns')
                                OR coalesce(r_s_aggr, r_s_name) IN ('pub', 'pvt'))
           OR ({no_ip[1]}) AND (r_d_type IN ('net', 'ns')
                                OR coalesce(r_d_aggr, r_d_name) IN ('pub', 'pvt'))
             THEN 'aggregated record without IP (network-level aggregation)'
         WHEN ({no_ip[0]}) OR ({no_ip[1]}) THEN 'missing address'
-        WHEN {_PROTO} IS NULL THEN 'missing or invalid protocol'
-        WHEN {_PROTO} IN (6, 17, 132) AND dp IS NULL THEN 'missing or invalid port'
-        WHEN sp NOT BETWEEN -1 AND 65535 OR dp NOT BETWEEN -1 AND 65535
-            THEN 'port out of range'
+        {l4_checks("proto")}
     END"""
     return post

@@ -15,13 +15,21 @@ from __future__ import annotations
 
 import json
 
+from .checks import epoch_sql, l4_checks, port_sql
+
 # An endpoint's labels follow from its address and pod name: carried, not grouped on.
 CARRIED = ("r_src_labels", "r_dst_labels")
 DUPLICATE_REASON = "same packet at another observation point"
+_STATUS = "Hubble status or lost-events line (not a flow)"
+_L7 = "L7 event (DNS/HTTP/Kafka), counted not replayed"
+_VERDICT_EVENT = "policy-verdict event, counted not replayed"
+# Skipped by design: the L3/L4 flows of the same traffic are replayed.
+BENIGN_REASONS = (DUPLICATE_REASON, _STATUS, _L7, _VERDICT_EVENT)
 REQUIRED = "Hubble flow JSON lines (hubble observe -o json/jsonpb, exporter files)"
 
-_PORTS = "STRUCT(source_port INTEGER, destination_port INTEGER)"
-_TCP = ('STRUCT(source_port INTEGER, destination_port INTEGER, flags STRUCT("SYN" BOOLEAN, '
+# ports as raw JSON: a typed reader would truncate 80.5 to 80 and drop 10^20 to NULL
+_PORTS = "STRUCT(source_port JSON, destination_port JSON)"
+_TCP = ('STRUCT(source_port JSON, destination_port JSON, flags STRUCT("SYN" BOOLEAN, '
         '"ACK" BOOLEAN, "FIN" BOOLEAN, "RST" BOOLEAN))')
 _ICMP = "STRUCT(type INTEGER, code INTEGER)"
 _L4 = (f'STRUCT("TCP" {_TCP}, "UDP" {_PORTS}, "SCTP" {_PORTS}, "ICMPv4" {_ICMP}, '
@@ -107,8 +115,10 @@ def reader(files: list[str], params: dict[str, str], numbered: bool) -> str:
 
 
 def _ports(end: str, shape: str) -> str:
-    return (f"coalesce({_field(f'l4.TCP.{end}', shape)}, {_field(f'l4.UDP.{end}', shape)}, "
-            f"{_field(f'l4.SCTP.{end}', shape)}, 0)")
+    """The port of the L4 header present (0 for ICMP and the like, which have none)."""
+    value = (f"coalesce({_field(f'l4.TCP.{end}', shape)}, {_field(f'l4.UDP.{end}', shape)}, "
+             f"{_field(f'l4.SCTP.{end}', shape)})")
+    return f"coalesce({port_sql(value, 'JSON')}, 0)"
 
 
 def raw_columns(params: dict[str, str]) -> dict[str, str]:
@@ -166,8 +176,9 @@ def measures(params: dict[str, str]) -> dict[str, str]:
     def _f(path: str) -> str:
         return _field(path, shape)
 
-    t = f"epoch(TRY_CAST({_f('time')} AS TIMESTAMPTZ))"
-    return {"packets": "1::BIGINT", "bytes": "0::BIGINT", "t_start": t, "t_end": t}
+    # Hubble reports packets one by one and counts no bytes: bytes are unknown (n/a)
+    t = epoch_sql(_f("time"))
+    return {"packets": "1::BIGINT", "bytes": "NULL::BIGINT", "t_start": t, "t_end": t}
 
 
 def _labels_json(labels: str, ns: bool) -> str:
@@ -207,13 +218,16 @@ def post_columns() -> dict[str, str]:
                 THEN 'allowed'
             WHEN {verdict} = 'DROPPED' THEN 'denied'
             ELSE 'unknown' END""",
-        "skip_reason": """CASE
-            WHEN r_event = 'status' THEN 'Hubble status or lost-events line (not a flow)'
-            WHEN r_event = 'l7' THEN 'L7 event (DNS/HTTP/Kafka), counted not replayed'
-            WHEN r_event = 'policy-verdict' THEN 'policy-verdict event, counted not replayed'
+        "skip_reason": f"""CASE
+            WHEN r_event = 'status' THEN '{_STATUS}'
+            WHEN r_event = 'l7' THEN '{_L7}'
+            WHEN r_event = 'policy-verdict' THEN '{_VERDICT_EVENT}'
+            WHEN r_src IS NULL AND r_dst IS NULL AND r_verdict IS NULL AND r_proto IS NULL
+                THEN 'malformed line or not a Hubble flow'
             WHEN NULLIF(trim(r_src), '') IS NULL OR NULLIF(trim(r_dst), '') IS NULL
                 THEN 'missing address'
             WHEN r_proto IS NULL THEN 'missing or unknown L4 protocol'
+            {l4_checks("proto")}
         END""",
     }
     for side in ("src", "dst"):

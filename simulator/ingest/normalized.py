@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from ..protocols import PROTO_NUMBER_SQL
+from collections.abc import Callable
+
+from .checks import counter_sql, epoch_sql, family, l4_checks, port_sql, proto_sql
 from .schema import IDENTITY_COLUMNS, NORMALIZED_REQUIRED
 
 REQUIRED = NORMALIZED_REQUIRED
 
-_NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
-            "UINTEGER", "UBIGINT", "FLOAT", "DOUBLE", "DECIMAL")
 
 
 def matches(columns: dict[str, str]) -> bool:
@@ -16,14 +16,8 @@ def matches(columns: dict[str, str]) -> bool:
 
 
 def _epoch(col: str, columns: dict[str, str]) -> str:
-    if col not in columns:
-        return "NULL::DOUBLE"
-    t = columns[col].upper()
-    if t.startswith(_NUMERIC):
-        return f'CAST("{col}" AS DOUBLE)'  # epoch seconds
-    if t.startswith("TIMESTAMP") or t == "DATE":
-        return f'epoch(CAST("{col}" AS TIMESTAMPTZ))'
-    return f'epoch(TRY_CAST("{col}" AS TIMESTAMPTZ))'
+    """Epoch seconds from a number (seconds), a timestamp or text holding either."""
+    return epoch_sql(f'"{col}"', columns[col]) if col in columns else "NULL::DOUBLE"
 
 
 def _text(col: str, columns: dict[str, str]) -> str:
@@ -38,34 +32,43 @@ def _int(col: str, columns: dict[str, str], cast: str = "INTEGER") -> str:
     return f'TRY_CAST("{col}" AS {cast})' if col in columns else f"NULL::{cast}"
 
 
+def _strict(col: str, columns: dict[str, str], strict: Callable[[str, str | None], str],
+            absent: str) -> str:
+    return strict(f'"{col}"', columns[col]) if col in columns else absent
+
+
 def raw_columns(columns: dict[str, str]) -> dict[str, str]:
     raw = {
         "r_src": _text("src_ip", columns),
         "r_dst": _text("dst_ip", columns),
-        "src_port": f"coalesce({_int('src_port', columns)}, 0)",
-        "dst_port": _int("dst_port", columns),
-        "r_proto": _text("protocol", columns),
+        "src_port": f"coalesce({_strict('src_port', columns, port_sql, 'NULL::INTEGER')}, 0)",
+        "dst_port": _strict("dst_port", columns, port_sql, "NULL::INTEGER"),
+        # a float column: 6.0 is 6, 6.5 is no protocol (-1), decided per record
+        "r_proto": (proto_sql('"protocol"', columns["protocol"])
+                    if family(columns.get("protocol")) == "float"
+                    else _text("protocol", columns)),
         "r_verdict": _text("verdict", columns),
         "r_trace": _text("policy_trace", columns),
         "is_reply": 'TRY_CAST("is_reply" AS BOOLEAN)' if "is_reply" in columns
         else "NULL::BOOLEAN",
         "tcp_flags": _int("tcp_flags", columns),
-        "r_bad_time": f"{_epoch('start_time', columns)} IS NULL",
+        "r_no_time": f"{_epoch('start_time', columns)} IS NULL",
     }
     raw.update({c: _text(c, columns) for c in IDENTITY_COLUMNS})
     return raw
 
 
 def measures(columns: dict[str, str]) -> dict[str, str]:
+    # counters a table does not give are unknown (n/a), never 0
     return {
-        "packets": f"coalesce({_int('packets', columns, 'BIGINT')}, 1)",
-        "bytes": f"coalesce({_int('bytes', columns, 'BIGINT')}, 0)",
+        "packets": _strict("packets", columns, counter_sql, "NULL::BIGINT"),
+        "bytes": _strict("bytes", columns, counter_sql, "NULL::BIGINT"),
         "t_start": _epoch("start_time", columns),
         "t_end": _epoch("end_time", columns),
     }
 
 
-_PROTO = PROTO_NUMBER_SQL.format(col="trim(r_proto)")
+_PROTO = proto_sql("r_proto")
 
 
 def post_columns() -> dict[str, str]:
@@ -81,11 +84,8 @@ def post_columns() -> dict[str, str]:
             ELSE 'unknown' END""",
         "skip_reason": f"""CASE
             WHEN r_src IS NULL OR r_dst IS NULL THEN 'missing address'
-            WHEN {_PROTO} IS NULL THEN 'missing or invalid protocol'
-            WHEN {_PROTO} IN (6, 17, 132) AND dp IS NULL THEN 'missing or invalid port'
-            WHEN sp NOT BETWEEN -1 AND 65535 OR dp NOT BETWEEN -1 AND 65535
-                THEN 'port out of range'
-            WHEN r_bad_time THEN 'missing or invalid start_time'
+            {l4_checks("proto")}
+            WHEN r_no_time THEN 'missing start_time'
         END""",
         **{c: c for c in IDENTITY_COLUMNS},
     }

@@ -39,7 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
+from ..errors import InputError, UnusableInput
 from . import normalized
 
 REQUIRED = "a packet capture (pcap or pcapng, optionally gzip-compressed)"
@@ -113,7 +113,11 @@ def describe(head: str, path: Path, spool_dir: str | None = None) -> dict[str, s
     fd, out = tempfile.mkstemp(prefix=f"pcap-{Path(path).name[:40]}-", suffix=".parquet",
                                dir=out_dir)
     os.close(fd)
-    stats = convert(Path(path), out, out_dir)
+    try:
+        stats = convert(Path(path), out, out_dir)
+    except BaseException:
+        os.unlink(out)
+        raise
     params = {"parquet": out, "skip_reason": "VARCHAR", "place": "VARCHAR",
               "repeat": "BIGINT", **COLUMN_TYPES}
     if stats.get("warning"):
@@ -716,7 +720,7 @@ def read_capture(path: Path, spool_dir: str | None = None
             magic = fh.read(4)
             fh.seek(0)
             if not sniff_bytes(magic):
-                raise InputError(path, "not a packet capture: no pcap or pcapng magic number "
+                raise UnusableInput(path, "not a packet capture: no pcap or pcapng magic number "
                                        f"(starts with {magic.hex() or 'nothing'})")
             walk: Callable[[Any, int, Capture], None] = (
                 _pcapng if magic == _PCAPNG_MAGIC else _pcap)
@@ -770,6 +774,9 @@ def convert(path: Path, out: str, spool_dir: str | None = None) -> dict[str, Any
     import pyarrow.parquet as pq
 
     cap, stamp = read_capture(path, spool_dir)
+    if cap.problem and not cap.packets and not cap.conns and not cap.skips:
+        # cut or corrupt before its first packet: the header itself is broken
+        raise UnusableInput(path, f"unusable capture: {cap.problem}")
     cols: dict[str, list] = {c: [] for c in (*COLUMN_TYPES, "skip_reason", "place", "repeat")}
 
     def us(a: int | None, b: int | None) -> int | None:

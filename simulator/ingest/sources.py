@@ -20,21 +20,30 @@ A format module (one file per format) gives:
 
 from __future__ import annotations
 
-import glob
 import gzip
 import re
-import shutil
-import sys
+import zlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
 import duckdb
 
+from ..db import saturated_sum
 from ..errors import InputError
+from ..errors import UnusableInput as Unusable
+from ..inputs import FlowPath
+from ..ipnet import IPV4_RE
 from ..protocols import PROTO_NAME_SQL
 from . import antrea, azure, calico, hubble, normalized, pcap, vpc, vpc_cloudwatch, vpc_text
+from .checks import (
+    MIXED_FAMILY_SQL,
+    PORT_INVALID,
+    RECORD_CHECK_SQL,
+    RECORD_REASON_SQL,
+    family,
+)
 from .schema import IDENTITY_COLUMNS
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -50,6 +59,9 @@ TEXT_FORMATS["antrea"] = antrea
 TEXT_FORMATS["azure"] = azure
 HEAD_BYTES = 64 * 1024
 EPHEMERAL_MIN = 32768
+# A text file may open with a few lines no format reads (a banner, a stray line from
+# another tool): detection looks past up to this many to the first lines that parse.
+SNIFF_SKIP_LINES = 3
 
 # Columns every source's tuple query yields, in this order.
 # policy_trace: which policies the dataplane says allowed or denied it (Hubble, Calico…).
@@ -58,10 +70,13 @@ TUPLE_COLUMNS = ("skip_reason", "src_ip", "dst_ip", "sp", "dp", "proto", "observ
                  "policy_trace", "records", "packets", "bytes", "t_first", "t_last_start", "t_last")
 
 
-# A literal NULL (optionally typed) or boolean: what a format's raw column is when the file
-# lacks the field.
+# A literal NULL (optionally typed), boolean or integer: what a format's raw column is when
+# the file lacks the field.
 _CONSTANT = re.compile(
-    r"(?i)^(?:NULL(?:::\w+)?|(?:TRY_)?CAST\(\s*NULL\s+AS\s+\w+\s*\)|true|false)$")
+    r"(?i)^(?:NULL(?:::\w+)?|(?:TRY_)?CAST\(\s*NULL\s+AS\s+\w+\s*\)|true|false"
+    r"|-?\d+(?:::\w+)?)$")
+
+
 
 
 def _sql_str(s: str) -> str:
@@ -82,11 +97,15 @@ def fold_sql(server_ports: Sequence[int]) -> str:
     flags say it is the server's side. (A reply flag is not trusted here: real captures
     carry wrong ones, which the direction step recognises by these folded ports.)"""
     keep = ", ".join(str(p) for p in sorted(set(server_ports))) or "-1"
+    # A port outside 0-65535 (the strict readers' PORT_INVALID included) becomes
+    # PORT_INVALID: a raw -1 must never pass for a folded port, nor 70000 fold away.
     return f"""
-        CASE WHEN src_port >= {EPHEMERAL_MIN} AND dst_port < {EPHEMERAL_MIN}
+        CASE WHEN NOT (src_port BETWEEN 0 AND 65535) THEN {PORT_INVALID}
+             WHEN src_port >= {EPHEMERAL_MIN} AND dst_port BETWEEN 0 AND {EPHEMERAL_MIN - 1}
                   AND coalesce(tcp_flags & 18, 0) <> 18 AND src_port NOT IN ({keep})
              THEN -1 ELSE src_port END AS sp,
-        CASE WHEN dst_port >= {EPHEMERAL_MIN} AND src_port < {EPHEMERAL_MIN}
+        CASE WHEN NOT (dst_port BETWEEN 0 AND 65535) THEN {PORT_INVALID}
+             WHEN dst_port >= {EPHEMERAL_MIN} AND src_port BETWEEN 0 AND {EPHEMERAL_MIN - 1}
                   AND coalesce(tcp_flags & 18, 0) <> 2 AND dst_port NOT IN ({keep})
              THEN -1 ELSE dst_port END AS dp,
         tcp_flags & 18 AS syn_ack"""
@@ -95,13 +114,40 @@ def fold_sql(server_ports: Sequence[int]) -> str:
 @dataclass(frozen=True)
 class FlowSource:
     format: str
-    kind: str  # parquet | csv
+    kind: str  # parquet | csv | text
     files: tuple[str, ...]
     columns: tuple[tuple[str, str], ...]
+    # file -> what the user called it (standard input and pipes are read from a copy)
+    labels: tuple[tuple[str, str], ...] = ()
 
     @property
     def module(self) -> ModuleType:
         return FORMATS.get(self.format) or TEXT_FORMATS[self.format]
+
+    @property
+    def has_float_columns(self) -> bool:
+        """A Parquet source with a float column (see db.without_statistics)."""
+        return self.kind == "parquet" and any(family(t) == "float" for _, t in self.columns)
+
+    def label(self, file: str) -> str:
+        return dict(self.labels).get(file, file)
+
+    def _measures_constant(self) -> bool:
+        return all(_CONSTANT.match(e.strip())
+                   for e in self.module.measures(dict(self.columns)).values())
+
+    def with_proto(self, rows: str) -> str:
+        """The rows with `proto`, the protocol number, computed once: the format's other
+        expressions (its skip reasons) refer to it by name instead of repeating it."""
+        return f"SELECT *, {self.module.post_columns()['proto']} AS proto FROM ({rows})"
+
+    def skip_sql(self) -> str:
+        """Why a record (or a group of them) is skipped, or NULL: the format's own
+        reasons first, then the checks every format shares."""
+        post = self.module.post_columns()
+        record = "NULL" if self._measures_constant() else RECORD_REASON_SQL
+        mixed = MIXED_FAMILY_SQL.format(src=post["src_ip"], dst=post["dst_ip"])
+        return f"coalesce({post['skip_reason']}, {record}, {mixed})"
 
     def reader(self, numbered: bool = False) -> str:
         """The SQL row source. numbered: with `filename` and `place` (where a record is:
@@ -123,8 +169,9 @@ class FlowSource:
         raw = ",\n            ".join(f"{e} AS {n}" for n, e in {
             **self.module.raw_columns(cols), **self.module.measures(cols)}.items())
         extra = ", filename, place" if numbered else ""
+        check = "NULL::TINYINT" if self._measures_constant() else RECORD_CHECK_SQL
         return f"""
-        SELECT *, {fold_sql(server_ports)} FROM (
+        SELECT *, {fold_sql(server_ports)}, {check} AS r_rec FROM (
             SELECT {raw}{extra}
             FROM {self.reader(numbered)})"""
 
@@ -145,8 +192,9 @@ class FlowSource:
         # A column the file lacks is a constant: grouping on it only costs (per record)
         constants = [n for n in raw_names if _CONSTANT.match(raw[n].strip())]
         raw_names = [n for n in raw_names if n not in constants]
-        post = self.module.post_columns()
-        keys = raw_names + ["sp", "dp", "syn_ack"] + (["t_start"] if by_time else [])
+        post = {**self.module.post_columns(), "skip_reason": self.skip_sql()}
+        keys = raw_names + ["sp", "dp", "syn_ack"] + (
+            [] if self._measures_constant() else ["r_rec"]) + (["t_start"] if by_time else [])
         const = "".join(f"{raw[c]} AS {c}, " for c in constants)
         carry = "".join(f"any_value({c}) AS {c}, " for c in carried) + const
         where = ""
@@ -154,7 +202,9 @@ class FlowSource:
             where = "WHERE " + row_filter.format(src_ip=post["src_ip"], dst_ip=post["dst_ip"])
         select = []
         for c in TUPLE_COLUMNS:
-            if c in post:
+            if c == "proto":
+                select.append("proto")  # computed once, below (with_proto)
+            elif c in post:
                 select.append(f"{post[c]} AS {c}")
             elif c in ("sp", "dp"):
                 select.append(f"coalesce({c}, 0) AS {c}")
@@ -167,15 +217,16 @@ class FlowSource:
         grouped = f"""
             SELECT {', '.join(keys)}, {carry}{obs + ', ' if obs else ''}
                 -- BIGINT, as the connections' sums are: HUGEINT costs in every join after
-                count(*) AS records, sum(packets)::BIGINT AS packets,
-                sum(bytes)::BIGINT AS bytes,
+                -- saturating: per-record counters are bounded, their sums need not be
+                count(*) AS records, {saturated_sum('packets')} AS packets,
+                {saturated_sum('bytes')} AS bytes,
                 min(t_start) AS t_first, max(t_start) AS t_last_start,
                 max(coalesce(t_end, t_start)) AS t_last
             FROM ({self._rows_sql(server_ports)}) rows
             {where}
             GROUP BY {', '.join(keys + ([obs] if obs else []))}"""
         if not obs:
-            return f"SELECT {', '.join(select)} FROM ({grouped})"
+            return f"SELECT {', '.join(select)} FROM ({self.with_proto(grouped)})"
         # A source that reports one packet at several observation points: per tuple, the
         # busiest point's count is the packets; the other sightings are duplicates.
         carry_any = "".join(f"any_value({c}) AS {c}, " for c in carried)
@@ -192,7 +243,7 @@ class FlowSource:
                 max(t_last) AS t_last, sum(records) - max(records) AS dups
             FROM points GROUP BY {', '.join(keys)}
         )
-        SELECT {', '.join(select)} FROM merged
+        SELECT {', '.join(select)} FROM ({self.with_proto('SELECT * FROM merged')})
         UNION ALL
         SELECT {nulls} FROM (
             SELECT '{self.module.DUPLICATE_REASON}' AS skip_reason, sum(dups) AS dups
@@ -207,130 +258,200 @@ class FlowSource:
         return f"""
         SELECT to_timestamp(t_start) AS start_time, to_timestamp(t_end) AS end_time,
             {post['src_ip']} AS src_ip, {post['dst_ip']} AS dst_ip,
-            src_port, dst_port, {PROTO_NAME_SQL.format(col=f"({post['proto']})")} AS protocol,
+            src_port, dst_port, {PROTO_NAME_SQL.format(col="proto")} AS protocol,
             packets, bytes, {post['observed']} AS verdict, is_reply, tcp_flags, {identity}
-        FROM ({self._rows_sql([])})
-        WHERE ({post['skip_reason']}) IS NULL"""
+        FROM ({self.with_proto(self._rows_sql([]))})
+        WHERE ({self.skip_sql()}) IS NULL"""
 
-    def examples_sql(self, server_ports: Sequence[int]) -> str:
-        """(filename, place, reason) of every record, for naming skipped ones."""
-        reason = self.module.post_columns()["skip_reason"]
-        return (f"SELECT filename, place, {reason} AS reason "
-                f"FROM ({self._rows_sql(server_ports, numbered=True)})")
-
-
-def _expand(paths: Iterable[str], spool_dir: str | None) -> list[Path]:
-    files: list[Path] = []
-    for raw in paths:
-        p = Path(raw)
-        if raw == "-":
-            files.append(_spool_stdin(spool_dir))
-        elif p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file()
-                           and not f.name.startswith("."))
-            if not found:
-                raise InputError(p, "--flows: directory holds no files")
-            files.extend(found)
-        elif p.is_file():
-            files.append(p)
-        elif any(ch in raw for ch in "*?["):
-            matched = sorted(Path(m) for m in glob.glob(raw, recursive=True))
-            if not matched:
-                raise InputError(raw, "--flows: pattern matches no file")
-            files.extend(m for m in matched if m.is_file())
-        else:
-            raise InputError(p, "--flows: no such file or directory")
-    return files
+    def examples_sql(self, server_ports: Sequence[int], with_rows: bool = False) -> str:
+        """(filename, place, reason) of every record, for naming skipped ones; with_rows:
+        with the record's raw columns too (for reasons found after grouping)."""
+        cols = "*, " if with_rows else "filename, place, "
+        return (f"SELECT {cols}{self.skip_sql()} AS reason "
+                f"FROM ({self.with_proto(self._rows_sql(server_ports, numbered=True))})")
 
 
-def _spool_stdin(spool_dir: str | None) -> Path:
-    """Standard input is read more than once (grouping, then examples of skipped records),
-    so it is copied to a file first."""
-    import tempfile
-
-    fd, name = tempfile.mkstemp(prefix="stdin-", suffix=".flows", dir=spool_dir)
-    with open(fd, "wb") as out:
-        shutil.copyfileobj(sys.stdin.buffer, out, 1 << 20)
-    return Path(name)
-
-
-def _head_bytes(path: Path) -> bytes:
+def _head_bytes(path: Path, label: str) -> bytes:
+    """The first HEAD_BYTES of the file's content, decompressed when it is gzip."""
     try:
         with path.open("rb") as fh:
             raw = fh.read(HEAD_BYTES)
-        if raw[:2] == b"\x1f\x8b":
-            with gzip.open(path, "rb") as gz:
-                raw = gz.read(HEAD_BYTES)
-    except (OSError, EOFError) as e:
-        raise InputError(path, f"cannot read: {e}") from None
+    except OSError as e:
+        raise Unusable(label, f"cannot read: {e.strerror or e}") from None
+    if raw[:2] != b"\x1f\x8b":
+        return raw
+    try:
+        with gzip.open(path, "rb") as gz:
+            raw = gz.read(HEAD_BYTES)
+    except (OSError, EOFError, zlib.error) as e:
+        if isinstance(e, EOFError) or "truncated" in str(e).lower():
+            why = "truncated gzip stream"
+        else:
+            why = f"corrupt gzip stream ({e})"
+        raise Unusable(label, why) from None
+    if not raw:
+        raise Unusable(label, "empty file (a gzip stream of nothing)")
     return raw
 
 
-def _describe(con: duckdb.DuckDBPyConnection, path: Path, forced: str | None,
+def _text_head(raw: bytes) -> str:
+    text = raw.decode("utf-8", errors="replace")
+    return text[1:] if text.startswith("\ufeff") else text  # a UTF-8 byte-order mark
+
+
+def _after_lines(head: str, n: int) -> str | None:
+    """The head without its first n non-blank lines (None when there are not that many
+    and more lines after them)."""
+    lines = head.splitlines(keepends=True)
+    dropped = 0
+    for i, line in enumerate(lines):
+        if dropped == n:
+            rest = "".join(lines[i:])
+            return rest if rest.strip() else None
+        if line.strip():
+            dropped += 1
+    return None
+
+
+def _sniff_text(head: str, path: Path, label: str, forced: str | None,
+                options: dict[str, str]) -> tuple[str, dict[str, str]]:
+    def opts_of(module: ModuleType) -> dict[str, str]:
+        return {k: v for k, v in options.items() if k in getattr(module, "OPTIONS", ())}
+
+    if forced is not None:
+        module = TEXT_FORMATS[forced]
+        return forced, module.describe(head, path, **opts_of(module))
+    # the first lines that parse decide: a stray first line is then one skipped record
+    for skip in range(SNIFF_SKIP_LINES + 1):
+        h = head if skip == 0 else _after_lines(head, skip)
+        if h is None:
+            break
+        for fmt, module in TEXT_FORMATS.items():
+            if module.sniff(h, **opts_of(module)):
+                return fmt, module.describe(h, path, **opts_of(module))
+    hint = ""
+    first = next((line.split() for line in head.splitlines() if line.strip()), [])
+    if len(first) >= 4 and any(re.fullmatch(IPV4_RE, t) for t in first):
+        hint = "; a VPC flow log in a custom format? give its fields with --vpc-fields"
+    raise Unusable(label, "unknown flow file format (simulate --help lists the formats; "
+                          f"--flows-format forces one){hint}")
+
+
+# Columns a tabular format reads as addresses, ports, protocols, times and counters: a
+# nested type there (a struct, a list, a map) cannot hold one, in any record.
+_SCALAR_COLUMNS = ("srcaddr", "dstaddr", "pkt_srcaddr", "pkt_dstaddr", "srcport", "dstport",
+                   "protocol", "packets", "bytes", "start", "end", "src_ip", "dst_ip",
+                   "src_port", "dst_port", "start_time", "end_time", "tcp_flags")
+
+
+def _check_column_types(label: str, columns: dict[str, str]) -> None:
+    for name in _SCALAR_COLUMNS:
+        t = columns.get(name)
+        if t is not None and (family(t) == "other" and not t.upper().startswith(
+                ("TIMESTAMP", "DATE"))):
+            what = "an address" if "addr" in name or "_ip" in name else "a value"
+            raise Unusable(label, f"column {name} has type {t}, which cannot hold {what} "
+                                  "of a flow record")
+
+
+def _describe(con: duckdb.DuckDBPyConnection, fp: FlowPath, forced: str | None,
               options: dict[str, str] | None = None) -> tuple[str, str, dict[str, str]]:
-    """(format, kind, columns-or-params) of one flow file."""
+    """(format, kind, columns-or-params) of one flow file; Unusable when it cannot be read
+    as flows at all."""
+    path, label = fp.path, fp.label
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as fh:
+            magic = fh.read(4)
+    except OSError as e:
+        raise Unusable(label, f"cannot read: {e.strerror or e}") from None
+    if size == 0:
+        raise Unusable(label, "empty file")
     name = path.name.lower()
-    with path.open("rb") as fh:
-        magic = fh.read(4)
     if magic == b"PAR1" or (name.endswith(PARQUET_SUFFIXES) and forced not in TEXT_FORMATS):
         kind = "parquet"
-    elif (name.endswith(CSV_SUFFIXES) and forced not in TEXT_FORMATS
-          and not antrea.is_headless_csv(path)):  # Antrea's flowLogger CSV: no header
+    elif forced in FORMATS or (name.endswith(CSV_SUFFIXES) and forced not in TEXT_FORMATS
+                               and not antrea.is_headless_csv(path)):  # Antrea: no header
         kind = "csv"
+        if not _head_bytes(path, label).strip():
+            raise Unusable(label, "empty file (blank lines only)")
     else:
-        raw = _head_bytes(path)
-        head = raw.decode("utf-8", errors="replace")
+        raw = _head_bytes(path, label)
         for fmt, module in TEXT_FORMATS.items():
             sniff_bytes = getattr(module, "sniff_bytes", None)
             if forced is None and sniff_bytes is not None and sniff_bytes(raw):
                 forced = fmt
                 break
-        for fmt, module in TEXT_FORMATS.items():
-            opts = {k: v for k, v in (options or {}).items()
-                    if k in getattr(module, "OPTIONS", ())}
-            if forced == fmt or (forced is None and module.sniff(head, **opts)):
-                return fmt, "text", module.describe(head, path, **opts)
-        expected = "; ".join(f"{n}: {m.REQUIRED}" for n, m in TEXT_FORMATS.items())
-        raise InputError(path, "unknown flow file format: expected Parquet or CSV flow "
-                               f"tables, or one of — {expected}" if expected else
-                               "unknown flow file format: expected AWS VPC flow logs in "
-                               "Parquet or a normalized flow table (.parquet or .csv)")
+        if forced is None and not raw.strip(b" \t\r\n\x00\xef\xbb\xbf"):
+            raise Unusable(label, "empty file (blank lines only)")
+        try:
+            fmt, params = _sniff_text(_text_head(raw), path, label, forced, options or {})
+        except InputError as e:
+            if e.path != str(path):
+                raise
+            # a format's own reader named the file it read (maybe a copy of a stream)
+            raise (Unusable if isinstance(e, Unusable) else InputError)(
+                label, e.message, e.where) from None
+        return fmt, "text", params
     try:
         rows = con.execute(f"DESCRIBE SELECT * FROM {reader_sql(kind, [str(path)])}").fetchall()
     except duckdb.Error as e:
         first = str(e).strip().splitlines()[0]
-        raise InputError(path, f"not a readable {kind.upper()} file: {first}") from None
+        raise Unusable(label, f"not a readable {kind.upper()} file: {first}") from None
     columns = {str(r[0]).lower(): str(r[1]) for r in rows}
-    return detect(path, columns, forced), kind, columns
+    fmt = detect(label, columns, forced)
+    _check_column_types(label, columns)
+    return fmt, kind, columns
 
 
-def detect(path: Path, columns: dict[str, str], forced: str | None = None) -> str:
+def detect(path: Path | str, columns: dict[str, str], forced: str | None = None) -> str:
     for name, module in FORMATS.items():
         if forced in (None, name) and module.matches(columns):
             return name
+    shown = ", ".join(sorted(columns)[:12]) + (", …" if len(columns) > 12 else "")
     expected = "; ".join(f"{n}: {', '.join(m.REQUIRED)}" for n, m in FORMATS.items())
-    raise InputError(path, f"unknown flow schema (columns: {', '.join(sorted(columns))}); "
-                           f"expected the columns of one of — {expected}")
+    raise Unusable(path, f"unknown flow table (columns: {shown}); expected the columns of "
+                         f"one of — {expected}")
+
+
+def any_float(sources: Iterable[FlowSource]) -> bool:
+    return any(s.has_float_columns for s in sources)
 
 
 def format_names() -> list[str]:
     return list(FORMATS) + list(TEXT_FORMATS)
 
 
-def open_flow_sources(con: duckdb.DuckDBPyConnection, paths: Iterable[str],
+@dataclass
+class OpenedFlows:
+    sources: list[FlowSource]
+    # files found in a directory or glob that could not be used: {"file", "reason"}
+    skipped_files: list[dict[str, str]] = field(default_factory=list)
+
+
+def open_flow_sources(con: duckdb.DuckDBPyConnection, paths: Iterable[FlowPath],
                       forced: str | None = None,
                       spool_dir: str | None = None,
-                      vpc_fields: str | None = None) -> list[FlowSource]:
-    """vpc_fields: the field list of VPC flow log text without a header line."""
+                      vpc_fields: str | None = None) -> OpenedFlows:
+    """Detect every flow file's format and group same-shaped files. vpc_fields: the field
+    list of VPC flow log text without a header line."""
     if forced is not None and forced not in format_names():
         raise InputError("--flows-format", f"unknown format {forced!r}; expected one of "
                                            f"{', '.join(format_names())}")
     options = {"vpc_fields": vpc_fields} if vpc_fields else {}
     if spool_dir:
         options["spool_dir"] = spool_dir
-    groups: dict[tuple[str, str, tuple[tuple[str, str], ...]], list[str]] = {}
-    for path in _expand(paths, spool_dir):
-        fmt, kind, columns = _describe(con, path, forced, options)
-        groups.setdefault((fmt, kind, tuple(sorted(columns.items()))), []).append(str(path))
-    return [FlowSource(fmt, kind, tuple(files), cols)
-            for (fmt, kind, cols), files in groups.items()]
+    groups: dict[tuple[str, str, tuple[tuple[str, str], ...]], list[FlowPath]] = {}
+    skipped: list[dict[str, str]] = []
+    for fp in paths:
+        try:
+            fmt, kind, columns = _describe(con, fp, forced, options)
+        except Unusable as e:
+            if fp.named:
+                raise
+            skipped.append({"file": fp.label, "reason": e.message})
+            continue
+        groups.setdefault((fmt, kind, tuple(sorted(columns.items()))), []).append(fp)
+    return OpenedFlows([FlowSource(fmt, kind, tuple(str(f.path) for f in fps), cols,
+                                   tuple((str(f.path), f.label) for f in fps))
+                        for (fmt, kind, cols), fps in groups.items()], skipped)

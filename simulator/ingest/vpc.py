@@ -5,7 +5,9 @@ mapping and the skip reasons are computed once per group (see sources.FlowSource
 
 from __future__ import annotations
 
-from .checks import l4_checks
+from collections.abc import Callable
+
+from .checks import counter_sql, epoch_sql, family, l4_checks, port_sql, proto_sql
 
 REQUIRED = ("srcaddr", "dstaddr", "srcport", "dstport", "protocol", "packets", "bytes",
             "start", "end", "action", "log_status")
@@ -20,11 +22,19 @@ def _col(columns: dict[str, str], name: str, default: str = "NULL") -> str:
 
 
 DUPLICATE_REASON = "same traffic recorded at the other interface (flow-direction)"
+NODATA_REASON = "NODATA record (no traffic in the window)"
+# Skipped by design, nothing left unjudged: a window without traffic, a second sighting.
+BENIGN_REASONS = (NODATA_REASON, DUPLICATE_REASON)
 
 
 def _is_integer(type_: str | None) -> bool:
     return (type_ or "").upper() in ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT",
                                      "USMALLINT", "UINTEGER", "UBIGINT", "HUGEINT")
+
+
+def _typed(columns: dict[str, str], name: str,
+           strict: Callable[[str, str | None], str], absent: str) -> str:
+    return strict(f'"{name}"', columns[name]) if name in columns else absent
 
 
 def observation_point(columns: dict[str, str]) -> str | None:
@@ -43,11 +53,14 @@ def raw_columns(columns: dict[str, str]) -> dict[str, str]:
         # primary address, a NAT or a transit gateway); '-' when the same.
         "r_pkt_src": f"CAST({c('pkt_srcaddr')} AS VARCHAR)",
         "r_pkt_dst": f"CAST({c('pkt_dstaddr')} AS VARCHAR)",
-        "src_port": f"TRY_CAST({c('srcport')} AS INTEGER)",
-        "dst_port": f"TRY_CAST({c('dstport')} AS INTEGER)",
+        "src_port": _typed(columns, "srcport", port_sql, "NULL::INTEGER"),
+        "dst_port": _typed(columns, "dstport", port_sql, "NULL::INTEGER"),
         # an integer protocol column is grouped on as it is: casting every record to text
         # costs more than the whole per-group clean-up
         "r_proto": (f"{c('protocol')}" if _is_integer(columns.get("protocol"))
+                    # a float column: 6.0 is 6, 6.5 is no protocol (-1), decided per record
+                    else proto_sql('"protocol"', columns["protocol"])
+                    if family(columns.get("protocol")) == "float"
                     else f"CAST({c('protocol')} AS VARCHAR)"),
         "r_action": f"CAST({c('action')} AS VARCHAR)",
         "r_status": f"CAST({c('log_status')} AS VARCHAR)",
@@ -60,16 +73,17 @@ def raw_columns(columns: dict[str, str]) -> dict[str, str]:
 
 def measures(columns: dict[str, str]) -> dict[str, str]:
     return {
-        "packets": f"TRY_CAST({_col(columns, 'packets')} AS BIGINT)",
-        "bytes": f"TRY_CAST({_col(columns, 'bytes')} AS BIGINT)",
-        "t_start": f"TRY_CAST({_col(columns, 'start')} AS DOUBLE)",
-        "t_end": f"TRY_CAST({_col(columns, 'end')} AS DOUBLE)",
+        "packets": _typed(columns, "packets", counter_sql, "NULL::BIGINT"),
+        "bytes": _typed(columns, "bytes", counter_sql, "NULL::BIGINT"),
+        "t_start": _typed(columns, "start", epoch_sql, "NULL::DOUBLE"),
+        "t_end": _typed(columns, "end", epoch_sql, "NULL::DOUBLE"),
     }
 
 
 _SRC = "NULLIF(trim(coalesce(NULLIF(trim(r_pkt_src), '-'), r_src)), '-')"
 _DST = "NULLIF(trim(coalesce(NULLIF(trim(r_pkt_dst), '-'), r_dst)), '-')"
-_PROTO = "TRY_CAST(NULLIF(trim(CAST(r_proto AS VARCHAR)), '-') AS INTEGER)"
+# per group: the raw protocol as text (an integer column's value or the text field)
+_PROTO = proto_sql("r_proto")
 
 
 def post_columns() -> dict[str, str]:
@@ -82,9 +96,9 @@ def post_columns() -> dict[str, str]:
         "observed": """CASE upper(trim(r_action)) WHEN 'ACCEPT' THEN 'allowed'
                        WHEN 'REJECT' THEN 'denied' ELSE 'unknown' END""",
         "skip_reason": f"""CASE
-            WHEN {status} = 'NODATA' THEN 'NODATA record (no traffic in the window)'
+            WHEN {status} = 'NODATA' THEN '{NODATA_REASON}'
             WHEN {status} = 'SKIPDATA' THEN 'SKIPDATA record (AWS dropped records)'
             WHEN {_SRC} IS NULL OR {_DST} IS NULL THEN 'missing address'
-            {l4_checks(_PROTO)}
+            {l4_checks("proto")}
         END""",
     }

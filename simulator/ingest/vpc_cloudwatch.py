@@ -15,9 +15,15 @@ import re
 from pathlib import Path
 
 from . import vpc_text
-from .vpc_text import DUPLICATE_REASON, measures, observation_point, post_columns, raw_columns
+from .vpc_text import (
+    BENIGN_REASONS,
+    DUPLICATE_REASON,
+    measures,
+    observation_point,
+    post_columns,
+)
 
-__all__ = ["DUPLICATE_REASON", "OPTIONS", "REQUIRED", "describe", "measures",
+__all__ = ["BENIGN_REASONS", "DUPLICATE_REASON", "OPTIONS", "REQUIRED", "describe", "measures",
            "observation_point", "post_columns", "raw_columns", "reader", "sniff"]
 
 REQUIRED = ("CloudWatch Logs JSON ({\"logGroup\", \"logEvents\": [{\"message\": ...}]}) "
@@ -27,7 +33,6 @@ OPTIONS = ("vpc_fields",)
 _EVENTS = re.compile(r'"logEvents"\s*:\s*\[')
 _ENVELOPE_KEY = re.compile(r'"(?:logGroup|messageType|logStream)"\s*:')
 _MESSAGE = re.compile(r'"message"\s*:\s*("(?:[^"\\]|\\.)*")')
-_EVENT_TYPE = 'STRUCT("id" VARCHAR, "timestamp" BIGINT, "message" VARCHAR)[]'
 
 
 def sniff(head: str, vpc_fields: str | None = None) -> bool:
@@ -60,29 +65,45 @@ def describe(head: str, path: Path, vpc_fields: str | None = None) -> dict[str, 
 
 
 def reader(files: list[str], params: dict[str, str], numbered: bool) -> str:
+    """One row per log event: its split message `f`, or, for an event or envelope of
+    another shape, `bad` saying what is wrong (one skipped record; the others stay)."""
     listed = "[" + ", ".join(vpc_text._sql_str(f) for f in files) + "]"
     src = (f"read_json({listed}, format = 'auto', columns = {{'messageType': 'VARCHAR', "
-           f"'logEvents': '{_EVENT_TYPE}'}}, "
-           f"compression = {vpc_text._sql_str(params.get('compression', 'auto'))}"
-           f"{', filename = true' if numbered else ''})")
-    data = "coalesce(messageType, 'DATA_MESSAGE') = 'DATA_MESSAGE'"
+           f"'logEvents': 'JSON'}}, ignore_errors = true, maximum_object_size = 268435456, "
+           f"compression = {vpc_text._sql_str(params.get('compression', 'auto'))}, "
+           "filename = true)")
     split = vpc_text.split_sql("m")
     keep = vpc_text.keep_sql(params, "m")
-    if not numbered:
-        return f"""(SELECT {split} AS f FROM (
-                       SELECT unnest(logEvents).message AS m FROM {src} WHERE {data})
-                   WHERE {keep})"""
-    # place: the event's number in its envelope, and the envelope's in the file when
-    # the file holds more than one.
-    return f"""(SELECT {split} AS f, filename,
-                   CASE WHEN envelopes = 1 THEN 'event ' || i
-                        ELSE 'envelope ' || envelope || ' event ' || i END AS place
+    # the envelope's events, or one NULL standing for an envelope that has none to give
+    events = """CASE WHEN json_type(logEvents) = 'ARRAY' AND json_array_length(logEvents) > 0
+                     THEN CAST(logEvents -> '$[*]' AS JSON[]) ELSE [NULL::JSON] END"""
+    bad = """CASE
+        WHEN logEvents IS NULL AND messageType IS NULL
+            THEN 'malformed JSON or not a CloudWatch Logs envelope'
+        WHEN json_type(logEvents) <> 'ARRAY' THEN 'malformed envelope (logEvents is not a list)'
+        WHEN json_type(e -> '$.message') <> 'VARCHAR'
+            THEN 'malformed log event (message is not a string)' END"""
+    return f"""(SELECT CASE WHEN bad IS NULL THEN {split} END AS f, bad
+                   {', filename, place' if numbered else ''}
                FROM (
-                   SELECT filename, envelope, envelopes, i, logEvents[i].message AS m FROM (
+                   SELECT *, {bad} AS bad, e ->> '$.message' AS m,
+                       CASE WHEN envelopes = 1 THEN 'event ' || i
+                            ELSE 'envelope ' || envelope || ' event ' || i END AS place
+                   FROM (
                        SELECT filename, logEvents, messageType,
                            n - min(n) OVER (PARTITION BY filename) + 1 AS envelope,
                            count(*) OVER (PARTITION BY filename) AS envelopes,
-                           unnest(range(1, len(logEvents) + 1)) AS i
+                           unnest({events}) AS e,
+                           generate_subscripts({events}, 1) AS i
                        FROM (SELECT *, ordinality AS n FROM {src} WITH ORDINALITY))
-                   WHERE {data})
-               WHERE {keep})"""
+                   -- an envelope without events (e.g. CONTROL_MESSAGE) holds no record
+                   WHERE NOT (logEvents IS NOT NULL AND json_type(logEvents) = 'ARRAY'
+                              AND json_array_length(logEvents) = 0)
+                     AND coalesce(messageType, 'DATA_MESSAGE') = 'DATA_MESSAGE')
+               WHERE bad IS NOT NULL OR {keep})"""
+
+
+def raw_columns(params: dict[str, str]) -> dict[str, str]:
+    raw = vpc_text.raw_columns(params)
+    raw["r_bad_fields"] = f"coalesce(bad, {raw['r_bad_fields']})"
+    return raw

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from . import vpc
+from .checks import counter_sql, epoch_sql, port_sql
 
 REQUIRED = ("space-separated AWS VPC flow log text: a header line of field names "
             "(version srcaddr dstaddr ...), or records in the default v2 format "
@@ -98,12 +99,11 @@ def _fits(line: str, fields: list[str]) -> bool:
 
 def sniff(head: str, vpc_fields: str | None = None) -> bool:
     """A header line of VPC field names; or records: >= 14 fields, the first a version
-    2-8 (or as many fields as --vpc-fields names). An empty file is taken too: it holds
-    no records, and an empty delivery is not an error."""
+    2-8 (or as many fields as --vpc-fields names)."""
     fields = parse_fields(vpc_fields) if vpc_fields else None  # a bad list is an error
     line = _first_line(head)
     if not line:
-        return True
+        return False
     if _header(line) is not None:
         return True
     if fields and _fits(line, fields):
@@ -185,6 +185,7 @@ def _field(params: dict[str, str]) -> Callable[[str], str]:
 
 
 DUPLICATE_REASON = vpc.DUPLICATE_REASON
+BENIGN_REASONS = vpc.BENIGN_REASONS
 
 
 def observation_point(params: dict[str, str]) -> str | None:
@@ -201,8 +202,8 @@ def raw_columns(params: dict[str, str]) -> dict[str, str]:
         "r_dst": c("dstaddr"),
         "r_pkt_src": c("pkt-srcaddr"),
         "r_pkt_dst": c("pkt-dstaddr"),
-        "src_port": f"TRY_CAST({c('srcport')} AS INTEGER)",
-        "dst_port": f"TRY_CAST({c('dstport')} AS INTEGER)",
+        "src_port": port_sql(c("srcport")) if "srcport" in fields else "NULL::INTEGER",
+        "dst_port": port_sql(c("dstport")) if "dstport" in fields else "NULL::INTEGER",
         "r_proto": c("protocol"),
         "r_action": c("action"),
         "r_status": c("log-status"),
@@ -216,11 +217,16 @@ def raw_columns(params: dict[str, str]) -> dict[str, str]:
 
 def measures(params: dict[str, str]) -> dict[str, str]:
     c = _field(params)
+    fields = params["fields"].split()
+
+    def strict(name: str, to: Callable[[str], str], absent: str) -> str:
+        return to(c(name)) if name in fields else absent
+
     return {
-        "packets": f"TRY_CAST({c('packets')} AS BIGINT)",
-        "bytes": f"TRY_CAST({c('bytes')} AS BIGINT)",
-        "t_start": f"TRY_CAST({c('start')} AS DOUBLE)",
-        "t_end": f"TRY_CAST({c('end')} AS DOUBLE)",
+        "packets": strict("packets", counter_sql, "NULL::BIGINT"),
+        "bytes": strict("bytes", counter_sql, "NULL::BIGINT"),
+        "t_start": strict("start", epoch_sql, "NULL::DOUBLE"),
+        "t_end": strict("end", epoch_sql, "NULL::DOUBLE"),
     }
 
 

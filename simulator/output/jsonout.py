@@ -1,7 +1,8 @@
 """`--json FILE`: the summary and every connection, as one JSON document.
 
 The connections array is written by DuckDB (no Python loop per connection) and spliced
-into the document in chunks."""
+into the document in chunks. Every string is ASCII-escaped or, for what DuckDB writes,
+has its control and bidi characters escaped (jsonsafe)."""
 
 from __future__ import annotations
 
@@ -15,21 +16,25 @@ import duckdb
 
 from .. import db
 from ..diff import PUBLIC_RESULT
+from .files import atomic_output
+from .jsonsafe import escape_json_file
 
-SCHEMA_VERSION = 2  # docs/json-schema.md
+SCHEMA_VERSION = 3  # docs/json-schema.md
 
 
 def write_json(con: duckdb.DuckDBPyConnection, summary: dict[str, Any],
                path: str | Path, report: dict[str, Any] | None = None) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="netpol-json-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="netpol-json-") as tmp, \
+            atomic_output(path) as target:
         part = Path(tmp) / "connections.json"
-        target = str(part).replace("'", "''")
-        db.run(con, f"COPY (SELECT * FROM {PUBLIC_RESULT}) TO '{target}' (FORMAT json, ARRAY true)")
+        quoted = str(part).replace("'", "''")
+        db.run(con, f"COPY (SELECT * FROM {PUBLIC_RESULT}) TO '{quoted}' "
+                    "(FORMAT json, ARRAY true)")
+        escape_json_file(part)
         head = json.dumps({"schema_version": SCHEMA_VERSION, "summary": summary,
-                           "report": report}, indent=1, default=str)
-        with path.open("w", encoding="utf-8") as out:
+                           "warnings": summary.get("warnings", []), "report": report},
+                          indent=1, default=str, ensure_ascii=True)
+        with target.open("w", encoding="utf-8") as out:
             out.write(head[:-1].rstrip() + ',\n "connections": ')
             with part.open("r", encoding="utf-8") as src:
                 shutil.copyfileobj(src, out, 1 << 20)

@@ -1,21 +1,31 @@
-"""The terminal summary: what was read, what changes, and the top breaking pairs."""
+"""The terminal summary: what was read, what changes, the top breaking pairs, and the
+verdict with everything the run could not judge."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from ..diff import CHANGES
+from ..untrusted import inert
 
 _LABELS = {"break": "break", "newly_allowed": "newly allowed", "still_allowed": "still allowed",
            "still_denied": "still denied", "unresolved": "unresolved"}
+MAX_FILES = 20
 
 
 def _clean(text: Any) -> str:
     """Cluster and flow strings are untrusted: no terminal escape sequences."""
-    return "".join(ch if ch.isprintable() else "?" for ch in str(text))
+    return inert(text)
 
 
-def _bytes(n: int) -> str:
+def plural(n: int, word: str, many: str | None = None) -> str:
+    return f"{n:,} {word if n == 1 else (many or word + 's')}"
+
+
+def human_bytes(n: int | None) -> str:
+    """n/a when the records carried no byte counts (never a misleading 0 B)."""
+    if n is None:
+        return "n/a"
     size = float(n)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if size < 1024 or unit == "TiB":
@@ -24,30 +34,48 @@ def _bytes(n: int) -> str:
     return f"{n} B"
 
 
+def _verdict(summary: dict[str, Any]) -> list[str]:
+    brk = summary["connections"]["by_change"]["break"]
+    warnings = summary.get("warnings") or []
+    partial = (f" — partial judgement, {plural(len(warnings), 'warning')}:"
+               if warnings else "")
+    if brk["connections"]:
+        head = (f"Verdict: {plural(brk['connections'], 'connection')} would break "
+                f"({plural(brk['flows'], 'flow')}){partial}")
+    else:
+        head = f"Verdict: nothing in the observed traffic would break{partial}"
+    return [head] + [f"  ! {_clean(w['message'])}" for w in warnings]
+
+
 def render(summary: dict[str, Any]) -> str:
     inp, fl, cn = summary["inputs"], summary["flows"], summary["connections"]
     lines = []
     cand, base = inp["candidate"], inp["baseline"]
-    lines.append(f"Policies: candidate {cand['policies']} NetworkPolicies from "
-                 f"{cand['files']} files; baseline: "
-                 + (f"{base['policies']} NetworkPolicies from {base['files']} files"
-                    if base else "observed verdicts in the flows"))
+
+    def policies(pset: dict[str, Any]) -> str:
+        return (f"{plural(pset['policies'], 'NetworkPolicy', 'NetworkPolicies')} from "
+                f"{plural(pset['files'], 'file')}")
+
+    lines.append(f"Policies: candidate {policies(cand)}; baseline: "
+                 + (policies(base) if base else "observed verdicts in the flows"))
     for name, pset in (("candidate", cand), ("baseline", base)):
         if pset and pset["ignored"]:
             kinds = ", ".join(f"{_clean(k)} ×{v}" for k, v in pset["ignored"].items())
             lines.append(f"  ignored in {name}: {kinds}")
     skipped = sum(fl["skipped"].values())
-    lines.append(f"Flows: {fl['read']:,} read, {skipped:,} skipped, "
-                 f"{fl['evaluated']:,} evaluated")
+    lines.append(f"Flows: {fl['read']:,} read = {fl['evaluated']:,} evaluated + "
+                 f"{skipped:,} skipped")
     for reason, n in fl["skipped"].items():
         lines.append(f"  skipped {n:,}: {_clean(reason)}")
     if len(fl["files"]) > 1:
-        for f in fl["files"][:20]:
-            skipped = ", ".join(f"{_clean(r)} {n:,}" for r, n in f["skipped"].items())
-            lines.append(f"  {_clean(f['file'])} ({f['format']}): {f['records']:,} records"
-                         + (f"; skipped {skipped}" if skipped else ""))
-        if len(fl["files"]) > 20:
-            lines.append(f"  … and {len(fl['files']) - 20} more files (see --json)")
+        for f in fl["files"][:MAX_FILES]:
+            why = ", ".join(f"{_clean(r)} {n:,}" for r, n in f["skipped"].items())
+            lines.append(f"  {_clean(f['file'])} ({f['format']}): {f['records']:,} read, "
+                         f"{f['evaluated']:,} evaluated" + (f"; skipped {why}" if why else ""))
+        if len(fl["files"]) > MAX_FILES:
+            lines.append(f"  … and {len(fl['files']) - MAX_FILES} more files (see --json)")
+    for f in inp.get("skipped_files", []):
+        lines.append(f"  file skipped: {_clean(f['file'])}: {_clean(f['reason'])}")
     for ex in fl["skipped_examples"]:
         lines.append(f"    e.g. {_clean(ex)}")
     lines.append(f"Connections: {cn['total']:,} distinct "
@@ -55,33 +83,30 @@ def render(summary: dict[str, Any]) -> str:
     for change in CHANGES:
         c = cn["by_change"][change]
         lines.append(f"  {_LABELS[change]:<14} {c['connections']:>9,} connections "
-                     f"{c['flows']:>12,} flows {_bytes(c['bytes']):>11}")
+                     f"{c['flows']:>12,} flows {human_bytes(c['bytes']):>11}")
     un = summary["unresolved_endpoints"]
     if un["addresses"]:
-        lines.append(f"Unresolved endpoints: {un['addresses']:,} addresses look in-cluster "
-                     "but match no pod (verdicts not guessed)")
-        lines += [f"  {_clean(r['ip'])} ({r['kind']}): {r['flows']:,} flows"
+        lines.append(f"Unresolved endpoints: {plural(un['addresses'], 'address', 'addresses')}"
+                     " look in-cluster but match no pod (verdicts not guessed)")
+        lines += [f"  {_clean(r['ip'])} ({r['kind']}): {plural(r['flows'], 'flow')}"
                   for r in un["top"][:5]]
     conflicts = summary["identity_conflicts"]
     if conflicts["pods"]:
-        lines.append(f"Identity conflicts: {conflicts['pods']:,} pods named by the flows "
-                     "disagree with the cluster snapshot (the flows' identity was used)")
+        lines.append(f"Identity conflicts: {plural(conflicts['pods'], 'pod')} named by the "
+                     "flows disagree with the cluster snapshot (the flows' identity was used)")
         lines += [f"  {_clean(ex)}" for ex in conflicts["examples"][:5]]
     cal = summary["calibration"]
     if cal["compared"]:
         lines.append(f"Self-calibration: baseline model disagrees with the observed verdict "
-                     f"on {cal['disagreements']:,} of {cal['compared']:,} connections")
+                     f"on {cal['disagreements']:,} of {plural(cal['compared'], 'connection')}")
     for key, title in (("top_breaks", "Top breaking workload pairs:"),
                        ("top_newly_allowed", "Top newly allowed workload pairs:")):
         if summary[key]:
             lines.append(title)
         for b in summary[key]:
             lines.append(f"  {_clean(b['source'])} -> {_clean(b['destination'])} "
-                         f"{_clean(b['port'])}: {b['connections']:,} connections, "
-                         f"{b['flows']:,} flows, {_bytes(b['bytes'])}")
+                         f"{_clean(b['port'])}: {plural(b['connections'], 'connection')}, "
+                         f"{plural(b['flows'], 'flow')}, {human_bytes(b['bytes'])}")
             lines.append(f"      why: {_clean(b['candidate_reason'])}")
-    brk = cn["by_change"]["break"]
-    lines.append(f"Verdict: {brk['connections']:,} connections would break "
-                 f"({brk['flows']:,} flows)" if brk["connections"] else
-                 "Verdict: nothing in the observed traffic would break")
+    lines += _verdict(summary)
     return "\n".join(lines)

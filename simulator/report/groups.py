@@ -43,8 +43,8 @@ WITH agg AS (
         any_value(m.protocol) AS protocol, any_value(m.dst_port) AS dst_port,
         count(*) AS connections, sum(r.flows)::BIGINT AS flows,
         -- some sources (Azure NSG v1, pcaps cut short) record no byte or packet counts
-        coalesce(sum(r.bytes), 0)::BIGINT AS bytes,
-        coalesce(sum(r.packets), 0)::BIGINT AS packets,
+        {sat_bytes} AS bytes,
+        {sat_packets} AS packets,
         min(r.first_seen) AS first_seen, max(r.last_seen) AS last_seen,
         count(DISTINCT r.src_pod) AS src_pods, count(DISTINCT r.dst_pod) AS dst_pods,
         count(DISTINCT r.src_ip) AS src_addresses, count(DISTINCT r.dst_ip) AS dst_addresses,
@@ -89,7 +89,8 @@ def build_groups(con: duckdb.DuckDBPyConnection, *, limit: int, per_group: int,
                  total_flows: int, has_baseline_set: bool) -> dict[str, dict[str, Any]]:
     """{change: {"total": groups, "groups": [...biggest `limit` groups]}}."""
     db.run(con, MEMBERS_SQL)
-    db.run(con, GROUPS_SQL)
+    db.run(con, GROUPS_SQL.replace("{sat_bytes}", db.saturated_sum("r.bytes"))
+           .replace("{sat_packets}", db.saturated_sum("r.packets")))
     out: dict[str, dict[str, Any]] = {}
     for change in GROUPED_CHANGES:
         total = int(db.one(con, f"SELECT count(*) FROM report_groups "
@@ -145,8 +146,8 @@ def _group(change: str, g: dict[str, Any], members: list[dict[str, Any]], total_
         "port": int(port) if port is not None else None,
         "connections": int(g["connections"]),
         "flows": int(g["flows"]),
-        "bytes": int(g["bytes"]),
-        "packets": int(g["packets"]),
+        "bytes": None if g["bytes"] is None else int(g["bytes"]),
+        "packets": None if g["packets"] is None else int(g["packets"]),
         "share_of_flows": (int(g["flows"]) / total_flows) if total_flows else 0.0,
         "first_seen": g["first_seen"],
         "last_seen": g["last_seen"],

@@ -52,8 +52,8 @@ def fmt_int(n: Any) -> str:
 
 
 def fmt_bytes(n: Any) -> str:
-    if n is None:
-        return "—"
+    if n is None:  # the records carried no byte counts
+        return "n/a"
     value = float(n)
     for unit in ("B", "kB", "MB", "GB", "TB"):
         if abs(value) < 1000 or unit == "TB":

@@ -68,6 +68,11 @@ def _fix(g: dict[str, Any]) -> str:
 def render_markdown(report: dict[str, Any], limit: int = LIMIT) -> str:
     totals = report["totals"]
     out = [f"### netpol-simulator: {md(report['headline'])}", ""]
+    if report.get("warnings"):
+        out += ["> [!WARNING]", "> **Not judged** — the verdict covers only part of what was "
+                "given:"]
+        out += [f"> - {md(w['message'])}" for w in report["warnings"]]
+        out.append("")
     out += ["| change | connections | flows |", "|---|--:|--:|"]
     out += [f"| {_LABELS[c]} | {v['connections']:,} | {v['flows']:,} |"
             for c, v in totals["by_change"].items()]

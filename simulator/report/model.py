@@ -21,13 +21,16 @@ CONNECTIONS_PER_GROUP = 20
 
 def _headline(summary: dict[str, Any], breaks: dict[str, Any], total_flows: int) -> str:
     brk = summary["connections"]["by_change"]["break"]
+    warnings = len(summary.get("warnings") or [])
+    partial = (f" — partial judgement: {warnings} warning{'s' if warnings != 1 else ''}"
+               if warnings else "")
     if not brk["connections"]:
-        return "Nothing in the observed traffic would break"
+        return "Nothing in the observed traffic would break" + partial
     pairs = breaks["total"]
     share = brk["flows"] / total_flows * 100 if total_flows else 0.0
     return (f"{pairs:,} workload pair{'s' if pairs != 1 else ''} would break, carrying "
             f"{share:.1f}% of observed flows ({brk['connections']:,} connection"
-            f"{'s' if brk['connections'] != 1 else ''})")
+            f"{'s' if brk['connections'] != 1 else ''}){partial}")
 
 
 def build_report(con: duckdb.DuckDBPyConnection, summary: dict[str, Any],
@@ -41,6 +44,7 @@ def build_report(con: duckdb.DuckDBPyConnection, summary: dict[str, Any],
     report = {
         "version": REPORT_VERSION,
         "headline": _headline(summary, breaks, total_flows),
+        "warnings": summary.get("warnings") or [],
         "inputs": {**summary["inputs"], "flows": facts.flow_inputs(con, summary)},
         "totals": {"records": summary["flows"]["read"], "flows": total_flows,
                    "connections": summary["connections"]["total"],

@@ -6,7 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
+from ..output.files import write_text
 from ..output.jsonout import write_json
+from ..untrusted import inert_document
 from .model import build_report
 
 HTML_SUFFIXES = (".html", ".htm")
@@ -20,12 +22,6 @@ def check_report_paths(html: str | None, markdown: str | None) -> None:
         raise UsageError(f"--markdown {markdown}: use a .md name (HTML goes to --report)")
 
 
-def _write_text(path: str, text: str) -> None:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(text, encoding="utf-8")
-
-
 def write_reports(result: Any, *, html: str | None = None, markdown: str | None = None,
                   json: str | None = None) -> dict[str, Any]:
     if result.candidate is None:
@@ -34,11 +30,11 @@ def write_reports(result: Any, *, html: str | None = None, markdown: str | None 
     if html:
         from .html import render_html
 
-        _write_text(html, render_html(report))
+        write_text(html, inert_document(render_html(report)))
     if markdown:
         from .markdown import render_markdown
 
-        _write_text(markdown, render_markdown(report))
+        write_text(markdown, inert_document(render_markdown(report)))
     if json:
         write_json(result.con, result.summary, json, report)
     return report

@@ -1,0 +1,126 @@
+"""What a run could not judge, as part of its verdict.
+
+A verdict is only as good as what it judged: a run that evaluated nothing ends with exit
+code 2 (nothing_to_judge); a run that judged part of what it was given carries warnings
+(collect_warnings), shown in every headline (terminal, HTML, Markdown), listed under
+`warnings` in --json, and tripping the --strict gate."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from .errors import NothingToJudge
+from .ingest.sources import FORMATS, TEXT_FORMATS, FlowSource
+
+# Skip reasons that leave nothing unjudged (a window without traffic, a second sighting of
+# the same packet or connection, an event that is not a flow): the formats declare them.
+BENIGN_SKIPS = frozenset(r for m in (*FORMATS.values(), *TEXT_FORMATS.values())
+                         for r in getattr(m, "BENIGN_REASONS", ()))
+# API groups whose objects are network policies of some dialect, and kinds by name: a
+# policy set holding them is judged without them (a ConfigMap beside the policies is just
+# not a policy, and not a warning).
+POLICY_GROUPS = ("cilium.io", "projectcalico.org", "crd.projectcalico.org",
+                 "policy.networking.k8s.io", "crd.antrea.io", "security.antrea.io",
+                 "networking.gke.io", "k8s.ovn.org", "network.openshift.io")
+# Above this share of evaluated flows touching an endpoint that could not be mapped (in a
+# pod CIDR but no pod, or a Service address), the run's verdict covers too little.
+UNRESOLVED_SHARE = 0.05
+TOP_REASONS = 4
+
+
+def _counts(counts: dict[str, int]) -> str:
+    items = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    shown = ", ".join(f"{reason} ×{n:,}" for reason, n in items[:TOP_REASONS])
+    more = len(items) - TOP_REASONS
+    return shown + (f", and {more} more reason{'s' if more != 1 else ''}" if more > 0 else "")
+
+
+def nothing_to_judge(files: list[dict[str, Any]], examples: list[str],
+                     skipped_files: list[dict[str, str]]) -> NothingToJudge:
+    """The error of a run in which no record was evaluated, with the counts by reason."""
+    skipped: dict[str, int] = {}
+    for f in files:
+        for reason, n in f["skipped"].items():
+            skipped[reason] = skipped.get(reason, 0) + n
+    read = sum(f["records"] for f in files)
+    where = ", ".join(f["file"] for f in files[:3]) + (", …" if len(files) > 3 else "")
+    parts = []
+    if files:
+        parts.append(f"0 of {read:,} record{'s' if read != 1 else ''} evaluated"
+                     + (f" ({_counts(skipped)})" if skipped else ""))
+    if skipped_files:
+        parts.append(f"{len(skipped_files)} file{'s' if len(skipped_files) != 1 else ''} "
+                     "skipped (" + _counts({f["reason"]: 1 for f in skipped_files}) + ")")
+    if not files and skipped_files:
+        where = ", ".join(f["file"] for f in skipped_files[:3]) + (
+            ", …" if len(skipped_files) > 3 else "")
+    return NothingToJudge(where or "--flows", "nothing to judge: " + "; ".join(parts))
+
+
+def is_policy_kind(api_kind: str) -> bool:
+    """'apiVersion kind' of an ignored object: is it a network policy of another dialect?"""
+    api, _, kind = api_kind.rpartition(" ")
+    group = api.split("/")[0] if "/" in api else ""
+    return "Policy" in kind or group in POLICY_GROUPS
+
+
+def collect_warnings(summary: dict[str, Any], sources: Sequence[FlowSource]
+                     ) -> list[dict[str, str]]:
+    """[{code, message}] of everything the run could not judge, most serious first."""
+    out: list[dict[str, str]] = []
+
+    def warn(code: str, message: str) -> None:
+        out.append({"code": code, "message": message})
+
+    inputs, flows, conns = summary["inputs"], summary["flows"], summary["connections"]
+    for name in ("candidate", "baseline"):
+        pset = inputs[name]
+        if pset is None:
+            continue
+        ignored = {k: n for k, n in pset["ignored"].items() if is_policy_kind(k)}
+        if ignored:
+            kinds = ", ".join(f"{k} ×{n:,}" for k, n in ignored.items())
+            warn("ignored_policy_kinds",
+                 f"{name} policies not judged: {kinds} (a dialect this version does not "
+                 "read; the verdicts are as if they did not exist)")
+        if not pset["policies"]:
+            warn("empty_policy_set",
+                 f"the {name} set holds no NetworkPolicy: every pod is open in both "
+                 "directions under it")
+    if not conns["with_pod"]:
+        warn("no_pod_identity",
+             "no endpoint could be mapped to a pod (no --cluster and no pod identity in "
+             "the flows): every address counts as external, and no policy selects it")
+    share = conns["unmapped_flows"] / flows["evaluated"] if flows["evaluated"] else 0.0
+    if share >= UNRESOLVED_SHARE:
+        warn("unresolved_share",
+             f"{share:.0%} of the evaluated flows have an endpoint that could not be mapped "
+             "(an address in a pod CIDR that matches no pod, or a Service address): their "
+             "verdicts are unresolved")
+    not_judged = {r: n for r, n in flows["skipped"].items() if r not in BENIGN_SKIPS}
+    if not_judged:
+        n = sum(not_judged.values())
+        warn("skipped_records",
+             f"{n:,} record{'s' if n != 1 else ''} skipped as unusable: {_counts(not_judged)}")
+    field_counts = sum(n for r, n in not_judged.items()
+                       if r.startswith("wrong number of fields"))
+    if field_counts and any(s.format.startswith("vpc") for s in sources):
+        warn("wrong_field_count",
+             f"{field_counts:,} VPC flow log record{'s' if field_counts != 1 else ''} had "
+             "another number of fields than the format: for a custom format without a "
+             "header line, give the fields with --vpc-fields")
+    if inputs["skipped_files"]:
+        files = inputs["skipped_files"]
+        listed = "; ".join(f"{f['file']}: {f['reason']}" for f in files[:3])
+        warn("skipped_files",
+             f"{len(files)} file{'s' if len(files) != 1 else ''} in the --flows "
+             f"directories or patterns could not be read as flows and were skipped: {listed}"
+             + (" …" if len(files) > 3 else ""))
+    cluster = inputs["cluster"]
+    if cluster["skipped"]:
+        n = cluster["skipped"]
+        warn("cluster_items_skipped",
+             f"{n:,} cluster snapshot item{'s' if n != 1 else ''} could not be understood "
+             f"and {'were' if n != 1 else 'was'} skipped (e.g. {cluster['skipped_examples'][0]})")
+    return out

@@ -1,0 +1,98 @@
+"""What the user named as inputs: flow paths expanded to files (directories, globs,
+standard input, named pipes), and every input file of a run, so that no output is ever
+written over one (output.files.check_outputs)."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import stat
+import sys
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .documents import expand_paths
+from .errors import InputError
+
+_GLOB = "*?["
+
+
+@dataclass(frozen=True)
+class FlowPath:
+    path: Path    # the file read (a spooled copy for standard input and pipes)
+    label: str    # what the user called it, for every message
+    named: bool   # named on its own (judged strictly), not found in a directory or glob
+
+
+def _is_stream(p: Path) -> bool:
+    try:
+        mode = p.stat().st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode)
+
+
+def _spool(source: str, spool_dir: str | None) -> Path:
+    """Standard input and named pipes can be read once: the stream is copied to a file
+    (one sequential read; detection and the SQL readers then read the copy)."""
+    fd, name = tempfile.mkstemp(prefix="stream-", suffix=".flows", dir=spool_dir)
+    try:
+        with open(fd, "wb") as out:
+            if source == "-":
+                shutil.copyfileobj(sys.stdin.buffer, out, 1 << 20)
+            else:
+                with open(source, "rb") as src:
+                    shutil.copyfileobj(src, out, 1 << 20)
+    except OSError as e:
+        raise InputError(source, f"cannot read: {e.strerror or e}") from None
+    return Path(name)
+
+
+def expand_flow_paths(paths: Iterable[str], spool_dir: str | None = None,
+                      dry: bool = False) -> list[FlowPath]:
+    """Every flow file the paths name. dry: list the files only (standard input and
+    pipes are not read, and left out)."""
+    files: list[FlowPath] = []
+    for raw in paths:
+        p = Path(raw)
+        if raw == "-":
+            if not dry:
+                files.append(FlowPath(_spool("-", spool_dir), "(standard input)", True))
+        elif p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file()
+                           and not f.name.startswith("."))
+            if not found:
+                raise InputError(raw, "--flows: the directory holds no files")
+            files.extend(FlowPath(f, str(f), False) for f in found)
+        elif raw.endswith(("/", os.sep)) and p.exists():
+            raise InputError(raw, "--flows: not a directory (a file path given with a "
+                                  "trailing slash)")
+        elif p.is_file():
+            files.append(FlowPath(p, raw, True))
+        elif _is_stream(p):
+            if not dry:
+                files.append(FlowPath(_spool(raw, spool_dir), raw, True))
+        elif any(ch in raw for ch in _GLOB):
+            matched = sorted(Path(m) for m in glob.glob(raw, recursive=True))
+            found = [m for m in matched if m.is_file() and not m.name.startswith(".")]
+            if not found:
+                raise InputError(raw, "--flows: the pattern matches no file")
+            files.extend(FlowPath(m, str(m), False) for m in found)
+        elif p.exists():
+            raise InputError(raw, "--flows: not a regular file")
+        else:
+            raise InputError(raw, "--flows: no such file or directory")
+    return files
+
+
+def input_files(flows: Iterable[str], cluster: Iterable[str], policies: Iterable[str],
+                baseline: Iterable[str]) -> list[Path]:
+    """Every input file of a run (what exists of it now)."""
+    out = [f.path for f in expand_flow_paths(flows, dry=True)]
+    for what, paths in (("--cluster", cluster), ("--policies", policies),
+                        ("--baseline", baseline)):
+        out += expand_paths(paths, what)
+    return out

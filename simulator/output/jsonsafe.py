@@ -1,0 +1,36 @@
+"""JSON that DuckDB writes escapes C0 controls but leaves C1 controls and bidirectional
+overrides as raw UTF-8; this rewrites them as \\uXXXX escapes. Lossless: a JSON reader gets
+the same strings back, and such characters can only stand inside JSON strings."""
+
+from __future__ import annotations
+
+import mmap
+import os
+import re
+from pathlib import Path
+
+# UTF-8 of U+0080-U+009F, U+061C, U+200E/F, U+2028/9, U+202A-E, U+2066-9
+_RAW = re.compile(rb"\xc2[\x80-\x9f]|\xd8\x9c|\xe2\x80[\x8e\x8f\xa8\xa9\xaa-\xae]"
+                  rb"|\xe2\x81[\xa6-\xa9]")
+
+
+def _escape(m: re.Match[bytes]) -> bytes:
+    return b"\\u%04x" % ord(m.group(0).decode("utf-8"))
+
+
+def _has_raw(path: Path) -> bool:
+    if path.stat().st_size == 0:
+        return False
+    with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        return _RAW.search(mm) is not None
+
+
+def escape_json_file(path: Path) -> None:
+    """Rewrite `path` (a file we just wrote) with such characters escaped, if it has any."""
+    if not _has_raw(path):
+        return
+    tmp = path.with_name(path.name + ".esc")
+    with path.open("rb") as src, tmp.open("wb") as out:
+        for line in src:  # the sequences never span a newline
+            out.write(_RAW.sub(_escape, line))
+    os.replace(tmp, path)
