@@ -102,7 +102,7 @@ def collect_warnings(summary: dict[str, Any], sources: Sequence[FlowSource]
     if not_judged:
         n = sum(not_judged.values())
         warn("skipped_records",
-             f"{n:,} record{'s' if n != 1 else ''} skipped as unusable: {_counts(not_judged)}")
+             f"{n:,} record{'s' if n != 1 else ''} skipped, not judged: {_counts(not_judged)}")
     field_counts = sum(n for r, n in not_judged.items()
                        if r.startswith("wrong number of fields"))
     if field_counts and any(s.format.startswith("vpc") for s in sources):

@@ -105,7 +105,7 @@ def build_summary(con: duckdb.DuckDBPyConnection, *, sources: list[Any], cluster
                  for r in db.rows(con, """
         SELECT change, count(*) AS connections, sum(flows) AS flows, sum(bytes) AS bytes
         FROM result GROUP BY 1""")}
-    zero = {"connections": 0, "flows": 0, "bytes": None}
+    zero = {"connections": 0, "flows": 0, "bytes": 0}
     counts = db.one(con, f"""
         SELECT count(*), coalesce(sum(flows), 0),
                count(*) FILTER (WHERE direction_guessed),

@@ -187,6 +187,7 @@ def _lines(files: list[str], params: dict[str, str], numbered: bool, expr: str) 
     listed = "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
     src = (f"read_csv({listed}, columns = {{'line': 'VARCHAR'}}, delim = '\\x01', "
            "header = false, quote = '', escape = '', auto_detect = false, "
+           f"max_line_size = {vpc_text.MAX_LINE}, "
            f"compression = '{params.get('compression', 'auto')}'"
            f"{', filename = true' if numbered else ''})")
     if numbered:

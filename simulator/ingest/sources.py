@@ -320,14 +320,21 @@ def _sniff_text(head: str, path: Path, label: str, forced: str | None,
 
     if forced is not None:
         module = TEXT_FORMATS[forced]
-        return forced, module.describe(head, path, **opts_of(module))
+        try:
+            return forced, module.describe(head, path, **opts_of(module))
+        except RecursionError:
+            raise Unusable(label, "JSON nested too deep to be a flow record") from None
     # the first lines that parse decide: a stray first line is then one skipped record
     for skip in range(SNIFF_SKIP_LINES + 1):
         h = head if skip == 0 else _after_lines(head, skip)
         if h is None:
             break
         for fmt, module in TEXT_FORMATS.items():
-            if module.sniff(h, **opts_of(module)):
+            try:
+                matched = module.sniff(h, **opts_of(module))
+            except RecursionError:  # JSON nested thousands deep: no format of ours
+                matched = False
+            if matched:
                 return fmt, module.describe(h, path, **opts_of(module))
     hint = ""
     first = next((line.split() for line in head.splitlines() if line.strip()), [])

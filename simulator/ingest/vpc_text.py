@@ -49,6 +49,8 @@ KNOWN_FIELDS = frozenset(DEFAULT_FIELDS + (
 ADDRESS_FIELDS = frozenset({"srcaddr", "dstaddr", "pkt-srcaddr", "pkt-dstaddr"})
 _NAME = re.compile(r"[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*\Z")
 _VERSIONS = frozenset("2345678")
+# A line longer than DuckDB's default (2 MB) is one bad record, not a failed file.
+MAX_LINE = 64 * 1024 * 1024
 _WS = "' ' || chr(9) || chr(10) || chr(11) || chr(12) || chr(13)"
 
 
@@ -162,6 +164,7 @@ def reader(files: list[str], params: dict[str, str], numbered: bool) -> str:
     listed = "[" + ", ".join(_sql_str(f) for f in files) + "]"
     src = (f"read_csv({listed}, columns = {{'line': 'VARCHAR'}}, delim = '\\x01', "
            f"header = false, quote = '', escape = '', auto_detect = false, "
+           f"max_line_size = {MAX_LINE}, "
            f"compression = {_sql_str(params.get('compression', 'auto'))}"
            f"{', filename = true' if numbered else ''})")
     if not numbered:

@@ -82,8 +82,11 @@ def render(summary: dict[str, Any]) -> str:
                  f"({cn['direction_guessed']:,} with direction guessed from ports)")
     for change in CHANGES:
         c = cn["by_change"][change]
-        lines.append(f"  {_LABELS[change]:<14} {c['connections']:>9,} connections "
-                     f"{c['flows']:>12,} flows {human_bytes(c['bytes']):>11}")
+        conns = "connection " if c["connections"] == 1 else "connections"
+        flows = "flow " if c["flows"] == 1 else "flows"
+        lines.append(f"  {_LABELS[change]:<14} {c['connections']:>9,} {conns} "
+                     f"{c['flows']:>12,} {flows} "
+                     f"{human_bytes(c['bytes']) if c['connections'] else '-':>11}")
     un = summary["unresolved_endpoints"]
     if un["addresses"]:
         lines.append(f"Unresolved endpoints: {plural(un['addresses'], 'address', 'addresses')}"
