@@ -61,6 +61,8 @@ def expand_paths(paths: Iterable[str | Path], what: str,
     out: list[Path] = []
     for raw in paths:
         p = Path(raw)
+        if not str(raw).strip():  # Path("") is the current directory: never what was meant
+            raise InputError(what, "an empty path")
         if p.is_dir():
             found = sorted(f for f in p.rglob("*")
                            if f.is_file() and f.suffix.lower() in MANIFEST_SUFFIXES)

@@ -58,6 +58,8 @@ def expand_flow_paths(paths: Iterable[str], spool_dir: str | None = None,
     files: list[FlowPath] = []
     for raw in paths:
         p = Path(raw)
+        if not raw.strip():  # Path("") is the current directory: never what was meant
+            raise InputError("--flows", "an empty path")
         if raw == "-":
             if not dry:
                 files.append(FlowPath(_spool("-", spool_dir), "(standard input)", True))

@@ -114,7 +114,7 @@ def _read_error(sources: list[Any], e: Exception) -> InputError:
     for s in sources:
         for f in s.files:
             if f in str(e):
-                return InputError(s.label(f), f"cannot read flows: {text.replace(f, '')}")
+                return InputError(s.label(f), f"cannot read flows: {text.replace(f, s.label(f))}")
     files = ", ".join(s.label(f) for s in sources for f in s.files)
     return InputError(files, f"cannot read flows: {text}")
 
@@ -160,7 +160,10 @@ def _run(con: duckdb.DuckDBPyConnection, tmp: str, opts: Options, progress: Prog
         raise nothing_to_judge([], [], opened.skipped_files)
     if opts.save_flows:
         with progress.phase("saving normalized flows"):
-            save_flows(con, sources, opts.save_flows)
+            try:
+                save_flows(con, sources, opts.save_flows)
+            except duckdb.Error as e:  # a flow file that cannot be read to its end
+                raise _read_error(sources, e) from None
     catalog.register_cluster(con, cluster, opts.pod_cidrs, idents)
     server_ports = [cp.port for p in cluster.pods for cp in p.ports if cp.port >= EPHEMERAL_MIN]
     with progress.phase("reading flows") as note:

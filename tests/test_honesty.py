@@ -129,6 +129,11 @@ def test_path_with_trailing_slash_and_missing_paths(tmp_path, world_files):
             "the directory holds no files")
     refused(invoke("--flows", tmp_path / "*.nope", "--policies", world_files["policies"]),
             "the pattern matches no file")
+    # an empty path would be the current directory: never what was meant
+    refused(invoke("--flows", "", "--policies", world_files["policies"]), "--flows: an empty")
+    refused(invoke("--flows", good, "--policies", ""), "--policies: an empty path")
+    refused(invoke("--flows", good, "--policies", world_files["policies"], "--out", ""),
+            "--out: an empty path")
 
 
 def test_directory_lists_files_it_cannot_read_and_goes_on(tmp_path, world_files):

@@ -40,8 +40,10 @@ def check_outputs(outputs: dict[str, str | None], inputs: Iterable[Path]) -> Non
     seen: dict[str, str] = {}
     seen_ids: dict[tuple[int, int], str] = {}
     for option, raw in outputs.items():
-        if not raw:
+        if raw is None:
             continue
+        if not raw.strip():
+            raise UsageError(f"{option}: an empty path; name a file")
         if raw == "-":
             raise UsageError(f"{option} -: outputs are written to files; name one")
         path = Path(raw)
