@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import sys
 import traceback
 from typing import Any, NoReturn
@@ -147,6 +148,8 @@ def main(flows: tuple[str, ...], flows_format: str | None, vpc_fields: str | Non
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as e:
+        if _SIGNALLED:  # DuckDB turns the signal into "Query interrupted"
+            sys.exit(128 + _SIGNALLED[0])
         duckdb = sys.modules.get("duckdb")
         if duckdb is not None and isinstance(e, duckdb.OutOfMemoryException):
             _fail(f"error: out of memory ({_first_line(e)}); raise --memory-limit or give "
@@ -253,6 +256,15 @@ def _simulate(*, flows: tuple[str, ...], flows_format: str | None, vpc_fields: s
 _EXITING = False
 
 
+_SIGNALLED: list[int] = []
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    _SIGNALLED.append(signum)
+    sys.stderr.write("simulate: terminated\n")
+    raise SystemExit(128 + signum)
+
+
 def entry() -> None:
     """The `simulate` command. It leaves the process without tearing down what the run
     built (DuckDB's tables, the manifests' objects), which the OS frees at once; that
@@ -260,6 +272,9 @@ def entry() -> None:
     global _EXITING
     _EXITING = True
     code: int = 0
+    # a terminated run (timeout, CI cancel) unwinds like an interrupted one: its temporary
+    # directory and half-written outputs are removed on the way out
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         main()
     except KeyboardInterrupt:

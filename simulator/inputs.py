@@ -35,19 +35,47 @@ def _is_stream(p: Path) -> bool:
     return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode)
 
 
-def _spool(source: str, spool_dir: str | None) -> Path:
+# What a binary flow stream may open with: Parquet, gzip, pcap (either byte order and
+# resolution) and pcapng.
+_BINARY_MAGIC = (b"PAR1", b"\x1f\x8b", b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4",
+                 b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d", b"\x0a\x0d\x0d\x0a")
+_HEAD = 64 * 1024
+
+
+def _garbage(head: bytes) -> bool:
+    """A stream's first bytes that are neither a binary flow format nor text: an endless
+    device (/dev/zero, /dev/urandom) is refused before it fills the disk."""
+    if not head or head.startswith(_BINARY_MAGIC):
+        return False
+    text = head.decode("utf-8", errors="replace")
+    bad = text.count("\x00") + text.count("\ufffd")
+    return bad > len(text) // 100
+
+
+def _spool(source: str, label: str, spool_dir: str | None) -> Path:
     """Standard input and named pipes can be read once: the stream is copied to a file
-    (one sequential read; detection and the SQL readers then read the copy)."""
+    (one sequential read; detection and the SQL readers then read the copy). Its head is
+    looked at first, without seeking."""
     fd, name = tempfile.mkstemp(prefix="stream-", suffix=".flows", dir=spool_dir)
     try:
         with open(fd, "wb") as out:
-            if source == "-":
-                shutil.copyfileobj(sys.stdin.buffer, out, 1 << 20)
-            else:
-                with open(source, "rb") as src:
-                    shutil.copyfileobj(src, out, 1 << 20)
+            src = sys.stdin.buffer if source == "-" else open(source, "rb")  # noqa: SIM115
+            try:
+                head = src.read(_HEAD)
+                if _garbage(head):
+                    raise InputError(label, "unknown flow file format: the stream is "
+                                            "neither text nor a binary flow format")
+                out.write(head)
+                shutil.copyfileobj(src, out, 1 << 20)
+            finally:
+                if src is not sys.stdin.buffer:
+                    src.close()
     except OSError as e:
-        raise InputError(source, f"cannot read: {e.strerror or e}") from None
+        os.unlink(name)
+        raise InputError(label, f"cannot read: {e.strerror or e}") from None
+    except InputError:
+        os.unlink(name)
+        raise
     return Path(name)
 
 
@@ -62,7 +90,8 @@ def expand_flow_paths(paths: Iterable[str], spool_dir: str | None = None,
             raise InputError("--flows", "an empty path")
         if raw == "-":
             if not dry:
-                files.append(FlowPath(_spool("-", spool_dir), "(standard input)", True))
+                files.append(FlowPath(_spool("-", "(standard input)", spool_dir),
+                                      "(standard input)", True))
         elif p.is_dir():
             found = sorted(f for f in p.rglob("*") if f.is_file()
                            and not f.name.startswith("."))
@@ -76,7 +105,7 @@ def expand_flow_paths(paths: Iterable[str], spool_dir: str | None = None,
             files.append(FlowPath(p, raw, True))
         elif _is_stream(p):
             if not dry:
-                files.append(FlowPath(_spool(raw, spool_dir), raw, True))
+                files.append(FlowPath(_spool(raw, raw, spool_dir), raw, True))
         elif any(ch in raw for ch in _GLOB):
             matched = sorted(Path(m) for m in glob.glob(raw, recursive=True))
             found = [m for m in matched if m.is_file() and not m.name.startswith(".")]

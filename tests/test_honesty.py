@@ -684,3 +684,41 @@ def test_policies_stay_strict(tmp_path, world_files):
         {"ports": [{"port": 70000}]}]})])
     refused(invoke("--flows", world_files["good"], "--policies", d),
             "spec.ingress[0].ports[0].port")
+
+
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/urandom"])
+def test_endless_garbage_stream_is_refused_without_reading_it_all(tmp_path, world_files,
+                                                                  device):
+    if not Path(device).exists():
+        pytest.skip(f"no {device}")
+    start = time.monotonic()
+    refused(invoke("--flows", device, "--policies", world_files["policies"]), device,
+            "unknown flow file format")
+    assert time.monotonic() - start < 10
+
+
+def test_terminated_run_cleans_up_after_itself(tmp_path, world_files):
+    """SIGTERM (a CI timeout) unwinds the run: exit 128+15, its temporary directory gone."""
+    import signal
+    import subprocess
+    import sys
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "simulator.cli", "--flows", "-", "--policies",
+         str(world_files["policies"]), "--out", str(tmp_path / "o.csv")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "TMPDIR": str(temp)})
+    assert proc.stdin is not None
+    proc.stdin.write((FIXTURES / "awsdocs-v2-default-format.log").read_bytes())
+    proc.stdin.flush()  # the stream stays open: the run waits for the rest of it
+    deadline = time.monotonic() + 30
+    while not any(temp.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)  # until the run has made its temporary directory
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert err.decode().strip() == "simulate: terminated"
+    assert list(temp.iterdir()) == []
+    assert not (tmp_path / "o.csv").exists()
