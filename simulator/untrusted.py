@@ -50,13 +50,13 @@ def inert_document(text: str) -> str:
 # The same escape in SQL, for outputs DuckDB writes (CSV, JSON Lines, the JSON
 # connections). Values without a hostile character (nearly all) pass through the cheap
 # test; the others are rebuilt character by character.
-_RE2_CLASS = (r"[\x00-\x1f\x7f-\x9f\x{61c}\x{200e}\x{200f}\x{2028}\x{2029}"
+HOSTILE_SQL_CLASS = (r"[\x00-\x1f\x7f-\x9f\x{61c}\x{200e}\x{200f}\x{2028}\x{2029}"
               r"\x{202a}-\x{202e}\x{2066}-\x{2069}]")
 INERT_MACRO_SQL = f"""
 CREATE OR REPLACE MACRO inert(s) AS
-    CASE WHEN NOT regexp_matches(s, '{_RE2_CLASS}') THEN s
+    CASE WHEN NOT regexp_matches(s, '{HOSTILE_SQL_CLASS}') THEN s
          ELSE array_to_string(list_transform(string_split(s, ''), lambda c:
-              CASE WHEN regexp_matches(c, '{_RE2_CLASS}')
+              CASE WHEN regexp_matches(c, '{HOSTILE_SQL_CLASS}')
                    THEN CASE WHEN unicode(c) < 256
                              THEN '\\x' || lpad(lower(to_hex(unicode(c))), 2, '0')
                              ELSE '\\u' || lpad(lower(to_hex(unicode(c))), 4, '0') END

@@ -8,11 +8,28 @@ import duckdb
 
 from .. import db
 from ..errors import UsageError
-from ..untrusted import INERT_MACRO_SQL
+from ..untrusted import HOSTILE_SQL_CLASS, INERT_MACRO_SQL
 from .files import atomic_output
 from .jsonsafe import escape_json_file
 
 FORMATS = {".parquet": "parquet", ".csv": "csv", ".jsonl": "json", ".ndjson": "json"}
+
+
+def _hostile_columns(con: duckdb.DuckDBPyConnection, text: list[str], lists: list[str]
+                     ) -> set[str]:
+    """The text columns holding a control or bidi character somewhere: checked on their
+    distinct values (names and reasons are ENUMs: a few thousand), so that the escape is
+    paid only where it is needed."""
+    parts = [f"""SELECT '{n}' AS col FROM (SELECT DISTINCT CAST("{n}" AS VARCHAR) AS v
+                 FROM result_public) WHERE regexp_matches(v, '{HOSTILE_SQL_CLASS}')"""
+             for n in text]
+    parts += [f"""SELECT '{n}' AS col FROM (SELECT DISTINCT CAST(unnest("{n}") AS VARCHAR)
+                  AS v FROM result_public) WHERE regexp_matches(v, '{HOSTILE_SQL_CLASS}')"""
+              for n in lists]
+    if not parts:
+        return set()
+    return {r[0] for r in con.execute(
+        "SELECT DISTINCT col FROM (" + " UNION ALL ".join(parts) + ")").fetchall()}
 
 
 def _csv_safe_select(con: duckdb.DuckDBPyConnection) -> str:
@@ -21,14 +38,20 @@ def _csv_safe_select(con: duckdb.DuckDBPyConnection) -> str:
     leading quote; lists become JSON text."""
     db.run(con, INERT_MACRO_SQL)
     cols = con.execute("DESCRIBE result_public").fetchall()
+    text = [n for n, t, *_ in cols if t == "VARCHAR" or t.startswith("ENUM(")]
+    lists = [n for n, t, *_ in cols if t.endswith("[]")]
+    hostile = _hostile_columns(con, text, lists)
     exprs = []
-    for name, type_, *_ in cols:
-        if type_.endswith("[]"):
-            exprs.append(f'inert(CAST(to_json("{name}") AS VARCHAR)) AS "{name}"')
-        elif type_ == "VARCHAR" or type_.startswith("ENUM("):  # names and reasons are ENUMs
-            text = f'inert(CAST("{name}" AS VARCHAR))'
-            exprs.append(f"""CASE WHEN regexp_matches("{name}", '^[=+\\-@\\t\\r]')
-                             THEN '''' || {text} ELSE {text} END AS "{name}\"""")
+    for name, _type, *_ in cols:
+        if name in lists:
+            value = f'CAST(to_json("{name}") AS VARCHAR)'
+            exprs.append(f'{"inert(" + value + ")" if name in hostile else value} AS "{name}"')
+        elif name in text:  # names and reasons are ENUMs
+            value = f'CAST("{name}" AS VARCHAR)'
+            if name in hostile:
+                value = f"inert({value})"
+            exprs.append(f"CASE WHEN regexp_matches(\"{name}\", '^[=+\\-@\\t\\r]') "
+                         f"THEN '''' || {value} ELSE {value} END AS \"{name}\"")
         else:
             exprs.append(f'"{name}"')
     return "SELECT " + ", ".join(exprs) + " FROM result_public"
