@@ -223,7 +223,7 @@ def _simulate(*, flows: tuple[str, ...], flows_format: str | None, vpc_fields: s
         result = run(opts, pending)
     finally:
         pending.close()
-    try:
+    try:  # from here on, whatever happens (a signal too), the run is closed
         summary = result.summary
         if fail_on_disagreement and not summary["calibration"]["compared"]:
             raise InputError("--fail-on-disagreement", "the flows record no verdict "

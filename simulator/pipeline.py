@@ -66,15 +66,18 @@ class Result:
             shutil.rmtree(self._tmp, ignore_errors=True)
 
 
-def _connect(opts: Options) -> tuple[duckdb.DuckDBPyConnection, str]:
-    # the run's own directory (in --temp-dir when given): spilled data, copies of streams
-    # and converted captures live there, and all of it goes when the run ends
+def _run_dir(opts: Options) -> str:
+    """The run's own directory (in --temp-dir when given): spilled data, copies of streams
+    and converted captures live there, and all of it goes when the run ends."""
     try:
-        tmp = tempfile.mkdtemp(prefix="netpol-simulator-", dir=opts.temp_dir)
+        return tempfile.mkdtemp(prefix="netpol-simulator-", dir=opts.temp_dir)
     except OSError as e:
         raise InputError(opts.temp_dir or tempfile.gettempdir(),
                          f"--temp-dir: cannot create a directory there: {e.strerror or e}"
                          ) from None
+
+
+def _connect(opts: Options, tmp: str) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(config={"memory_limit": opts.memory_limit,
                                  "temp_directory": tmp,
                                  "preserve_insertion_order": False})
@@ -85,7 +88,7 @@ def _connect(opts: Options) -> tuple[duckdb.DuckDBPyConnection, str]:
     if opts.threads:
         db.run(con, f"SET threads = {int(opts.threads)}")
     ipnet.register(con)
-    return con, tmp
+    return con
 
 
 def save_flows(con: duckdb.DuckDBPyConnection, sources: list[Any], path: str) -> None:
@@ -133,17 +136,19 @@ def run(opts: Options, pending: PendingManifests | None = None) -> Result:
     finally:
         if pending is not None:
             pending.close()
-    con, tmp = _connect(opts)
-    # The manifests' millions of objects live as long as the run: kept out of the
-    # collector's sight, every later Python step stops paying to walk them again.
-    gc.freeze()
+    tmp = _run_dir(opts)
+    con = None
     try:
+        con = _connect(opts, tmp)
+        # The manifests' millions of objects live as long as the run: kept out of the
+        # collector's sight, every later Python step stops paying to walk them again.
+        gc.freeze()
         return _run(con, tmp, opts, progress, candidate, baseline, cluster)
-    except BaseException:
+    except BaseException:  # a signal included: the run's directory never outlives it
         gc.unfreeze()
-        con.close()
-        if tmp:
-            shutil.rmtree(tmp, ignore_errors=True)
+        if con is not None:
+            con.close()
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
