@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from simulator import connections, ipnet  # noqa: E402
 from simulator.ingest.sources import open_flow_sources  # noqa: E402
+from simulator.inputs import expand_flow_paths  # noqa: E402
 
 TARGETS = {"hubble": 300_000, "vpc-text": 300_000, "pcap": 1_000_000}
 # pcap: the whole ingest path (parse, write the per-connection Parquet, group);
@@ -95,7 +96,7 @@ def ingest_rate(path: Path, count: str) -> tuple[float, int]:
     con = duckdb.connect(config={"preserve_insertion_order": False})
     ipnet.register(con)
     t0 = time.perf_counter()
-    sources = open_flow_sources(con, [str(path)])
+    sources = open_flow_sources(con, expand_flow_paths([str(path)])).sources
     connections.build_tuples(con, sources, [])
     took = time.perf_counter() - t0
     records = con.execute(f"SELECT sum({count}) FROM tuples").fetchall()[0][0]

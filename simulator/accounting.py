@@ -63,11 +63,18 @@ def _scan(con: duckdb.DuckDBPyConnection, source: FlowSource, server_ports: Sequ
     with db.without_statistics(con, source.has_float_columns):
         rows = con.execute(f"""
             WITH r AS ({source.examples_sql(server_ports, with_rows=late)}),
-            why AS (SELECT filename, place, {reason} AS reason FROM r)
+            why AS (SELECT filename, place, {reason} AS reason FROM r),
+            -- the first few places of each reason, kept as they come (bounded memory
+            -- however many records a reason has)
+            numbered AS (
+                SELECT filename, reason, place,
+                    CASE WHEN reason IS NOT NULL
+                         THEN TRY_CAST(regexp_extract(place, '[0-9]+') AS BIGINT) END AS pos
+                FROM why)
             SELECT filename, reason, count(*) AS n,
-                   list(place ORDER BY TRY_CAST(regexp_extract(place, '[0-9]+') AS BIGINT))
-                       FILTER (WHERE reason IS NOT NULL)[1:{EXAMPLES_PER_REASON}] AS places
-            FROM why GROUP BY ALL""").fetchall()
+                   arg_min(place, pos, {EXAMPLES_PER_REASON})
+                       FILTER (WHERE reason IS NOT NULL) AS places
+            FROM numbered GROUP BY ALL""").fetchall()
     per_file: dict[str, dict[str, Any]] = {}
     examples: list[str] = []
     for filename, why, n, places in sorted(rows, key=lambda r: (r[0], r[1] or "")):
@@ -101,6 +108,15 @@ def account(con: duckdb.DuckDBPyConnection, sources: Sequence[FlowSource],
                 per_file = one
         else:
             per_file = one
+        # lines a line reader could not take at all: read, and skipped
+        for filename, reason, n, places in con.execute(f"""
+                SELECT filename, reason, count(*), arg_min('line ' || line, line,
+                                                           {EXAMPLES_PER_REASON})
+                FROM line_rejects WHERE src_id = {i} GROUP BY ALL ORDER BY ALL""").fetchall():
+            entry = per_file.setdefault(filename, {"records": 0, "skipped": {}})
+            entry["records"] += int(n)
+            entry["skipped"][reason] = entry["skipped"].get(reason, 0) + int(n)
+            examples += [f"{s.label(filename)}: {p}: {reason}" for p in places]
         for f in s.files:
             entry = per_file.get(f, {"records": 0, "skipped": {}})
             skipped = dict(sorted(entry["skipped"].items()))

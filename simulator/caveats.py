@@ -7,6 +7,7 @@ code 2 (nothing_to_judge); a run that judged part of what it was given carries w
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -51,7 +52,10 @@ def nothing_to_judge(files: list[dict[str, Any]], examples: list[str],
                      + (f" ({_counts(skipped)})" if skipped else ""))
     if skipped_files:
         parts.append(f"{len(skipped_files)} file{'s' if len(skipped_files) != 1 else ''} "
-                     "skipped (" + _counts({f["reason"]: 1 for f in skipped_files}) + ")")
+                     "skipped (" + _counts(Counter(f["reason"] for f in skipped_files)) + ")")
+    if any(r.startswith("wrong number of fields") for r in skipped):
+        parts.append("for a VPC flow log format without a header line, give its fields "
+                     "with --vpc-fields")
     if not files and skipped_files:
         where = ", ".join(f["file"] for f in skipped_files[:3]) + (
             ", …" if len(skipped_files) > 3 else "")
@@ -89,9 +93,12 @@ def collect_warnings(summary: dict[str, Any], sources: Sequence[FlowSource]
                  f"the {name} set holds no NetworkPolicy: every pod is open in both "
                  "directions under it")
     if not conns["with_pod"]:
+        why = ("no address in the flows is a pod of the cluster snapshot, and the flows "
+               "carry no pod identity" if inputs["cluster"]["pods"] else
+               "no --cluster and no pod identity in the flows")
         warn("no_pod_identity",
-             "no endpoint could be mapped to a pod (no --cluster and no pod identity in "
-             "the flows): every address counts as external, and no policy selects it")
+             f"no endpoint could be mapped to a pod ({why}): every address counts as "
+             "external, and no policy selects it")
     share = conns["unmapped_flows"] / flows["evaluated"] if flows["evaluated"] else 0.0
     if share >= UNRESOLVED_SHARE:
         warn("unresolved_share",

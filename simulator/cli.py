@@ -19,7 +19,7 @@ from . import __version__
 EXIT_OK, EXIT_BREAK, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 
 # DuckDB's own spelling of a memory size: a number and a unit (or a percentage of RAM)
-_MEMORY = re.compile(r"\s*\d+(\.\d+)?\s*(B|[KMGT]i?B|%)\s*", re.IGNORECASE)
+_MEMORY = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(B|[KMGT]i?B|%)\s*", re.IGNORECASE)
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -45,10 +45,25 @@ class _Command(click.Command):
             _fail(f"error: {e.format_message()}", EXIT_INPUT)
 
 
+_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+MIN_MEMORY = 64 * 10**6  # below this DuckDB runs out before it has read a file
+MAX_THREADS = 256
+
+
 def _memory_limit(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    if not _MEMORY.fullmatch(value):
+    m = _MEMORY.fullmatch(value)
+    if not m:
         raise click.BadParameter(f"{value!r} is not a memory size such as 1500MB, 4GB or "
                                  "50%", ctx, param)
+    number, unit = float(m.group(1)), m.group(2)
+    if unit == "%":
+        if not 1 <= number <= 100:
+            raise click.BadParameter(f"{value!r}: a share of the memory is 1% to 100%",
+                                     ctx, param)
+    elif number * _UNITS[unit.upper()] < MIN_MEMORY:
+        raise click.BadParameter(f"{value!r} is too little to run in; give at least 64MB",
+                                 ctx, param)
     return value.strip()
 
 
@@ -113,8 +128,8 @@ FLOW_FORMATS_HELP = ("vpc-parquet, normalized (Parquet or CSV), hubble, vpc-text
               help="DuckDB memory limit; larger inputs spill to --temp-dir.")
 @click.option("--temp-dir", metavar="DIR", help="Where DuckDB spills (default: a new "
                                                 "directory under the system temp dir).")
-@click.option("--threads", type=click.IntRange(min=1), metavar="N",
-              help="DuckDB threads (default: all cores).")
+@click.option("--threads", type=click.IntRange(min=1, max=MAX_THREADS), metavar="N",
+              help="DuckDB threads, 1 to 256 (default: all cores).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @click.option("--debug", is_flag=True, help="Show the traceback of an internal error.")
 def main(flows: tuple[str, ...], flows_format: str | None, vpc_fields: str | None,
@@ -132,14 +147,16 @@ def main(flows: tuple[str, ...], flows_format: str | None, vpc_fields: str | Non
     nothing to judge; 3 internal error.
     """
     from .errors import SimulatorError
+    from .output.files import staged_outputs
 
     try:
-        summary = _simulate(
-            flows=flows, flows_format=flows_format, vpc_fields=vpc_fields, cluster=cluster,
-            policies=policies, baseline=baseline, pod_cidrs=pod_cidrs, out=out,
-            save_flows=save_flows, json_out=json_out, report_out=report_out,
-            markdown_out=markdown_out, fail_on_disagreement=fail_on_disagreement,
-            memory_limit=memory_limit, temp_dir=temp_dir, threads=threads, quiet=quiet)
+        with staged_outputs():  # every output appears at the end, or none
+            summary = _simulate(
+                flows=flows, flows_format=flows_format, vpc_fields=vpc_fields,
+                cluster=cluster, policies=policies, baseline=baseline, pod_cidrs=pod_cidrs,
+                out=out, save_flows=save_flows, json_out=json_out, report_out=report_out,
+                markdown_out=markdown_out, fail_on_disagreement=fail_on_disagreement,
+                memory_limit=memory_limit, temp_dir=temp_dir, threads=threads, quiet=quiet)
     except SimulatorError as e:
         _fail(f"error: {e}", e.exit_code)
     except OSError as e:
@@ -191,6 +208,8 @@ def _simulate(*, flows: tuple[str, ...], flows_format: str | None, vpc_fields: s
     if flows_format is not None and flows_format not in FLOW_FORMATS:
         raise UsageError(f"--flows-format {flows_format!r}: not a flow format; one of "
                          f"{', '.join(FLOW_FORMATS)}")
+    if temp_dir is not None and not temp_dir.strip():
+        raise UsageError("--temp-dir: an empty path; name a directory")
     if fail_on_disagreement and not baseline:
         raise UsageError("--fail-on-disagreement needs --baseline: without it the baseline "
                          "is the recorded verdicts, so nothing can disagree with them")
@@ -261,7 +280,8 @@ _SIGNALLED: list[int] = []
 
 def _terminated(signum: int, frame: Any) -> None:
     _SIGNALLED.append(signum)
-    sys.stderr.write("simulate: terminated\n")
+    sys.stderr.write("simulate: " + ("interrupted\n" if signum == signal.SIGINT
+                                     else "terminated\n"))
     raise SystemExit(128 + signum)
 
 
@@ -275,9 +295,10 @@ def entry() -> None:
     # a terminated run (timeout, CI cancel) unwinds like an interrupted one: its temporary
     # directory and half-written outputs are removed on the way out
     signal.signal(signal.SIGTERM, _terminated)
+    signal.signal(signal.SIGINT, _terminated)
     try:
         main()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # before the handler was set
         sys.stderr.write("simulate: interrupted\n")
         code = 130
     except SystemExit as e:

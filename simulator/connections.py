@@ -20,6 +20,7 @@ from typing import Any
 import duckdb
 
 from . import db, ipnet
+from .ingest.checks import REJECTS_SCAN, REJECTS_TABLE
 from .ingest.sources import FlowSource, any_float
 
 # How a tuple's direction was decided, strongest first. The last two are guesses.
@@ -381,10 +382,50 @@ def _union(sources: Sequence[FlowSource], server_ports: Sequence[int], **kw: Any
 
 def build_tuples(con: duckdb.DuckDBPyConnection, sources: Sequence[FlowSource],
                  server_ports: Sequence[int]) -> None:
+    db.run(con, f"DROP TABLE IF EXISTS {REJECTS_TABLE}; DROP TABLE IF EXISTS {REJECTS_SCAN}")
     # ids are the table's row ids: numbering rows with a window costs a second pass
     with db.without_statistics(con, any_float(sources)):
         db.run(con, f"CREATE OR REPLACE TABLE tuple_rows AS {_union(sources, server_ports)}")
     db.run(con, "CREATE OR REPLACE VIEW tuples AS SELECT rowid AS tuple_id, * FROM tuple_rows")
+    collect_rejects(con, sources)
+
+
+# The reasons of lines a line reader skipped (DuckDB's error types), as skip reasons.
+REJECT_REASONS = {
+    "INVALID ENCODING": "line not valid UTF-8",
+    "MISSING COLUMNS": "malformed CSV line (too few columns)",
+    "TOO MANY COLUMNS": "malformed CSV line (too many columns)",
+    "UNQUOTED VALUE": "malformed CSV line (bad quoting)",
+    "LINE SIZE OVER MAXIMUM": "line longer than 64 MiB",
+}
+
+
+def collect_rejects(con: duckdb.DuckDBPyConnection, sources: Sequence[FlowSource]) -> None:
+    """`line_rejects`: the lines the tuple scan's line readers skipped, one row a line:
+    (src_id, filename, line, idx: its rank among the file's skipped lines, reason).
+    Taken right after the scan: later scans of the same files note them again."""
+    files = [(i, f) for i, s in enumerate(sources) for f in s.files]
+    found = db.one(con, f"""SELECT count(*) FROM duckdb_tables()
+                            WHERE table_name = '{REJECTS_TABLE}'""")[0]
+    if not found or not files:
+        db.run(con, """CREATE OR REPLACE TABLE line_rejects (src_id INTEGER,
+                       filename VARCHAR, line BIGINT, idx BIGINT, reason VARCHAR)""")
+        return
+    src_of = ", ".join(f"({i}, '{f.replace(chr(39), chr(39) * 2)}')" for i, f in files)
+    reasons = " ".join(f"WHEN '{k}' THEN '{v}'" for k, v in REJECT_REASONS.items())
+    db.run(con, f"""
+        CREATE OR REPLACE TABLE line_rejects AS
+        WITH lines AS (
+            SELECT s.file_path AS filename, e.line, any_value(e.error_type) AS error_type
+            FROM {REJECTS_TABLE} e JOIN {REJECTS_SCAN} s USING (scan_id, file_id)
+            GROUP BY ALL
+        )
+        SELECT f.src_id, l.filename, l.line,
+            row_number() OVER (PARTITION BY l.filename ORDER BY l.line) AS idx,
+            CASE upper(CAST(l.error_type AS VARCHAR)) {reasons}
+                 ELSE 'unreadable line (' || lower(CAST(l.error_type AS VARCHAR)) || ')'
+            END AS reason
+        FROM lines l JOIN (VALUES {src_of}) f(src_id, filename) USING (filename)""")
 
 
 SIDE_COLUMNS = ("{p}_ip", "{p}_namespace", "{p}_pod", "{p}_workload", "{p}_labels",

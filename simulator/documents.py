@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,7 +137,21 @@ def _check_shape(path: Path, docs: list[Any], aliases: bool) -> None:
                              f"document {index}")
 
 
-def _raw_documents(path: Path) -> list[Any]:
+# A \uD800-\uDFFF escape: decoded alone it is no character, and fails wherever the text
+# is written as UTF-8 (a paired one is an ordinary character by then).
+_SURROGATE_ESCAPE = re.compile(r"\\[uU]0{0,4}[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _unencodable(obj: Any) -> bool:
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _raw_documents(path: Path) -> tuple[list[Any], bool]:
+    """The file's documents, and whether its text holds a surrogate escape."""
     try:
         if path.is_file():
             size = path.stat().st_size
@@ -163,11 +178,13 @@ def _raw_documents(path: Path) -> list[Any]:
             if json_name:
                 raise InputError(path, f"invalid JSON: {e.msg}", f"line {e.lineno}") from None
             docs = None  # flow-style YAML opens with a brace too: read as YAML below
+        except ValueError as e:  # e.g. an integer of more digits than Python converts
+            raise InputError(path, f"invalid JSON: {str(e).splitlines()[0]}") from None
         except RecursionError:
             raise InputError(path, "nested too deep; not a Kubernetes manifest") from None
         if docs is not None:
             _check_shape(path, docs, aliases=False)
-            return docs
+            return docs, bool(_SURROGATE_ESCAPE.search(text))
     if len(text) > MAX_YAML_BYTES:
         raise InputError(path, f"YAML larger than {MAX_YAML_BYTES:,} bytes; give such a "
                                "snapshot as JSON (kubectl get ... -o json)")
@@ -184,7 +201,7 @@ def _raw_documents(path: Path) -> list[Any]:
         raise InputError(path, f"invalid YAML: {str(e).splitlines()[0]}") from None
     # only a text with an anchor and an alias can share nodes
     _check_shape(path, docs, aliases="&" in text and "*" in text)
-    return docs
+    return docs, bool(_SURROGATE_ESCAPE.search(text))
 
 
 def read_documents(path: Path, on_bad: Callable[[str, str], None] | None = None,
@@ -194,7 +211,7 @@ def read_documents(path: Path, on_bad: Callable[[str, str], None] | None = None,
     An item that is not a mapping is an error, or, with on_bad, reported to
     on_bad(where, why) and skipped. require_content: a file without any document (empty,
     blank or only comments) is an error."""
-    raw = _raw_documents(path)
+    raw, surrogates = _raw_documents(path)
     if require_content and all(d is None for d in raw):
         raise InputError(path, "empty: no Kubernetes objects in the file")
     for index, doc in enumerate(raw):
@@ -209,11 +226,16 @@ def read_documents(path: Path, on_bad: Callable[[str, str], None] | None = None,
         else:
             items, is_list = [doc], False
         for i, item in enumerate(items):
+            where = f"document {index}" + (f", item {i}" if is_list else "")
+            problem = None
             if not isinstance(item, dict):
-                where = f"document {index}" + (f", item {i}" if is_list else "")
+                problem = (f"not a Kubernetes object (a {type(item).__name__}, expected a "
+                           "mapping)")
+            elif surrogates and _unencodable(item):
+                problem = "holds an unpaired UTF-16 surrogate escape: not valid Unicode"
+            if problem:
                 if on_bad is None:
-                    raise InputError(path, "expected a Kubernetes object (a mapping)", where)
-                on_bad(where, f"not a Kubernetes object (a {type(item).__name__}, "
-                              "expected a mapping)")
+                    raise InputError(path, problem, where)
+                on_bad(where, problem)
                 continue
             yield Document(item, path, index, i if is_list else None)

@@ -25,6 +25,14 @@ class FlowPath:
     path: Path    # the file read (a spooled copy for standard input and pipes)
     label: str    # what the user called it, for every message
     named: bool   # named on its own (judged strictly), not found in a directory or glob
+    problem: str | None = None  # why it cannot be read at all (listed as a skipped file)
+
+
+def _not_a_file(p: Path) -> str:
+    """Why a directory entry that is not a regular file is not read."""
+    if p.is_symlink() and not p.exists():
+        return "a dangling symbolic link"
+    return "not a regular file (a device, pipe or socket in a directory is not read)"
 
 
 def _is_stream(p: Path) -> bool:
@@ -81,31 +89,33 @@ def _spool(source: str, label: str, spool_dir: str | None) -> Path:
 
 def expand_flow_paths(paths: Iterable[str], spool_dir: str | None = None,
                       dry: bool = False) -> list[FlowPath]:
-    """Every flow file the paths name. dry: list the files only (standard input and
-    pipes are not read, and left out)."""
+    """Every flow file the paths name. dry: list the files only, without reading a
+    stream (standard input stands as /dev/stdin, a pipe as its own path)."""
     files: list[FlowPath] = []
     for raw in paths:
         p = Path(raw)
         if not raw.strip():  # Path("") is the current directory: never what was meant
             raise InputError("--flows", "an empty path")
         if raw == "-":
-            if not dry:
+            if dry:  # what standard input is: a file redirected into it is an input file
+                files.append(FlowPath(Path("/dev/stdin"), "(standard input)", True))
+            else:
                 files.append(FlowPath(_spool("-", "(standard input)", spool_dir),
                                       "(standard input)", True))
         elif p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file()
-                           and not f.name.startswith("."))
+            found = sorted(f for f in p.rglob("*") if not f.name.startswith(".")
+                           and not f.is_dir())
             if not found:
                 raise InputError(raw, "--flows: the directory holds no files")
-            files.extend(FlowPath(f, str(f), False) for f in found)
+            files.extend(FlowPath(f, str(f), False, None if f.is_file() else _not_a_file(f))
+                         for f in found)
         elif raw.endswith(("/", os.sep)) and p.exists():
             raise InputError(raw, "--flows: not a directory (a file path given with a "
                                   "trailing slash)")
         elif p.is_file():
             files.append(FlowPath(p, raw, True))
         elif _is_stream(p):
-            if not dry:
-                files.append(FlowPath(_spool(raw, raw, spool_dir), raw, True))
+            files.append(FlowPath(p if dry else _spool(raw, raw, spool_dir), raw, True))
         elif any(ch in raw for ch in _GLOB):
             matched = sorted(Path(m) for m in glob.glob(raw, recursive=True))
             found = [m for m in matched if m.is_file() and not m.name.startswith(".")]

@@ -48,6 +48,8 @@ def parse_cidr(text: str) -> CidrRange:
     """Parse a CIDR; host bits are masked as the API server does. Raises ValueError."""
     if "/" not in text:
         raise ValueError("not a CIDR (missing /prefix)")
+    if "%" in text:  # an IPv6 zone id names a link, not a range of addresses
+        raise ValueError("not a CIDR (a zone id)")
     net = ipaddress.ip_network(text.strip(), strict=False)
     return CidrRange(net.version, key_of(net.network_address), key_of(net.broadcast_address),
                      str(net))

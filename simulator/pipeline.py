@@ -53,6 +53,11 @@ class Result:
     baseline: PolicySet | None = None
     _tmp: str | None = None
 
+    @property
+    def work_dir(self) -> str | None:
+        """The run's own temporary directory (removed when the run closes)."""
+        return self._tmp
+
     def connections(self) -> pa.Table:
         return db.arrow(self.con, "SELECT * FROM result_public")
 
@@ -110,9 +115,11 @@ def _check_cidrs(cidrs: list[str]) -> None:
             raise InputError("--pod-cidr", f"not a CIDR: {c!r}") from None
 
 
-def _read_error(sources: list[Any], e: Exception) -> InputError:
-    """A file DuckDB could not read to its end (a truncated gzip stream, a line longer than
-    the reader takes): named when DuckDB's message names it."""
+def _read_error(sources: list[Any], e: Exception) -> Exception:
+    """A file DuckDB could not read to its end (a truncated gzip stream): named when
+    DuckDB's message names it. Running out of memory is no fault of a file: passed on."""
+    if isinstance(e, duckdb.OutOfMemoryException):
+        return e
     text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     for s in sources:
         for f in s.files:

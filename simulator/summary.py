@@ -9,7 +9,6 @@ import duckdb
 
 from . import db
 from .cluster import Cluster
-from .connections import LATE_SKIPS_SQL
 from .diff import CHANGES, FULL_RESULT
 from .policy.loader import PolicySet
 
@@ -92,13 +91,12 @@ def build_summary(con: duckdb.DuckDBPyConnection, *, sources: list[Any], cluster
                   accounting: tuple[list[dict[str, Any]], list[str]], resplit: int,
                   bad_label_pods: int, skipped_files: list[dict[str, str]] | None = None
                   ) -> dict[str, Any]:
-    skipped = {r["reason"]: int(r["records"]) for r in db.rows(con, """
-        SELECT skip_reason AS reason, sum(records) AS records FROM tuples
-        WHERE skip_reason IS NOT NULL GROUP BY 1""")}
-    for r in db.rows(con, f"SELECT reason, sum(records) AS records FROM ({LATE_SKIPS_SQL}) "
-                        "GROUP BY 1"):
-        skipped[r["reason"]] = skipped.get(r["reason"], 0) + int(r["records"])
-    total = int(db.one(con, "SELECT coalesce(sum(records), 0) FROM tuples")[0])
+    # what was read and skipped: the accounting's per-file counts are the one source
+    skipped: dict[str, int] = {}
+    for f in accounting[0]:
+        for reason, n in f["skipped"].items():
+            skipped[reason] = skipped.get(reason, 0) + n
+    total = sum(f["records"] for f in accounting[0])
     # bytes: None when no record of the class counted them (Hubble, some Antrea exports)
     by_change = {r["change"]: {k: (None if v is None and k == "bytes" else int(v or 0))
                                for k, v in r.items() if k != "change"}

@@ -722,3 +722,213 @@ def test_terminated_run_cleans_up_after_itself(tmp_path, world_files):
     assert err.decode().strip() == "simulate: terminated"
     assert list(temp.iterdir()) == []
     assert not (tmp_path / "o.csv").exists()
+
+
+# --- found in review: each a way the rules above were broken --------------------------------
+
+def test_one_bad_line_never_takes_the_good_ones_with_it(tmp_path, world_files):
+    """A CSV line with too few or too many columns, or not UTF-8, is one skipped record,
+    named by its line, and the records after it keep their own line numbers."""
+    rows = ["start_time,src_ip,dst_ip,dst_port,protocol"]
+    rows += [f"2024-06-01T00:00:{i:02d}Z,{XA},{YA},80,TCP" for i in range(5)]
+    rows.insert(2, "truncated,line")
+    rows.insert(4, f"2024-06-01T00:00:00Z,{XA},{YA},80,TCP,extra")
+    rows.append(f"2024-06-01T00:00:00Z,{XA},{YA},0x50,TCP")  # hex: never read as 80
+    f = tmp_path / "flows.csv"
+    f.write_bytes("\n".join(rows).encode() + b"\n2024-06-01T00:00:00Z,10.0.1.\xff,x,80,TCP\n")
+    js = tmp_path / "o.json"
+    doc = summary_of(invoke("--flows", f, "--cluster", world_files["cluster"], "--policies",
+                            world_files["policies"], "--json", js), js)
+    assert_accounted(doc)
+    fl = doc["summary"]["flows"]
+    assert (fl["read"], fl["evaluated"]) == (9, 5)
+    assert fl["skipped"] == {"invalid port (not an integer 0-65535)": 1,
+                             "line not valid UTF-8": 1,
+                             "malformed CSV line (too few columns)": 1,
+                             "malformed CSV line (too many columns)": 1}
+    assert set(fl["skipped_examples"]) == {
+        f"{f}: line 3: malformed CSV line (too few columns)",
+        f"{f}: line 5: malformed CSV line (too many columns)",
+        f"{f}: line 9: invalid port (not an integer 0-65535)",
+        f"{f}: line 10: line not valid UTF-8"}
+
+
+def test_normalized_csv_is_recognised_by_its_content(tmp_path, world_files):
+    """Through a pipe or under any name, a CSV table is known by its header."""
+    body = f"start_time,src_ip,dst_ip,dst_port,protocol\n2024-06-01T00:00:00Z,{XA},{YA},80,TCP\n"
+    (tmp_path / "flows.data").write_text(body)
+    (tmp_path / "flows.data.gz").write_bytes(gzip.compress(body.encode()))
+    for source in ("flows.data", "flows.data.gz"):
+        js = tmp_path / f"{source}.json"
+        doc = summary_of(invoke("--flows", tmp_path / source, "--policies",
+                                world_files["policies"], "--json", js), js)
+        assert doc["summary"]["inputs"]["flows"][0]["format"] == "normalized"
+    js = tmp_path / "stdin.json"
+    doc = summary_of(invoke("--flows", "-", "--policies", world_files["policies"], "--json", js,
+                            stdin=body.encode()), js)
+    assert doc["summary"]["flows"]["evaluated"] == 1
+
+
+def test_standard_input_and_pipes_are_inputs_too(tmp_path, world_files):
+    """An output may not be the file redirected into standard input, nor a pipe read."""
+    import subprocess
+    import sys
+
+    f = tmp_path / "flows.log"
+    f.write_bytes((FIXTURES / "awsdocs-v2-default-format.log").read_bytes())
+    before = f.read_bytes()
+    with f.open("rb") as stdin:
+        r = subprocess.run([sys.executable, "-m", "simulator.cli", "--flows", "-",
+                            "--policies", str(world_files["policies"]), "--json", str(f)],
+                           stdin=stdin, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "is the input file" in r.stderr, r.stderr
+    assert f.read_bytes() == before
+    if hasattr(os, "mkfifo"):
+        fifo = tmp_path / "p.log"
+        os.mkfifo(fifo)
+        line = refused(invoke("--flows", fifo, "--policies", world_files["policies"],
+                              "--json", fifo))
+        assert "is the input file" in line and fifo.is_fifo()
+
+
+@pytest.mark.parametrize("text,why", [
+    ('{"kind": "List", "items": [{"kind": "Pod", "x": ' + "9" * 5000 + "}]}",
+     "invalid JSON: Exceeds the limit"),
+])
+def test_manifest_python_cannot_hold_is_refused_not_a_crash(tmp_path, world_files, text, why):
+    c = tmp_path / "c.json"
+    c.write_text(text)
+    refused(invoke("--flows", world_files["good"], "--cluster", c, "--policies",
+                   world_files["policies"]), why)
+    p = tmp_path / "p"
+    p.mkdir()
+    (p / "p.json").write_text(text)
+    refused(invoke("--flows", world_files["good"], "--policies", p), why)
+
+
+def test_unpaired_surrogate_skips_a_snapshot_item_and_refuses_a_policy(tmp_path, world_files):
+    objs = world()
+    objs[3]["metadata"]["labels"] = {"app": "x\udc80"}
+    c = tmp_path / "c.json"
+    c.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": objs}))
+    js = tmp_path / "o.json"
+    doc = summary_of(invoke("--flows", world_files["good"], "--cluster", c, "--policies",
+                            world_files["policies"], "--json", js), js)
+    assert doc["summary"]["inputs"]["cluster"]["skipped"] == 1
+    assert "unpaired UTF-16 surrogate" in doc["summary"]["inputs"]["cluster"][
+        "skipped_examples"][0]
+    p = tmp_path / "p"
+    p.mkdir()
+    (p / "p.json").write_text(json.dumps(netpol("y", "bad\ud800name", {"podSelector": {}})))
+    refused(invoke("--flows", world_files["good"], "--policies", p), "surrogate")
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--threads", "99999"], "--threads"),
+    (["--memory-limit", "1000%"], "--memory-limit"),
+    (["--memory-limit", "10 KB"], "--memory-limit"),
+    (["--temp-dir", ""], "--temp-dir"),
+])
+def test_option_values_out_of_bounds(world_files, args, fragment):
+    refused(invoke("--flows", world_files["good"], "--policies", world_files["policies"],
+                   *args), fragment)
+
+
+def test_dangling_links_and_devices_in_a_directory_are_listed(tmp_path, world_files):
+    d = tmp_path / "logs"
+    d.mkdir()
+    write_vpc_parquet(d / "a.parquet", [vpc_record(XA, YA, 80)])
+    (d / "gone.log").symlink_to(tmp_path / "nowhere.log")
+    if Path("/dev/zero").exists():
+        (d / "zero.log").symlink_to("/dev/zero")
+    js = tmp_path / "o.json"
+    doc = summary_of(invoke("--flows", d, "--policies", world_files["policies"], "--json",
+                            js), js)
+    skipped = {Path(f["file"]).name: f["reason"] for f in
+               doc["summary"]["inputs"]["skipped_files"]}
+    assert skipped["gone.log"] == "a dangling symbolic link"
+    if "zero.log" in skipped:
+        assert skipped["zero.log"].startswith("not a regular file")
+
+
+def test_gzip_bomb_capture_is_refused(tmp_path, world_files):
+    from simulator.ingest import pcap
+
+    f = tmp_path / "bomb.pcap.gz"
+    header = bytes.fromhex("d4c3b2a1020004000000000000000000ffff000001000000")
+    f.write_bytes(gzip.compress(header + bytes(8 << 20)))
+    limit = pcap.MAX_GZIP_FREE
+    try:
+        pcap.MAX_GZIP_FREE = 1 << 20  # the floor lowered so that a small file shows it
+        refused(invoke("--flows", f, "--policies", world_files["policies"]),
+                "decompression bomb")
+    finally:
+        pcap.MAX_GZIP_FREE = limit
+
+
+@pytest.mark.parametrize("doc,field", [
+    (netpol("y", "BAD NAME!", {"podSelector": {}}), "metadata.name"),
+    (netpol("NOT valid", "p", {"podSelector": {}}), "metadata.namespace"),
+    (netpol("y", "p", {"podSelector": {}, "ingress": [{"from": [{"ipBlock": {
+        "cidr": "fe80::1%eth0/64"}}]}]}), "ipBlock.cidr"),
+    ({**netpol("y", "p", {"podSelector": {}}), "kind": ["NetworkPolicy"]}, "kind"),
+])
+def test_policies_the_api_server_would_reject(tmp_path, world_files, doc, field):
+    p = tmp_path / "p"
+    p.mkdir()
+    (p / "p.json").write_text(json.dumps(doc))
+    refused(invoke("--flows", world_files["good"], "--policies", p), field)
+    (p / "p.json").write_text("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n"
+                              "metadata: {name: p, namespace: y}\nspec:\n  podSelector:\n"
+                              "    matchLabels: {null: x}\n")
+    refused(invoke("--flows", world_files["good"], "--policies", p), "invalid label key")
+
+
+def test_a_failed_run_leaves_no_output_and_outputs_keep_their_mode(tmp_path, world_files):
+    """Outputs appear together at the end, or none does; a new output gets the mode the
+    umask gives, a replaced one keeps its own."""
+    out, js = tmp_path / "o.csv", tmp_path / "o.json"
+    args = ["--flows", world_files["good"], "--cluster", world_files["cluster"],
+            "--policies", world_files["policies"], "--out", out, "--json", js]
+    from simulator.output import jsonout
+
+    def full_disk(*a: Any, **k: Any) -> None:
+        import errno
+
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    original = jsonout.escape_json_file
+    jsonout.escape_json_file = full_disk  # the second output fails
+    try:
+        line = refused(invoke(*args))
+    finally:
+        jsonout.escape_json_file = original
+    assert "no space left on device" in line
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["cluster.json",
+                                                                         "good.parquet"]
+    assert invoke(*args).exit_code == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask
+    out.chmod(0o640)
+    assert invoke(*args).exit_code == 0 and out.stat().st_mode & 0o777 == 0o640
+
+
+def test_interrupt_is_exit_130_never_an_internal_error(tmp_path, world_files):
+    import signal
+    import subprocess
+    import sys
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "simulator.cli", "--flows", "-", "--policies",
+         str(world_files["policies"])], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, env={**os.environ, "TMPDIR": str(temp)})
+    deadline = time.monotonic() + 30
+    while not any(temp.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and err.decode().strip() == "simulate: interrupted"
+    assert list(temp.iterdir()) == []

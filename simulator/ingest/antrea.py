@@ -184,17 +184,9 @@ def _json_base(files: list[str], params: dict[str, str], numbered: bool) -> str:
 def _lines(files: list[str], params: dict[str, str], numbered: bool, expr: str) -> str:
     """Each line of the files as `expr` (over `line`) named f; with its place when
     numbered."""
-    listed = "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
-    src = (f"read_csv({listed}, columns = {{'line': 'VARCHAR'}}, delim = '\\x01', "
-           "header = false, quote = '', escape = '', auto_detect = false, "
-           f"max_line_size = {vpc_text.MAX_LINE}, "
-           f"compression = '{params.get('compression', 'auto')}'"
-           f"{', filename = true' if numbered else ''})")
+    src = vpc_text.lines_sql(files, params.get("compression", "auto"), numbered)
     if numbered:
-        # the CSV reader keeps blank lines and reads files in order (as in vpc_text)
-        return (f"(SELECT {expr} AS f, filename, 'line ' || (ordinality - "
-                f"min(ordinality) OVER (PARTITION BY filename) + 1) AS place "
-                f"FROM {src} WITH ORDINALITY)")
+        return f"(SELECT {expr} AS f, filename, 'line ' || lineno AS place FROM {src})"
     return f"(SELECT {expr} AS f FROM {src})"
 
 

@@ -47,9 +47,13 @@ def _absent(text: str) -> str:
     return f"NULLIF(NULLIF(trim({text}), ''), '-') IS NULL"
 
 
-def _digits(text: str, lo: int, hi: int, invalid: int, width: int, cast: str) -> str:
+def _digits(text: str, lo: int, hi: int, invalid: int, width: int, cast: str,
+            dash_is_absent: bool = True) -> str:
+    """dash_is_absent: '', blanks and '-' mean no value (text logs); in JSON a string
+    value is there, so an empty one is impossible."""
     t = f"trim({text})"
-    return f"""CASE WHEN {_absent(text)} THEN NULL
+    absent = _absent(text) if dash_is_absent else f"{text} IS NULL"
+    return f"""CASE WHEN {absent} THEN NULL
                     WHEN regexp_full_match({t}, '[0-9]{{1,{width}}}')
                          AND TRY_CAST({t} AS {cast}) BETWEEN {lo} AND {hi}
                         THEN TRY_CAST({t} AS {cast})
@@ -75,7 +79,8 @@ def _strict(expr: str, type_: str | None, lo: int, hi: int, invalid: int, width:
                             THEN CASE WHEN TRY_CAST({expr} AS HUGEINT) BETWEEN {lo} AND {hi}
                                       THEN CAST({expr} AS {cast}) ELSE {invalid} END
                         WHEN json_type({expr}) = 'VARCHAR'
-                            THEN {_digits(f"({expr} ->> '$')", lo, hi, invalid, width, cast)}
+                            THEN {_digits(f"({expr} ->> '$')", lo, hi, invalid, width, cast,
+                                          dash_is_absent=False)}
                         ELSE {invalid} END"""
     return _digits(f"CAST({expr} AS VARCHAR)", lo, hi, invalid, width, cast)
 
@@ -163,3 +168,12 @@ def counter_sum_sql(a: str, b: str) -> str:
     impossible, NULL if both are absent."""
     return (f"CASE WHEN {a} = -1 OR {b} = -1 THEN -1 WHEN {a} IS NULL AND {b} IS NULL "
             f"THEN NULL ELSE coalesce({a}, 0) + coalesce({b}, 0) END")
+
+
+# Line-based readers (DuckDB's CSV reader) skip a line they cannot split (not UTF-8, too
+# few or too many columns, longer than the line limit) instead of failing the file, and
+# note it in these tables; the run counts such lines per file as skipped records
+# (connections.collect_rejects).
+REJECTS_TABLE, REJECTS_SCAN = "flow_rejects", "flow_reject_scans"
+READ_REJECTS = (f", ignore_errors = true, store_rejects = true, "
+                f"rejects_table = '{REJECTS_TABLE}', rejects_scan = '{REJECTS_SCAN}'")

@@ -209,8 +209,9 @@ def _kind(labels: str) -> str:
 def post_columns() -> dict[str, str]:
     verdict = "upper(r_verdict)"
     post = {
-        "src_ip": "NULLIF(trim(r_src), '')",
-        "dst_ip": "NULLIF(trim(r_dst), '')",
+        # as written: an address with blanks around it is not an address
+        "src_ip": "NULLIF(r_src, '')",
+        "dst_ip": "NULLIF(r_dst, '')",
         "proto": "r_proto",
         "policy_trace": "r_trace",
         "observed": f"""CASE

@@ -745,18 +745,35 @@ def read_capture(path: Path, spool_dir: str | None = None
             os.unlink(tmp)
 
 
+# A capture compresses a few-fold; far beyond this, a small file would fill the disk (a
+# decompression bomb): refused once it has unpacked past both bounds.
+MAX_GZIP_RATIO = 500
+MAX_GZIP_FREE = 1 << 30
+
+
 def _plain(path: Path, spool_dir: str | None) -> tuple[Path, str | None]:
     try:
         with open(path, "rb") as fh:
             if fh.read(2) != b"\x1f\x8b":
                 return path, None
+            limit = max(MAX_GZIP_FREE, MAX_GZIP_RATIO * os.fstat(fh.fileno()).st_size)
             fd, tmp = tempfile.mkstemp(prefix="pcap-", suffix=".unzipped", dir=spool_dir)
             fh.seek(0)
+            written = 0
             try:
                 with os.fdopen(fd, "wb") as out, gzip.open(fh) as gz:
-                    shutil.copyfileobj(gz, out, 1 << 20)
+                    while chunk := gz.read(1 << 20):
+                        written += len(chunk)
+                        if written > limit:
+                            raise UnusableInput(path, f"gzip stream expands more than "
+                                                      f"{MAX_GZIP_RATIO}-fold (a "
+                                                      "decompression bomb?); refused")
+                        out.write(chunk)
             except (OSError, EOFError):
                 pass  # a cut-off gzip stream: keep what was unpacked; the walk reports it
+            except UnusableInput:
+                os.unlink(tmp)
+                raise
             return Path(tmp), tmp
     except OSError as e:
         raise InputError(path, f"cannot read: {e.strerror or e}") from None

@@ -40,11 +40,12 @@ from . import antrea, azure, calico, hubble, normalized, pcap, vpc, vpc_cloudwat
 from .checks import (
     MIXED_FAMILY_SQL,
     PORT_INVALID,
+    READ_REJECTS,
     RECORD_CHECK_SQL,
     RECORD_REASON_SQL,
     family,
 )
-from .schema import IDENTITY_COLUMNS
+from .schema import IDENTITY_COLUMNS, NORMALIZED_REQUIRED
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 CSV_SUFFIXES = (".csv", ".csv.gz")
@@ -83,11 +84,18 @@ def _sql_str(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
-def reader_sql(kind: str, files: Iterable[str], extra: str = "") -> str:
+def reader_sql(kind: str, files: Iterable[str], extra: str = "", compression: str = "auto",
+               rejects: bool = True) -> str:
+    """Parquet, or the normalized CSV: every value read as text (the strict readers parse
+    it; DuckDB's type guessing would read "0x50" as 80), a line that does not split into
+    the header's columns skipped and noted (checks.READ_REJECTS). A CSV group's files
+    share their columns in order, so no union by name (which rejects cannot go with)."""
     listed = "[" + ", ".join(_sql_str(f) for f in files) + "]"
     if kind == "parquet":
         return f"read_parquet({listed}, union_by_name = true{extra})"
-    return f"read_csv({listed}, header = true, union_by_name = true{extra})"
+    return (f"read_csv({listed}, header = true, delim = ',', quote = '\"', escape = '\"', "
+            f"all_varchar = true, compression = {_sql_str(compression)}"
+            f"{READ_REJECTS if rejects else ', ignore_errors = true'}{extra})")
 
 
 def fold_sql(server_ports: Sequence[int]) -> str:
@@ -119,6 +127,7 @@ class FlowSource:
     columns: tuple[tuple[str, str], ...]
     # file -> what the user called it (standard input and pipes are read from a copy)
     labels: tuple[tuple[str, str], ...] = ()
+    compression: str = "auto"  # of a CSV table: gzip when its name does not say so
 
     @property
     def module(self) -> ModuleType:
@@ -156,13 +165,18 @@ class FlowSource:
         if custom is not None:
             return custom(list(self.files), dict(self.columns), numbered)
         if not numbered:
-            return reader_sql(self.kind, self.files)
+            return reader_sql(self.kind, self.files, compression=self.compression)
         if self.kind == "parquet":
             r = reader_sql(self.kind, self.files, ", filename = true, file_row_number = true")
             return f"(SELECT *, 'record ' || (file_row_number + 1) AS place FROM {r})"
-        r = reader_sql(self.kind, self.files, ", filename = true")
-        return (f"(SELECT *, 'line ' || (row_number() OVER (PARTITION BY filename) + 1) "
-                f"AS place FROM {r})")
+        r = reader_sql(self.kind, self.files, ", filename = true",
+                       compression=self.compression)
+        # the k-th row read is on line k + 1 (the header) + the lines skipped before it
+        return f"""(SELECT * EXCLUDE (k), 'line ' || (k + 1 + (
+                        SELECT count(*) FROM line_rejects j
+                        WHERE j.filename = x.filename AND j.line - 1 - j.idx < x.k)) AS place
+                    FROM (SELECT *, row_number() OVER (PARTITION BY filename) AS k
+                          FROM {r}) x)"""
 
     def _rows_sql(self, server_ports: Sequence[int], numbered: bool = False) -> str:
         cols = dict(self.columns)
@@ -344,28 +358,45 @@ def _sniff_text(head: str, path: Path, label: str, forced: str | None,
                           f"--flows-format forces one){hint}")
 
 
-# Columns a tabular format reads as addresses, ports, protocols, times and counters: a
-# nested type there (a struct, a list, a map) cannot hold one, in any record.
-_SCALAR_COLUMNS = ("srcaddr", "dstaddr", "pkt_srcaddr", "pkt_dstaddr", "srcport", "dstport",
-                   "protocol", "packets", "bytes", "start", "end", "src_ip", "dst_ip",
-                   "src_port", "dst_port", "start_time", "end_time", "tcp_flags")
+# The column types that can hold each value of a flow table; any other (a struct, a list,
+# a map, a boolean, an integer address, a date port) holds none, in any record.
+_TEXT, _NUMBER, _TIME = {"text"}, {"text", "int", "float"}, {"text", "int", "float", "time"}
+_ALLOWED = {
+    **dict.fromkeys(("srcaddr", "dstaddr", "pkt_srcaddr", "pkt_dstaddr", "src_ip", "dst_ip"),
+                    (_TEXT, "an address")),
+    **dict.fromkeys(("srcport", "dstport", "src_port", "dst_port", "protocol", "packets",
+                     "bytes", "tcp_flags"), (_NUMBER, "a number")),
+    **dict.fromkeys(("start", "end", "start_time", "end_time"), (_TIME, "a time")),
+}
 
 
 def _check_column_types(label: str, columns: dict[str, str]) -> None:
-    for name in _SCALAR_COLUMNS:
+    for name, (allowed, what) in _ALLOWED.items():
         t = columns.get(name)
-        if t is not None and (family(t) == "other" and not t.upper().startswith(
-                ("TIMESTAMP", "DATE"))):
-            what = "an address" if "addr" in name or "_ip" in name else "a value"
+        if t is None:
+            continue
+        fam = "time" if t.upper().startswith(("TIMESTAMP", "DATE")) else family(t)
+        if fam not in allowed:
             raise Unusable(label, f"column {name} has type {t}, which cannot hold {what} "
                                   "of a flow record")
 
 
+def _csv_table_head(head: str) -> bool:
+    """A CSV table by its content (a pipe or a name without .csv): a header line of
+    comma-separated names that holds the normalized table's required columns."""
+    first = next((line for line in head.splitlines() if line.strip()), "")
+    names = {n.strip().strip('"').lower() for n in first.split(",")}
+    return set(NORMALIZED_REQUIRED) <= names
+
+
 def _describe(con: duckdb.DuckDBPyConnection, fp: FlowPath, forced: str | None,
-              options: dict[str, str] | None = None) -> tuple[str, str, dict[str, str]]:
-    """(format, kind, columns-or-params) of one flow file; Unusable when it cannot be read
-    as flows at all."""
+              options: dict[str, str] | None = None
+              ) -> tuple[str, str, dict[str, str], str]:
+    """(format, kind, columns-or-params, compression) of one flow file; Unusable when it
+    cannot be read as flows at all."""
     path, label = fp.path, fp.label
+    if fp.problem:
+        raise Unusable(label, fp.problem)
     try:
         size = path.stat().st_size
         with path.open("rb") as fh:
@@ -375,50 +406,57 @@ def _describe(con: duckdb.DuckDBPyConnection, fp: FlowPath, forced: str | None,
     if size == 0:
         raise Unusable(label, "empty file")
     name = path.name.lower()
+    compression = "gzip" if magic[:2] == b"\x1f\x8b" else "none"
     if magic == b"PAR1" or (name.endswith(PARQUET_SUFFIXES) and forced not in TEXT_FORMATS):
         kind = "parquet"
-    elif forced in FORMATS or (name.endswith(CSV_SUFFIXES) and forced not in TEXT_FORMATS
-                               and not antrea.is_headless_csv(path)):  # Antrea: no header
-        kind = "csv"
-        if not _head_bytes(path, label).strip():
-            raise Unusable(label, "empty file (blank lines only)")
     else:
         raw = _head_bytes(path, label)
-        for fmt, module in TEXT_FORMATS.items():
-            sniff_bytes = getattr(module, "sniff_bytes", None)
-            if forced is None and sniff_bytes is not None and sniff_bytes(raw):
-                forced = fmt
-                break
-        if forced is None and not raw.strip(b" \t\r\n\x00\xef\xbb\xbf"):
-            raise Unusable(label, "empty file (blank lines only)")
-        try:
-            fmt, params = _sniff_text(_text_head(raw), path, label, forced, options or {})
-        except InputError as e:
-            if e.path != str(path):
-                raise
-            # a format's own reader named the file it read (maybe a copy of a stream)
-            raise (Unusable if isinstance(e, Unusable) else InputError)(
-                label, e.message, e.where) from None
-        return fmt, "text", params
+        text = _text_head(raw)
+        if forced in FORMATS or (forced not in TEXT_FORMATS and (
+                (name.endswith(CSV_SUFFIXES) and not antrea.is_headless_csv(path))  # Antrea:
+                or _csv_table_head(text))):                                     # no header
+            kind = "csv"
+            if not raw.strip():
+                raise Unusable(label, "empty file (blank lines only)")
+        else:
+            for fmt, module in TEXT_FORMATS.items():
+                sniff_bytes = getattr(module, "sniff_bytes", None)
+                if forced is None and sniff_bytes is not None and sniff_bytes(raw):
+                    forced = fmt
+                    break
+            if forced is None and not raw.strip(b" \t\r\n\x00\xef\xbb\xbf"):
+                raise Unusable(label, "empty file (blank lines only)")
+            try:
+                fmt, params = _sniff_text(text, path, label, forced, options or {})
+            except InputError as e:
+                if e.path != str(path):
+                    raise
+                # a format's own reader named the file it read (maybe a copy of a stream)
+                raise (Unusable if isinstance(e, Unusable) else InputError)(
+                    label, e.message, e.where) from None
+            return fmt, "text", params, compression
     try:
-        rows = con.execute(f"DESCRIBE SELECT * FROM {reader_sql(kind, [str(path)])}").fetchall()
+        table = reader_sql(kind, [str(path)], compression=compression, rejects=False)
+        rows = con.execute(f"DESCRIBE SELECT * FROM {table}").fetchall()
+    except duckdb.OutOfMemoryException:
+        raise
     except duckdb.Error as e:
         first = str(e).strip().splitlines()[0]
         raise Unusable(label, f"not a readable {kind.upper()} file: {first}") from None
     columns = {str(r[0]).lower(): str(r[1]) for r in rows}
     fmt = detect(label, columns, forced)
     _check_column_types(label, columns)
-    return fmt, kind, columns
+    return fmt, kind, columns, compression
 
 
 def detect(path: Path | str, columns: dict[str, str], forced: str | None = None) -> str:
     for name, module in FORMATS.items():
         if forced in (None, name) and module.matches(columns):
             return name
-    shown = ", ".join(sorted(columns)[:12]) + (", …" if len(columns) > 12 else "")
-    expected = "; ".join(f"{n}: {', '.join(m.REQUIRED)}" for n, m in FORMATS.items())
-    raise Unusable(path, f"unknown flow table (columns: {shown}); expected the columns of "
-                         f"one of — {expected}")
+    shown = ", ".join(sorted(columns)[:6]) + (", …" if len(columns) > 6 else "")
+    raise Unusable(path, f"unknown flow table (columns: {shown}); a flow table has "
+                         "srcaddr, dstaddr, dstport, protocol, start (AWS VPC) or start_time, "
+                         "src_ip, dst_ip, dst_port, protocol (normalized)")
 
 
 def any_float(sources: Iterable[FlowSource]) -> bool:
@@ -448,17 +486,21 @@ def open_flow_sources(con: duckdb.DuckDBPyConnection, paths: Iterable[FlowPath],
     options = {"vpc_fields": vpc_fields} if vpc_fields else {}
     if spool_dir:
         options["spool_dir"] = spool_dir
-    groups: dict[tuple[str, str, tuple[tuple[str, str], ...]], list[FlowPath]] = {}
+    Group = tuple[str, str, tuple[tuple[str, str], ...], str]
+    groups: dict[Group, list[FlowPath]] = {}
     skipped: list[dict[str, str]] = []
     for fp in paths:
         try:
-            fmt, kind, columns = _describe(con, fp, forced, options)
+            fmt, kind, columns, compression = _describe(con, fp, forced, options)
         except Unusable as e:
             if fp.named:
                 raise
             skipped.append({"file": fp.label, "reason": e.message})
             continue
-        groups.setdefault((fmt, kind, tuple(sorted(columns.items()))), []).append(fp)
+        # a CSV group is read without union by name: its files share column order too
+        cols = tuple(columns.items()) if kind == "csv" else tuple(sorted(columns.items()))
+        key = (fmt, kind, cols, compression if kind == "csv" else "auto")
+        groups.setdefault(key, []).append(fp)
     return OpenedFlows([FlowSource(fmt, kind, tuple(str(f.path) for f in fps), cols,
-                                   tuple((str(f.path), f.label) for f in fps))
-                        for (fmt, kind, cols), fps in groups.items()], skipped)
+                                   tuple((str(f.path), f.label) for f in fps), compression)
+                        for (fmt, kind, cols, compression), fps in groups.items()], skipped)

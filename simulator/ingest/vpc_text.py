@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from . import vpc
-from .checks import counter_sql, epoch_sql, port_sql
+from .checks import READ_REJECTS, counter_sql, epoch_sql, port_sql
 
 REQUIRED = ("space-separated AWS VPC flow log text: a header line of field names "
             "(version srcaddr dstaddr ...), or records in the default v2 format "
@@ -160,22 +160,35 @@ def keep_sql(params: dict[str, str], col: str) -> str:
     return f"{blank} AND {not_header}"
 
 
-def reader(files: list[str], params: dict[str, str], numbered: bool) -> str:
+def lines_sql(files: list[str], compression: str, numbered: bool) -> str:
+    """The files' lines as rows (`line`; with `filename` and `lineno` when numbered). A
+    line the reader cannot take (not UTF-8, over MAX_LINE) is skipped and noted
+    (checks.READ_REJECTS), never the end of the file."""
     listed = "[" + ", ".join(_sql_str(f) for f in files) + "]"
     src = (f"read_csv({listed}, columns = {{'line': 'VARCHAR'}}, delim = '\\x01', "
            f"header = false, quote = '', escape = '', auto_detect = false, "
-           f"max_line_size = {MAX_LINE}, "
-           f"compression = {_sql_str(params.get('compression', 'auto'))}"
-           f"{', filename = true' if numbered else ''})")
+           f"max_line_size = {MAX_LINE}, compression = {_sql_str(compression)}"
+           f"{READ_REJECTS}{', filename = true' if numbered else ''})")
+    if not numbered:
+        return src
+    # The reader keeps blank lines (as NULL) and reads files in order: the k-th row of a
+    # file is its line k, plus the lines skipped before it.
+    return f"""(SELECT line, filename, k + (
+                   SELECT count(*) FROM line_rejects j
+                   WHERE j.filename = x.filename AND j.line - j.idx < x.k) AS lineno
+               FROM (SELECT line, filename,
+                         ordinality - min(ordinality) OVER (PARTITION BY filename) + 1 AS k
+                     FROM {src} WITH ORDINALITY) x)"""
+
+
+def reader(files: list[str], params: dict[str, str], numbered: bool) -> str:
+    src = lines_sql(files, params.get("compression", "auto"), numbered)
     if not numbered:
         return f"(SELECT {split_sql('line')} AS f FROM {src} WHERE {keep_sql(params, 'line')})"
-    # The CSV reader keeps blank lines (as NULL) and reads files in order, so the ordinal
-    # less the file's first one is the line number (the header line counted).
-    first = "min(n) OVER (PARTITION BY filename)" if len(files) > 1 else "1"
     return f"""(SELECT {split_sql('line')} AS f, filename, place FROM (
                    SELECT line, filename, {keep_sql(params, 'line')} AS keep,
-                       'line ' || (n - {first} + 1) AS place
-                   FROM (SELECT line, filename, ordinality AS n FROM {src} WITH ORDINALITY))
+                       'line ' || lineno AS place
+                   FROM {src})
                WHERE keep)"""
 
 

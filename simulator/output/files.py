@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -64,6 +65,17 @@ def check_outputs(outputs: dict[str, str | None], inputs: Iterable[Path]) -> Non
             seen_ids[ident] = option
 
 
+def _mode_for(target: Path) -> int:
+    """The mode the output gets: the replaced file's, else what the umask gives a new file
+    (a temporary file is made 0600)."""
+    try:
+        return stat.S_IMODE(target.stat().st_mode)
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 def _failure(path: Path, e: BaseException) -> InputError:
     if isinstance(e, OSError) and e.errno == errno.ENOSPC:
         return InputError(path, "cannot write: no space left on device")
@@ -75,10 +87,62 @@ def _failure(path: Path, e: BaseException) -> InputError:
     return InputError(path, f"cannot write: {text}")
 
 
+def _special(target: Path) -> bool:
+    """An existing target that is not a regular file (/dev/stdout, /dev/null, a pipe):
+    written straight through, never replaced by a rename."""
+    try:
+        return not stat.S_ISREG(target.stat().st_mode)
+    except OSError:
+        return False
+
+
+def _write_error(target: Path, e: Exception) -> Exception:
+    duckdb = sys.modules.get("duckdb")  # imported by the run, not by this module
+    if isinstance(e, OSError) or (duckdb is not None and isinstance(e, duckdb.IOException)):
+        return _failure(target, e)
+    return e
+
+
+# Outputs written while a run stages them: (temporary file, target), renamed together.
+_STAGED: list[list[tuple[Path, Path]]] = []
+
+
+@contextmanager
+def staged_outputs() -> Iterator[None]:
+    """Within the block, each output is complete in its temporary file but renamed into
+    place only when the block ends without error: a run that fails (a full disk on its
+    third output, an input refused late) leaves no output at all, not some of them."""
+    pending: list[tuple[Path, Path]] = []
+    _STAGED.append(pending)
+    try:
+        yield
+    except BaseException:
+        for tmp, _ in pending:
+            tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        _STAGED.remove(pending)
+    for i, (tmp, target) in enumerate(pending):
+        try:
+            os.replace(tmp, target)
+        except OSError as e:
+            for rest, _ in pending[i:]:
+                rest.unlink(missing_ok=True)
+            raise _failure(target, e) from None
+
+
 @contextmanager
 def atomic_output(path: str | Path) -> Iterator[Path]:
-    """Yields a temporary path beside `path`; on success it is renamed to `path`."""
+    """Yields a temporary path beside `path`; once written it is renamed to `path`, with
+    the permissions the file had (or a new file gets), at once or, in staged_outputs(),
+    with the run's other outputs."""
     target = Path(path)
+    if _special(target):  # /dev/stdout and the like: written straight through
+        try:
+            yield target
+        except Exception as e:
+            raise _write_error(target, e) from None
+        return
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name[:100]}.", suffix=".partial",
@@ -89,16 +153,17 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        os.replace(tmp_path, target)
+        os.chmod(tmp_path, _mode_for(target))
+        if _STAGED:
+            _STAGED[-1].append((tmp_path, target))
+        else:
+            os.replace(tmp_path, target)
     except InputError:
         tmp_path.unlink(missing_ok=True)
         raise
     except Exception as e:
         tmp_path.unlink(missing_ok=True)
-        duckdb = sys.modules.get("duckdb")  # imported by the run, not by this module
-        if isinstance(e, OSError) or (duckdb is not None and isinstance(e, duckdb.IOException)):
-            raise _failure(target, e) from None
-        raise
+        raise _write_error(target, e) from None
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise

@@ -7,6 +7,7 @@ has its control and bidi characters escaped (jsonsafe)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -23,19 +24,26 @@ SCHEMA_VERSION = 3  # docs/json-schema.md
 
 
 def write_json(con: duckdb.DuckDBPyConnection, summary: dict[str, Any],
-               path: str | Path, report: dict[str, Any] | None = None) -> None:
-    with tempfile.TemporaryDirectory(prefix="netpol-json-") as tmp, \
-            atomic_output(path) as target:
-        part = Path(tmp) / "connections.json"
-        quoted = str(part).replace("'", "''")
-        db.run(con, f"COPY (SELECT * FROM {PUBLIC_RESULT}) TO '{quoted}' "
-                    "(FORMAT json, ARRAY true)")
-        escape_json_file(part)
-        head = json.dumps({"schema_version": SCHEMA_VERSION, "summary": summary,
-                           "warnings": summary.get("warnings", []), "report": report},
-                          indent=1, default=str, ensure_ascii=True)
-        with target.open("w", encoding="utf-8") as out:
-            out.write(head[:-1].rstrip() + ',\n "connections": ')
-            with part.open("r", encoding="utf-8") as src:
-                shutil.copyfileobj(src, out, 1 << 20)
-            out.write("\n}\n")
+               path: str | Path, report: dict[str, Any] | None = None,
+               work_dir: str | None = None) -> None:
+    """work_dir: where the connections are written before they are spliced in (the run's
+    own temporary directory, in --temp-dir when given)."""
+    with atomic_output(path) as target:
+        fd, name = tempfile.mkstemp(prefix="connections-", suffix=".json", dir=work_dir)
+        os.close(fd)
+        part = Path(name)
+        try:
+            quoted = str(part).replace("'", "''")
+            db.run(con, f"COPY (SELECT * FROM {PUBLIC_RESULT}) TO '{quoted}' "
+                        "(FORMAT json, ARRAY true)")
+            escape_json_file(part)
+            head = json.dumps({"schema_version": SCHEMA_VERSION, "summary": summary,
+                               "warnings": summary.get("warnings", []), "report": report},
+                              indent=1, default=str, ensure_ascii=True)
+            with target.open("w", encoding="utf-8") as out:
+                out.write(head[:-1].rstrip() + ',\n "connections": ')
+                with part.open("r", encoding="utf-8") as src:
+                    shutil.copyfileobj(src, out, 1 << 20)
+                out.write("\n}\n")
+        finally:
+            part.unlink(missing_ok=True)

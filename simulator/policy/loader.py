@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..documents import Document, read_documents
+from ..errors import PolicyError
 from .ir import Policy
 from .netpol_v1 import API_VERSION, KIND, compile_networkpolicy
 
@@ -38,6 +39,10 @@ def read_policy_file(path: Path) -> PolicyFile:
     compiled: list[tuple[Policy, dict[str, Any]]] = []
     ignored: Counter[str] = Counter()
     for doc in read_documents(path):
+        for key_field in ("apiVersion", "kind"):
+            if not isinstance(doc.obj.get(key_field, ""), str):
+                raise PolicyError(path, f"{key_field}: must be a string, got "
+                                        f"{doc.obj[key_field]!r}", doc.where)
         key = (str(doc.obj.get("apiVersion", "")), str(doc.obj.get("kind", "")))
         compiler = DIALECTS.get(key)
         if compiler is None:

@@ -30,6 +30,7 @@ OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
 
 _NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?"
 _DNS_SUBDOMAIN = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+_DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 _PORT_NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
 
 _SPEC_FIELDS = {"podSelector", "policyTypes", "ingress", "egress"}
@@ -101,7 +102,7 @@ def selector(ctx: _Ctx, raw: Any, field: str) -> Selector:
     reqs: list[Requirement] = []
     for key, value in _mapping(ctx, raw.get("matchLabels"), f"{field}.matchLabels").items():
         value = _label_string(ctx, value, f"{field}.matchLabels.{key}")
-        if not _valid_label_key(str(key)):
+        if not isinstance(key, str) or not _valid_label_key(key):
             raise ctx.fail(f"{field}.matchLabels", f"invalid label key {key!r}")
         if not _valid_label_value(value):
             raise ctx.fail(f"{field}.matchLabels.{key}", f"invalid label value {value!r}")
@@ -223,7 +224,14 @@ def compile_networkpolicy(doc: Document) -> Policy:
     name = meta.get("name")
     if not name or not isinstance(name, str):
         raise ctx.fail("metadata.name", "missing")
-    namespace = str(meta.get("namespace") or "default")
+    if len(name) > 253 or not re.fullmatch(_DNS_SUBDOMAIN, name):
+        raise ctx.fail("metadata.name", f"invalid name {name!r} (a DNS subdomain: lowercase "
+                                        "letters, digits, '-' and '.')")
+    namespace = meta.get("namespace") or "default"
+    if not isinstance(namespace, str) or len(namespace) > 63 or not re.fullmatch(
+            _DNS_LABEL, namespace):
+        raise ctx.fail("metadata.namespace", f"invalid namespace {namespace!r} (a DNS "
+                                             "label: lowercase letters, digits and '-')")
     spec = _mapping(ctx, obj.get("spec"), "spec")
     _no_unknown(ctx, spec, _SPEC_FIELDS, "spec")
     subject = Subject(selector(ctx, spec.get("podSelector"), "spec.podSelector"), namespace)

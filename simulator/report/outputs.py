@@ -36,5 +36,5 @@ def write_reports(result: Any, *, html: str | None = None, markdown: str | None 
 
         write_text(markdown, inert_document(render_markdown(report)))
     if json:
-        write_json(result.con, result.summary, json, report)
+        write_json(result.con, result.summary, json, report, work_dir=result.work_dir)
     return report
