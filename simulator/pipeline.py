@@ -115,6 +115,15 @@ def _check_cidrs(cidrs: list[str]) -> None:
             raise InputError("--pod-cidr", f"not a CIDR: {c!r}") from None
 
 
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def _failed_file(sources: list[Any], e: Exception) -> str | None:
+    """The file DuckDB's message names, if it names one of ours."""
+    return next((f for s in sources for f in s.files if f in str(e)), None)
+
+
 def _read_error(sources: list[Any], e: Exception) -> Exception:
     """A file DuckDB could not read to its end (a truncated gzip stream): named when
     DuckDB's message names it. Running out of memory is no fault of a file: passed on."""
@@ -179,10 +188,23 @@ def _run(con: duckdb.DuckDBPyConnection, tmp: str, opts: Options, progress: Prog
     catalog.register_cluster(con, cluster, opts.pod_cidrs, idents)
     server_ports = [cp.port for p in cluster.pods for cp in p.ports if cp.port >= EPHEMERAL_MIN]
     with progress.phase("reading flows") as note:
-        try:
-            connections.build_tuples(con, sources, server_ports)
-        except duckdb.Error as e:
-            raise _read_error(sources, e) from None
+        while True:
+            try:
+                connections.build_tuples(con, sources, server_ports)
+                break
+            except duckdb.Error as e:
+                # a file that fails only past its head (a gzip stream cut short): named
+                # on its own it ends the run; found in a directory it is listed, and the
+                # scan runs again without it
+                error = _read_error(sources, e)
+                failed = _failed_file(sources, e)
+                if failed is None or failed in opened.named:
+                    raise error from None
+                opened = opened.without(failed, f"cannot be read to its end: "
+                                                f"{_first_line(e)}")
+                sources = opened.sources
+                if not sources:
+                    raise nothing_to_judge([], [], opened.skipped_files) from None
         n = db.one(con, "SELECT sum(records), count(*) FROM tuples")
         note["done"] = f"{int(n[0] or 0):,} records, {int(n[1] or 0):,} tuples"
         note["count"] = int(n[0] or 0)

@@ -916,3 +916,21 @@ def test_a_failed_run_leaves_no_output_and_outputs_keep_their_mode(tmp_path, wor
     assert out.stat().st_mode & 0o777 == 0o666 & ~umask
     out.chmod(0o640)
     assert invoke(*args).exit_code == 0 and out.stat().st_mode & 0o777 == 0o640
+
+
+def test_gzip_cut_short_is_listed_in_a_directory_refused_when_named(tmp_path, world_files):
+    d = tmp_path / "logs"
+    d.mkdir()
+    log = (FIXTURES / "awsdocs-v2-default-format.log").read_bytes()
+    (d / "good.log").write_bytes(log)
+    packed = gzip.compress(log * 2000)
+    (d / "cut.log.gz").write_bytes(packed[:len(packed) // 2])  # fails past its head only
+    js = tmp_path / "o.json"
+    doc = summary_of(invoke("--flows", d, "--policies", world_files["policies"], "--json",
+                            js), js)
+    (skipped,) = doc["summary"]["inputs"]["skipped_files"]
+    assert skipped["file"] == str(d / "cut.log.gz")
+    assert skipped["reason"].startswith("cannot be read to its end")
+    assert doc["summary"]["flows"]["read"] == 7
+    refused(invoke("--flows", d / "cut.log.gz", "--policies", world_files["policies"]),
+            str(d / "cut.log.gz"), "cannot read flows")

@@ -24,7 +24,7 @@ import gzip
 import re
 import zlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 
@@ -472,6 +472,22 @@ class OpenedFlows:
     sources: list[FlowSource]
     # files found in a directory or glob that could not be used: {"file", "reason"}
     skipped_files: list[dict[str, str]] = field(default_factory=list)
+    # the files read that were named on their own (judged strictly), not found in a
+    # directory or glob
+    named: set[str] = field(default_factory=set)
+
+    def without(self, file: str, reason: str) -> OpenedFlows:
+        """The flows with one file found unreadable late (a gzip stream cut short)
+        listed as skipped instead."""
+        sources = []
+        for s in self.sources:
+            files = tuple(f for f in s.files if f != file)
+            if files:
+                sources.append(replace(s, files=files, labels=tuple(
+                    (f, label) for f, label in s.labels if f != file)))
+        label = next((s.label(file) for s in self.sources if file in s.files), file)
+        return OpenedFlows(sources, [*self.skipped_files, {"file": label, "reason": reason}],
+                           self.named)
 
 
 def open_flow_sources(con: duckdb.DuckDBPyConnection, paths: Iterable[FlowPath],
@@ -503,4 +519,5 @@ def open_flow_sources(con: duckdb.DuckDBPyConnection, paths: Iterable[FlowPath],
         groups.setdefault(key, []).append(fp)
     return OpenedFlows([FlowSource(fmt, kind, tuple(str(f.path) for f in fps), cols,
                                    tuple((str(f.path), f.label) for f in fps), compression)
-                        for (fmt, kind, cols, compression), fps in groups.items()], skipped)
+                        for (fmt, kind, cols, compression), fps in groups.items()], skipped,
+                       {str(f.path) for fps in groups.values() for f in fps if f.named})
