@@ -50,6 +50,8 @@ TARGET_HELP_S = 0.5
 TARGET_REPORT_S = 2.0
 TARGET_REPORT_BYTES = 20 * 10**6
 
+# generate.py's POLICY_VERSION (not imported: it would load DuckDB into this small driver)
+POLICY_VERSION = 2
 # (flows, pods, namespaces, policies, connections) per workload; None: generate.py's default
 WORKLOADS: dict[str, tuple[int, int, int, int, int | None]] = {
     "10m": (10_000_000, 5000, 100, 500, None),
@@ -101,6 +103,14 @@ def ensure(data: Path, name: str, regenerate: bool) -> dict[str, Any]:
             and all(info.get(k, v) == v for k, v in want.items() if k != "flows"))
     # manifests written by run.py (10M defaults) do not record the arguments
     if same and not regenerate:
+        if info.get("policy_version") != POLICY_VERSION:
+            say(f"rewriting the policy sets of workload {name} (version {POLICY_VERSION}) ...")
+            r = run_child([PY, str(HERE / "generate.py"), "--out", str(data), "--pods",
+                           str(pods), "--namespaces", str(namespaces), "--policies",
+                           str(policies), "--policies-only"])
+            if r["rc"] != 0:
+                raise SystemExit("generate.py failed:\n" + r["stderr"][-3000:])
+            info = json.loads(manifest.read_text())
         return info
     free = shutil.disk_usage(data.parent if data.parent.exists() else HERE).free
     need = flows * 16  # ~14 bytes per record in zstd Parquet, plus the temporary file

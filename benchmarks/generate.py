@@ -671,7 +671,80 @@ def build_policies(world: World, seed: int, target: int, xns_edges: list[tuple[i
 
     candidate = build_candidate(world, current, callers, xns_allowed, rng)
     pad_policies(world, current, candidate, target, seed)
+    add_guardrails(world, current, candidate)
     return Plan(current, candidate, xns_allowed, with_policy)
+
+
+# bumped when the policy sets change shape: data of an older version gets new policy sets
+POLICY_VERSION = 2
+GUARDRAILS = 48          # per-namespace AdminNetworkPolicies, besides the cluster-wide ones
+METADATA = "169.254.169.254/32"
+CLUSTER = "_cluster"     # the key (and file name) of the cluster-scoped policies
+
+
+def _cluster_policy(kind: str, name: str, spec: dict[str, Any],
+                    version: str = "v1alpha1") -> dict[str, Any]:
+    return {"apiVersion": f"policy.networking.k8s.io/{version}", "kind": kind,
+            "metadata": {"name": name}, "spec": spec}
+
+
+def add_guardrails(
+    world: World,
+    current: dict[str, list[dict[str, Any]]],
+    candidate: dict[str, list[dict[str, Any]]],
+) -> None:
+    """The platform team's cluster-scoped tiers, in both sets: ~50 AdminNetworkPolicies (one
+    per busy namespace, mostly passing traffic on to the NetworkPolicies, and denying the
+    cloud metadata address), a ClusterNetworkPolicy in the `protocols` shape, and the
+    BaselineAdminNetworkPolicy. They decide nothing the flows carry, so the recorded
+    verdicts stay true; the candidate adds one admin Deny (dev namespaces into prod) that
+    does break observed traffic."""
+    app_ns = sorted((ns for ns in world.namespaces.values() if ns.apps),
+                    key=lambda ns: (-len(ns.apps), ns.name))[:GUARDRAILS]
+    rails: list[dict[str, Any]] = [_cluster_policy("AdminNetworkPolicy", "deny-metadata", {
+        "priority": 1, "subject": {"namespaces": {}},
+        "egress": [{"name": "deny-metadata", "action": "Deny",
+                    "to": [{"networks": [METADATA]}]}]})]
+    for i, ns in enumerate(app_ns):
+        rails.append(_cluster_policy("AdminNetworkPolicy", f"guard-{ns.name}", {
+            "priority": 20 + i,
+            "subject": {"namespaces": {"matchLabels": {"kubernetes.io/metadata.name": ns.name}}},
+            "ingress": [
+                {"name": "pass-monitoring", "action": "Pass",
+                 "from": [{"pods": {"namespaceSelector": _ns_sel("monitoring"),
+                                    "podSelector": {"matchLabels": {"app": "prometheus"}}}}],
+                 "ports": [{"namedPort": "metrics"}]},
+                {"name": "pass-own-team", "action": "Pass",
+                 "from": [{"namespaces": {"matchLabels": {"team": ns.team}}}]},
+                {"name": "pass-rest", "action": "Pass", "from": [{"namespaces": {}}]}],
+            "egress": [
+                {"name": "deny-metadata", "action": "Deny", "to": [{"networks": [METADATA]}]},
+                {"name": "pass-nodes", "action": "Pass", "to": [{"nodes": {}}],
+                 "ports": [{"portRange": {"protocol": "TCP", "start": 10250, "end": 10259}}]},
+                {"name": "pass-rest", "action": "Pass",
+                 "to": [{"namespaces": {}}, {"networks": ["0.0.0.0/0", "::/0"]}]}]}))
+    rails.append(_cluster_policy("ClusterNetworkPolicy", "prod-dns", {
+        "tier": "Admin", "priority": 15,
+        "subject": {"namespaces": {"matchLabels": {"env": "prod"}}},
+        "egress": [{"name": "pass-dns", "action": "Pass",
+                    "to": [{"namespaces": _ns_sel("kube-system")}],
+                    "protocols": [{"udp": {"destinationPort": {"number": 53}}},
+                                  {"tcp": {"destinationPort": {"number": 53}}}]}]},
+        version="v1alpha2"))
+    rails.append(_cluster_policy("BaselineAdminNetworkPolicy", "default", {
+        "subject": {"namespaces": {}},
+        "ingress": [{"name": "allow-monitoring", "action": "Allow",
+                     "from": [{"namespaces": _ns_sel("monitoring")}]}],
+        "egress": [{"name": "deny-metadata", "action": "Deny",
+                    "to": [{"networks": [METADATA]}]}]}))
+    current[CLUSTER] = rails
+    prod_apps = {"matchLabels": {"env": "prod"}, "matchExpressions": [
+        {"key": "kubernetes.io/metadata.name", "operator": "NotIn",
+         "values": ["kube-system", "monitoring", "ingress-nginx"]}]}
+    candidate[CLUSTER] = rails + [_cluster_policy("AdminNetworkPolicy", "no-dev-into-prod", {
+        "priority": 5, "subject": {"namespaces": prod_apps},
+        "ingress": [{"name": "deny-dev", "action": "Deny",
+                     "from": [{"namespaces": {"matchLabels": {"env": "dev"}}}]}]})]
 
 
 def pad_policies(
@@ -1282,6 +1355,7 @@ def generate(
         "apps": len(world.apps),
         "policies_current": n_cur,
         "policies_candidate": n_cand,
+        "policy_version": POLICY_VERSION,
         **fstats,
         "seconds_cluster_and_policies": round(t_small, 2),
         "seconds_flows": round(t_flows, 2),
@@ -1291,6 +1365,20 @@ def generate(
     if not quiet:
         print(json.dumps(summary, indent=2))
     return summary
+
+
+def rewrite_policies(out: Path, pods: int, namespaces: int, policies: int,
+                     seed: int = 42) -> None:
+    """The policy sets of existing data again (after a change to how they are built): the
+    world and the plan are seeded, so the flows stay true to them."""
+    world = build_world(seed, pods, namespaces)
+    plan = build_policies(world, seed, policies, pick_cross_ns(world, seed))
+    manifest = out / "manifest.json"
+    info = json.loads(manifest.read_text())
+    info["policies_current"] = write_policy_dir(out / "current", plan.current)
+    info["policies_candidate"] = write_policy_dir(out / "candidate", plan.candidate)
+    info["policy_version"] = POLICY_VERSION
+    manifest.write_text(json.dumps(info, indent=2) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1311,7 +1399,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--threads", type=int, default=None, help="DuckDB threads")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--policies-only", action="store_true",
+                    help="rewrite only the policy sets of existing data (same arguments)")
     args = ap.parse_args(argv)
+    if args.policies_only:
+        rewrite_policies(args.out, args.pods, args.namespaces, args.policies, args.seed)
+        return 0
     generate(
         args.out,
         args.flows,

@@ -43,6 +43,10 @@ import reference  # noqa: E402
 PROTO_NAMES = {6: "TCP", 17: "UDP", 132: "SCTP", 1: "ICMP", 58: "ICMPv6"}
 
 
+POLICY_KINDS = ("NetworkPolicy", "AdminNetworkPolicy", "BaselineAdminNetworkPolicy",
+                "ClusterNetworkPolicy")
+
+
 def load_policies(directory: Path) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for path in sorted(directory.rglob("*")):
@@ -52,7 +56,7 @@ def load_policies(directory: Path) -> list[dict[str, Any]]:
             if not doc:
                 continue
             items = doc.get("items", []) if doc.get("kind") == "List" else [doc]
-            out.extend(i for i in items if i.get("kind") == "NetworkPolicy")
+            out.extend(i for i in items if i.get("kind") in POLICY_KINDS)
     return out
 
 
@@ -60,12 +64,14 @@ def load_world(data: Path, policy_dir: str) -> reference.World:
     doc = json.loads((data / "cluster.json").read_text())
     namespaces: dict[str, dict[str, str]] = {}
     nodes: dict[str, str] = {}
+    node_labels: dict[str, dict[str, str]] = {}
     pods: list[reference.Pod] = []
     for item in doc["items"]:
         kind, meta = item["kind"], item.get("metadata", {})
         if kind == "Namespace":
             namespaces[meta["name"]] = dict(meta.get("labels") or {})
         elif kind == "Node":
+            node_labels[meta["name"]] = dict(meta.get("labels") or {})
             for a in item.get("status", {}).get("addresses", []):
                 if a.get("type") == "InternalIP":
                     nodes[meta["name"]] = a["address"]
@@ -81,7 +87,7 @@ def load_world(data: Path, policy_dir: str) -> reference.World:
                                       bool(spec.get("hostNetwork")),
                                       spec.get("nodeName", "")))
     return reference.world_from_parts(namespaces, pods, nodes,
-                                      load_policies(data / policy_dir))
+                                      load_policies(data / policy_dir), node_labels)
 
 
 class FastLookup:
@@ -134,10 +140,15 @@ def compare(data: Path, conns: Path, sample: int, seed: int) -> dict[str, Any]:
             for pset, world in worlds.items():
                 v = reference.evaluate(world, r["src_ip"], r["dst_ip"], int(r["dst_port"]),
                                        r["protocol"])
+                def word(side: reference.Side) -> str:
+                    return "unknown" if side.unknown else "allow" if side.allowed else "deny"
+
                 want = {
                     "verdict": v.word,
-                    "egress": "allow" if v.egress.allowed else "deny",
-                    "ingress": "allow" if v.ingress.allowed else "deny",
+                    "egress": word(v.egress),
+                    "ingress": word(v.ingress),
+                    "egress_tier": v.egress.tier,
+                    "ingress_tier": v.ingress.tier,
                     "egress_allowed_by": sorted(v.egress.admitted_by),
                     "ingress_allowed_by": sorted(v.ingress.admitted_by),
                 }
@@ -145,9 +156,16 @@ def compare(data: Path, conns: Path, sample: int, seed: int) -> dict[str, Any]:
                     "verdict": r[pset],
                     "egress": r[f"{pset}_egress"],
                     "ingress": r[f"{pset}_ingress"],
+                    "egress_tier": r[f"{pset}_egress_tier"],
+                    "ingress_tier": r[f"{pset}_ingress_tier"],
                     "egress_allowed_by": _rules(r[f"{pset}_egress_allowed_by"]),
                     "ingress_allowed_by": _rules(r[f"{pset}_ingress_allowed_by"]),
                 }
+                # the admitting NetworkPolicy rules are the explanation only where the
+                # NetworkPolicy tier decided (the engine lists them whatever decided)
+                for d, side in (("egress", v.egress), ("ingress", v.ingress)):
+                    if side.tier != "networkpolicy":
+                        del want[f"{d}_allowed_by"], got[f"{d}_allowed_by"]
                 # A pod's own node is admitted before any rule is looked at: the reference
                 # then names no admitting rule, the engine still lists the rules that match
                 # (verdicts agree; only the lists are not comparable)
@@ -155,9 +173,11 @@ def compare(data: Path, conns: Path, sample: int, seed: int) -> dict[str, Any]:
                 if dst_pod is not None and reference.is_resident_node(world, r["src_ip"],
                                                                        dst_pod):
                     own_node += 1
-                    del want["ingress_allowed_by"], got["ingress_allowed_by"]
+                    want.pop("ingress_allowed_by", None)
+                    got.pop("ingress_allowed_by", None)
                 for d, side in (("egress", v.egress), ("ingress", v.ingress)):
-                    if not side.allowed:  # a denying side names every isolating policy
+                    # a side the NetworkPolicy tier denies names every isolating policy
+                    if not side.allowed and side.tier == "networkpolicy":
                         want[f"{d}_isolated_by"] = sorted(side.isolated_by)
                         got[f"{d}_isolated_by"] = sorted(r[f"{pset}_{d}_isolated_by"] or [])
                 fields += len(want)

@@ -1414,6 +1414,66 @@ spec:
           port: metrics
 """
 
+# Cluster guardrails of the PCI review (CHG-2291), owned by the platform team: the admin
+# tier keeps every namespace but monitoring and the PCI-scoped teams out of PCI
+# namespaces; the baseline denies PCI namespaces the internet unless a NetworkPolicy
+# allows it.
+CLUSTER_GUARDRAILS = """\
+apiVersion: policy.networking.k8s.io/v1alpha1
+kind: AdminNetworkPolicy
+metadata:
+  name: pci-ingress-guardrail
+spec:
+  priority: 10
+  subject:
+    namespaces:
+      matchLabels:
+        pci: "true"
+  ingress:
+    - name: allow-monitoring
+      action: Allow
+      from:
+        - namespaces:
+            matchLabels:
+              kubernetes.io/metadata.name: monitoring
+    # PCI-scoped teams: their NetworkPolicies decide
+    - name: pass-pci-teams
+      action: Pass
+      from:
+        - namespaces:
+            matchExpressions:
+              - key: team
+                operator: In
+                values:
+                  - payments
+                  - finance
+    - name: deny-other-namespaces
+      action: Deny
+      from:
+        - namespaces: {}
+---
+apiVersion: policy.networking.k8s.io/v1alpha1
+kind: BaselineAdminNetworkPolicy
+metadata:
+  name: default
+spec:
+  subject:
+    namespaces:
+      matchLabels:
+        pci: "true"
+  egress:
+    - name: allow-in-cluster
+      action: Allow
+      to:
+        - namespaces: {}
+    - name: deny-internet
+      action: Deny
+      to:
+        - networks:
+            - 0.0.0.0/0
+            - ::/0
+"""
+
 POLICY_FILES = {
     "current": {
         "kube-system-coredns.yaml": COREDNS_POLICY,
@@ -1424,6 +1484,7 @@ POLICY_FILES = {
         "payments.yaml": PAYMENTS_COMMON_HEAD + PAYMENTS_CANDIDATE_API,
         "shop-egress.yaml": SHOP_EGRESS,
         "shop-ingress.yaml": SHOP_INGRESS,
+        "cluster-guardrails.yaml": CLUSTER_GUARDRAILS,
     },
 }
 

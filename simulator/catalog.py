@@ -101,6 +101,22 @@ def register_cluster(con: duckdb.DuckDBPyConnection, cluster: Cluster,
     db.run(con, "CREATE OR REPLACE TABLE holder AS "
                 "SELECT row_number() OVER () AS holder_id, * FROM holder")
     _table(con, "pod_port", ports, {"pod_ref": S, "proto": INT, "port": INT, "name": S})
+    # nodes by their label sets (node peers of the cluster-scoped policies select them)
+    node_idents: dict[frozenset[tuple[str, str]], int] = {}
+    nodes: dict[str, list[Any]] = {"node": [], "nident": []}
+    nl: dict[str, list[Any]] = {"nident": [], "key": [], "value": []}
+    for n in cluster.nodes:
+        labels = frozenset(n.labels.items())
+        if labels not in node_idents:
+            node_idents[labels] = len(node_idents)
+            for k, v in sorted(labels):
+                for col, val in zip(nl, (node_idents[labels], k, v), strict=True):
+                    nl[col].append(val)
+        nodes["node"].append(n.name)
+        nodes["nident"].append(node_idents[labels])
+    _table(con, "node_ident", nodes, {"node": S, "nident": INT})
+    _table(con, "node_label", nl, {"nident": INT, "key": S, "value": S})
+    _table(con, "nident", {"nident": list(node_idents.values())}, {"nident": INT})
     cidrs = [parse_cidr(c) for c in cluster.pod_cidrs + list(extra_pod_cidrs)]
     _table(con, "pod_cidr", {"family": [c.family for c in cidrs], "lo": [c.lo for c in cidrs],
                              "hi": [c.hi for c in cidrs]}, {"family": INT, "lo": S, "hi": S})

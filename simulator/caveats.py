@@ -90,8 +90,13 @@ def collect_warnings(summary: dict[str, Any], sources: Sequence[FlowSource]
                  "read; the verdicts are as if they did not exist)")
         if not pset["policies"]:
             warn("empty_policy_set",
-                 f"the {name} set holds no NetworkPolicy: every pod is open in both "
-                 "directions under it")
+                 f"the {name} set holds no policy: every pod is open in both directions "
+                 "under it")
+        if pset.get("notes"):
+            n = len(pset["notes"])
+            warn("fail_closed_peers",
+                 f"{name}: {n} peer{'s' if n != 1 else ''} of a newer API than this version "
+                 f"reads, failing closed as the API says (e.g. {pset['notes'][0]})")
     if not conns["with_pod"]:
         why = ("no address in the flows is a pod of the cluster snapshot, and the flows "
                "carry no pod identity" if inputs["cluster"]["pods"] else
@@ -105,6 +110,19 @@ def collect_warnings(summary: dict[str, Any], sources: Sequence[FlowSource]
              f"{share:.0%} of the evaluated flows have an endpoint that could not be mapped "
              "(an address in a pod CIDR that matches no pod, or a Service address): their "
              "verdicts are unresolved")
+    undecided = conns.get("undecided") or {}
+    for why, code, says in (
+            ("ambiguous priority", "ambiguous_priority",
+             "policies at the same priority match them and disagree (the API leaves the "
+             "outcome undefined)"),
+            ("destination name unknown", "destination_names_unknown",
+             "a domainNames rule might decide them, but the flows do not say which name the "
+             "destination was resolved from (Hubble flows do)")):
+        if why in undecided:
+            n, ex = undecided[why]["connections"], undecided[why]["examples"][0]
+            warn(code, f"{n:,} connection{'s' if n != 1 else ''} left unresolved: {says}; "
+                       f"e.g. {ex['src_ip']} -> {ex['dst_ip']} {ex['protocol']}"
+                       + (f"/{ex['dst_port']}" if ex["dst_port"] is not None else ""))
     not_judged = {r: n for r, n in flows["skipped"].items() if r not in BENIGN_SKIPS}
     if not_judged:
         n = sum(not_judged.values())

@@ -51,6 +51,7 @@ class Node:
     name: str
     ips: list[str]
     pod_cidrs: list[str]
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -238,7 +239,7 @@ def _node(doc: Document) -> Node:
         except ValueError:
             raise InputError(doc.path, f"spec.podCIDRs: not a CIDR: {c!r}", doc.where) from None
     return Node(_name(meta, doc), _ips(addrs, doc, "status.addresses"),
-                [str(c) for c in cidrs])
+                [str(c) for c in cidrs], _labels(meta, doc))
 
 
 def _service(doc: Document) -> Service:

@@ -260,7 +260,7 @@ CONNS_SQL = """
 CREATE OR REPLACE TABLE conn_rows AS
 WITH t AS (
     SELECT t.tuple_id, t.sp, t.dp, t.proto, t.is_reply, t.syn_ack, t.records, t.packets,
-        t.bytes, t.t_first, t.t_last, t.observed, t.policy_trace,
+        t.bytes, t.t_first, t.t_last, t.observed, t.policy_trace, t.src_names, t.dst_names,
         s.ep_id AS s_ep, d.ep_id AS d_ep
     FROM tuples t
     JOIN tuple_side ts ON ts.tuple_id = t.tuple_id
@@ -320,6 +320,7 @@ directed AS (
 ),
 oriented AS (
     SELECT records, packets, bytes, t_first, t_last, observed, proto, policy_trace,
+        CASE WHEN dir.reply THEN src_names ELSE dst_names END AS server_names,
         dir.reply AS reply, dir.how AS how,
         CASE WHEN dir.reply THEN d_ep ELSE s_ep END AS src_ep,
         CASE WHEN dir.reply THEN s_ep ELSE d_ep END AS dst_ep,
@@ -336,7 +337,8 @@ SELECT
          WHEN bool_or(observed = 'denied' AND NOT reply) THEN 'denied'
          ELSE 'unknown' END AS observed,
     min(how) AS how,
-    {observed_policies} AS observed_policies
+    {observed_policies} AS observed_policies,
+    {dst_names} AS dst_names
 FROM oriented
 GROUP BY src_ep, dst_ep, server_port, proto;
 
@@ -347,6 +349,11 @@ CREATE OR REPLACE VIEW conns AS SELECT rowid AS conn_id, * FROM conn_rows
 # Most sources carry no policy trace; for them the list aggregate is not built at all.
 TRACE_SQL = """array_to_string(list_sort(list_distinct(
         list(policy_trace) FILTER (WHERE policy_trace IS NOT NULL))), '; ')"""
+# The names the server's address was resolved from, over the connection's records (only
+# Hubble has them): NULL where no record says.
+NAMES_SQL = """NULLIF(array_to_string(list_sort(list_distinct(flatten(
+        list(string_split(server_names, ',')) FILTER (WHERE server_names IS NOT NULL)))),
+        ','), '')"""
 
 
 def orient(con: duckdb.DuckDBPyConnection) -> None:
@@ -356,9 +363,12 @@ def orient(con: duckdb.DuckDBPyConnection) -> None:
         db.enum_type(con, f"ep_{c}", f"""SELECT DISTINCT {c} FROM side_res
             WHERE {c} IS NOT NULL AND kind <> 'invalid' AND NOT bad_labels""")
     db.run(con, ENDPOINTS_SQL)
-    traced = db.one(con, "SELECT bool_or(policy_trace IS NOT NULL) FROM tuples")[0]
+    traced, named = db.one(con, "SELECT bool_or(policy_trace IS NOT NULL), "
+                                "bool_or(coalesce(src_names, dst_names) IS NOT NULL) "
+                                "FROM tuples")
     db.run(con, CONNS_SQL.replace("{observed_policies}", TRACE_SQL if traced else
                                   "NULL::VARCHAR")
+           .replace("{dst_names}", NAMES_SQL if named else "NULL::VARCHAR")
            .replace("{sat_packets}", db.saturated_sum("packets"))
            .replace("{sat_bytes}", db.saturated_sum("bytes")))
 

@@ -24,7 +24,10 @@ def _sql_list(values: tuple[str, ...]) -> str:
 # connection's pair of evaluation keys: they are kept once per pair in `explanation` and
 # joined in by the `result_full` view, instead of being copied to every connection.
 EXPLAINED = ("reason", "egress_isolated_by", "egress_allowed_by", "ingress_isolated_by",
-             "ingress_allowed_by")
+             "ingress_allowed_by", "egress_decided_by", "ingress_decided_by")
+# The tier that decided a verdict (see evaluate.py): the admin tier, NetworkPolicies, the
+# baseline, or none (allowed by default).
+DECISION_TIERS = ("admin", "networkpolicy", "baseline", "default")
 FULL_RESULT = "result_full"
 
 
@@ -36,6 +39,7 @@ ENUMS = {
     "observed_verdict": ("allowed", "denied", "unknown"),
     "change_class": CHANGES,
     "direction_source": DIRECTION_SOURCES,
+    "decision_tier": DECISION_TIERS,
 }
 # Without a baseline set, the baseline reason is what the flow records say.
 OBSERVED_REASONS = {"allowed": "observed: allowed in the flow records",
@@ -66,7 +70,8 @@ def build_result(con: duckdb.DuckDBPyConnection, has_baseline_set: bool) -> None
                     FROM pair_verdict""")
     if has_baseline_set:
         baseline = """b.verdict AS baseline, b.egress AS baseline_egress,
-            b.ingress AS baseline_ingress"""
+            b.ingress AS baseline_ingress, b.tier AS baseline_tier,
+            b.egress_tier AS baseline_egress_tier, b.ingress_tier AS baseline_ingress_tier"""
         join = """LEFT JOIN pair_verdict b ON b.ekey = ck.ekey AND b.ikey = ck.ikey
                       AND b.pset = 'baseline'"""
         base_expl = "xb.reason AS baseline_reason, " + ", ".join(
@@ -76,7 +81,9 @@ def build_result(con: duckdb.DuckDBPyConnection, has_baseline_set: bool) -> None
     else:
         # Without a baseline set, the baseline is what the dataplane did.
         baseline = """CASE c.observed WHEN 'denied' THEN 'deny' ELSE 'allow' END AS baseline,
-            NULL::VARCHAR AS baseline_egress, NULL::VARCHAR AS baseline_ingress"""
+            NULL::VARCHAR AS baseline_egress, NULL::VARCHAR AS baseline_ingress,
+            NULL::VARCHAR AS baseline_tier, NULL::VARCHAR AS baseline_egress_tier,
+            NULL::VARCHAR AS baseline_ingress_tier"""
         join = ""
         base_expl = ("CASE r.observed " + " ".join(
             f"WHEN '{k}' THEN '{v}'" for k, v in OBSERVED_REASONS.items() if k)
@@ -93,7 +100,8 @@ def build_result(con: duckdb.DuckDBPyConnection, has_baseline_set: bool) -> None
             d.ip AS dst_ip, d.kind AS dst_kind, d.namespace AS dst_namespace,
             d.pod AS dst_pod, d.workload AS dst_workload, d.node AS dst_node,
             {baseline},
-            k.verdict AS candidate,
+            k.verdict AS candidate, k.tier AS candidate_tier,
+            k.egress_tier AS candidate_egress_tier, k.ingress_tier AS candidate_ingress_tier,
             k.egress AS candidate_egress, k.ingress AS candidate_ingress
         FROM conns c
         JOIN ep s ON s.ep_id = c.src_ep
@@ -122,14 +130,20 @@ def build_result(con: duckdb.DuckDBPyConnection, has_baseline_set: bool) -> None
             ELSE 'still_denied'
         END::change_class AS change,
         direction::direction_source AS direction, direction IN ({guessed}) AS direction_guessed,
-        coalesce(reply_flows, 0) AS reply_flows, src_node, dst_node,
+        coalesce(reply_flows, 0) AS reply_flows, src_node, dst_node, dst_names,
         CASE WHEN {'true' if has_baseline_set else 'false'} AND observed <> 'unknown'
                   AND baseline <> 'unknown'
              THEN (observed = 'allowed') = (baseline = 'allow') END AS baseline_agrees,
         candidate_egress::verdict AS candidate_egress,
         candidate_ingress::verdict AS candidate_ingress,
         baseline_egress::verdict AS baseline_egress,
-        baseline_ingress::verdict AS baseline_ingress
+        baseline_ingress::verdict AS baseline_ingress,
+        candidate_tier::decision_tier AS candidate_tier,
+        baseline_tier::decision_tier AS baseline_tier,
+        candidate_egress_tier::decision_tier AS candidate_egress_tier,
+        candidate_ingress_tier::decision_tier AS candidate_ingress_tier,
+        baseline_egress_tier::decision_tier AS baseline_egress_tier,
+        baseline_ingress_tier::decision_tier AS baseline_ingress_tier
     FROM joined
     """)
     cand_expl = ", ".join(f"xk.{c} AS candidate_{c}" for c in EXPLAINED[1:])
@@ -147,13 +161,18 @@ def build_result(con: duckdb.DuckDBPyConnection, has_baseline_set: bool) -> None
         src_workload, dst_namespace, dst_pod, dst_workload, flows, packets, bytes,
         first_seen, last_seen, observed, observed_policies, baseline, candidate, change,
         baseline_reason, candidate_reason, direction, direction_guessed, reply_flows,
-        src_node, dst_node, baseline_agrees,
+        src_node, dst_node, dst_names, baseline_agrees,
         candidate_egress, candidate_ingress,
         candidate_egress_isolated_by, candidate_egress_allowed_by,
         candidate_ingress_isolated_by, candidate_ingress_allowed_by,
         baseline_egress, baseline_ingress,
         baseline_egress_isolated_by, baseline_egress_allowed_by,
-        baseline_ingress_isolated_by, baseline_ingress_allowed_by
+        baseline_ingress_isolated_by, baseline_ingress_allowed_by,
+        candidate_tier, baseline_tier,
+        candidate_egress_tier, candidate_ingress_tier,
+        baseline_egress_tier, baseline_ingress_tier,
+        candidate_egress_decided_by, candidate_ingress_decided_by,
+        baseline_egress_decided_by, baseline_ingress_decided_by
     FROM x""")
     db.run(con, f"CREATE OR REPLACE VIEW {PUBLIC_RESULT} AS "
                 f"SELECT * EXCLUDE (conn_id, src_ep, dst_ep) FROM {FULL_RESULT}")

@@ -55,6 +55,14 @@ JOIN ident i ON i.ident_id = m.subj
 LEFT JOIN ns_sel_match n ON n.sel_id = t.ns_sel_id AND n.subj = i.namespace
 WHERE i.namespace = t.ns_fixed OR n.sel_id IS NOT NULL;
 
+CREATE OR REPLACE TABLE node_sel_match AS {_selector_match_sql('node_label', 'nident', 'nident')};
+
+-- node peers (of the cluster-scoped policies): the node label sets they select
+CREATE OR REPLACE TABLE peer_node AS
+SELECT p.peer_id, m.subj AS nident
+FROM np_peer p JOIN node_sel_match m ON m.sel_id = p.pod_sel_id
+WHERE p.kind = 'nodes';
+
 -- pod peers: identities matched (namespace AND pod selector)
 CREATE OR REPLACE TABLE peer_ident AS
 SELECT p.peer_id, i.ident_id
@@ -130,49 +138,75 @@ SELECT DISTINCT f.prof_id, pp.name, pp.proto, pp.port
 FROM pod_port pp JOIN pod_prof f USING (pod_ref)
 WHERE pp.name IS NOT NULL;
 
+-- Each distinct set of DNS names a destination was resolved from (Hubble records them) is
+-- a class; a domainNames peer matches a class by any of its names (`*.x` stands for one
+-- or more whole labels before x).
+CREATE OR REPLACE TABLE names_cls AS
+SELECT names, row_number() OVER (ORDER BY names) AS names_id
+FROM (SELECT DISTINCT dst_names AS names FROM __CONNS__ WHERE dst_names IS NOT NULL);
+
+CREATE OR REPLACE TABLE domain_match AS
+WITH n AS (SELECT names_id, unnest(string_split(names, ',')) AS name FROM names_cls)
+SELECT DISTINCT p.peer_id, n.names_id
+FROM np_peer p JOIN n ON CASE WHEN starts_with(p.pattern, '*.')
+                              THEN ends_with(n.name, p.pattern[2:])
+                              ELSE n.name = p.pattern END
+WHERE p.kind = 'domain';
+
 -- What a key takes from each endpoint, once per endpoint (connections then join on ids).
+-- ident: a pod's identity, or a node's label set (-1: unknown)
 CREATE OR REPLACE TABLE ep_attr AS
-SELECT e.ep_id, e.kind, coalesce(e.ident_id, -1) AS ident, e.node,
-    coalesce(c.cls_id, -1) AS cls,
+SELECT e.ep_id, e.kind,
+    coalesce(CASE WHEN e.kind = 'node' THEN ni.nident ELSE e.ident_id END, -1) AS ident,
+    e.node, coalesce(c.cls_id, -1) AS cls,
     coalesce(CASE WHEN e.kind = 'pod' THEN pf.prof_id END, -1) AS prof
 FROM ep e
 LEFT JOIN addr_cls c ON c.key = e.key
-LEFT JOIN pod_prof pf ON pf.pod_ref = e.pod_ref;
+LEFT JOIN pod_prof pf ON pf.pod_ref = e.pod_ref
+LEFT JOIN (SELECT node, any_value(nident) AS nident FROM node_ident GROUP BY node) ni
+    ON e.kind = 'node' AND ni.node = CAST(e.node AS VARCHAR);
 
 -- Per connection, what each direction's verdict depends on (its key): the subject's kind
 -- (and, for a pod, its identity), the peer's kind, identity and address class, the
--- destination's port profile, port and protocol, and whether the peer is the subject pod's
--- own node. Keys have no NULLs (-1, false) so that they join on equality.
+-- destination's port profile, port and protocol, whether the peer is the subject pod's
+-- own node, and (egress to a non-pod) the class of names the destination was resolved
+-- from. Keys have no NULLs (-1, false) so that they join on equality.
 CREATE OR REPLACE TABLE conn_dkey AS
 WITH c AS (
     SELECT c.conn_id, coalesce(c.dst_port, -1) AS dst_port, coalesce(c.proto, -1) AS proto,
         s.kind AS s_kind, s.ident AS s_ident, s.node AS s_node, s.cls AS s_cls,
         d.kind AS d_kind, d.ident AS d_ident, d.node AS d_node, d.cls AS d_cls,
-        d.prof AS d_prof
+        d.prof AS d_prof, coalesce(nc.names_id, -1) AS names
     FROM __CONNS__ c
     JOIN ep_attr s ON s.ep_id = c.src_ep
     JOIN ep_attr d ON d.ep_id = c.dst_ep
+    LEFT JOIN names_cls nc ON nc.names = c.dst_names
 )
 SELECT conn_id,
     s_kind AS e_subj_kind,
     CASE WHEN s_kind = 'pod' THEN s_ident ELSE -1 END AS e_subj_ident,
     false AS e_own_node,
     CASE WHEN s_kind = 'pod' THEN d_kind ELSE '' END AS e_peer_kind,
-    CASE WHEN s_kind = 'pod' AND d_kind = 'pod' THEN d_ident ELSE -1 END AS e_peer_ident,
+    CASE WHEN s_kind = 'pod' AND d_kind IN ('pod', 'node') THEN d_ident ELSE -1 END
+        AS e_peer_ident,
     CASE WHEN s_kind = 'pod' THEN d_cls ELSE -1 END AS e_peer_cls,
     CASE WHEN s_kind = 'pod' THEN d_prof ELSE -1 END AS e_dst_prof,
     CASE WHEN s_kind = 'pod' THEN dst_port ELSE -1 END AS e_dst_port,
     CASE WHEN s_kind = 'pod' THEN proto ELSE -1 END AS e_proto,
+    CASE WHEN s_kind = 'pod' AND d_kind IN ('external', 'unresolved', 'service')
+         THEN names ELSE -1 END AS e_names,
     d_kind AS i_subj_kind,
     CASE WHEN d_kind = 'pod' THEN d_ident ELSE -1 END AS i_subj_ident,
     coalesce(d_kind = 'pod' AND s_kind = 'node'
              AND (s_node = d_node OR s_node = '(observing node)'), false) AS i_own_node,
     CASE WHEN d_kind = 'pod' THEN s_kind ELSE '' END AS i_peer_kind,
-    CASE WHEN d_kind = 'pod' AND s_kind = 'pod' THEN s_ident ELSE -1 END AS i_peer_ident,
+    CASE WHEN d_kind = 'pod' AND s_kind IN ('pod', 'node') THEN s_ident ELSE -1 END
+        AS i_peer_ident,
     CASE WHEN d_kind = 'pod' THEN s_cls ELSE -1 END AS i_peer_cls,
     CASE WHEN d_kind = 'pod' THEN d_prof ELSE -1 END AS i_dst_prof,
     CASE WHEN d_kind = 'pod' THEN dst_port ELSE -1 END AS i_dst_port,
-    CASE WHEN d_kind = 'pod' THEN proto ELSE -1 END AS i_proto
+    CASE WHEN d_kind = 'pod' THEN proto ELSE -1 END AS i_proto,
+    -1 AS i_names
 FROM c;
 
 CREATE OR REPLACE TABLE dir_key AS
@@ -180,11 +214,11 @@ SELECT row_number() OVER () AS key_id, * FROM (
     SELECT DISTINCT 'egress' AS direction, e_subj_kind AS subj_kind,
         e_subj_ident AS subj_ident, e_own_node AS own_node, e_peer_kind AS peer_kind,
         e_peer_ident AS peer_ident, e_peer_cls AS peer_cls, e_dst_prof AS dst_prof,
-        e_dst_port AS dst_port, e_proto AS proto
+        e_dst_port AS dst_port, e_proto AS proto, e_names AS names
     FROM conn_dkey
     UNION
     SELECT DISTINCT 'ingress', i_subj_kind, i_subj_ident, i_own_node, i_peer_kind,
-        i_peer_ident, i_peer_cls, i_dst_prof, i_dst_port, i_proto
+        i_peer_ident, i_peer_cls, i_dst_prof, i_dst_port, i_proto, i_names
     FROM conn_dkey
 );
 
@@ -195,25 +229,35 @@ JOIN dir_key e ON e.direction = 'egress' AND e.subj_kind = c.e_subj_kind
     AND e.subj_ident = c.e_subj_ident AND e.own_node = c.e_own_node
     AND e.peer_kind = c.e_peer_kind AND e.peer_ident = c.e_peer_ident
     AND e.peer_cls = c.e_peer_cls AND e.dst_prof = c.e_dst_prof
-    AND e.dst_port = c.e_dst_port AND e.proto = c.e_proto
+    AND e.dst_port = c.e_dst_port AND e.proto = c.e_proto AND e.names = c.e_names
 JOIN dir_key i ON i.direction = 'ingress' AND i.subj_kind = c.i_subj_kind
     AND i.subj_ident = c.i_subj_ident AND i.own_node = c.i_own_node
     AND i.peer_kind = c.i_peer_kind AND i.peer_ident = c.i_peer_ident
     AND i.peer_cls = c.i_peer_cls AND i.dst_prof = c.i_dst_prof
-    AND i.dst_port = c.i_dst_port AND i.proto = c.i_proto;
+    AND i.dst_port = c.i_dst_port AND i.proto = c.i_proto AND i.names = c.i_names;
 
--- the rules of the policies that isolate the key's subject pod in its direction
+-- which keys are judged under which set: every key under every set, or (replaying
+-- suggested fixes, one set per fix) only the keys of the connections each set is for
+CREATE OR REPLACE TABLE key_scope AS
+__SCOPE__;
+
+-- the rules of the policies that apply to the key's subject pod in its direction (that
+-- isolate it, in the NetworkPolicy tier)
 CREATE OR REPLACE TABLE key_rule AS
 SELECT k.key_id, ti.pset, r.rule_id
 FROM dir_key k
 JOIN target_ident ti ON ti.ident_id = k.subj_ident AND ti.direction = k.direction
+JOIN key_scope ks ON ks.key_id = k.key_id AND ks.pset = ti.pset
 JOIN np_rule r ON r.pset = ti.pset AND r.pol_id = ti.pol_id AND r.direction = ti.direction
 WHERE k.subj_kind = 'pod';
 
+-- which rules match each key: 'match', or 'maybe' where the key lacks what the peer
+-- needs (a pod behind an unresolved address, a node of unknown labels, a destination
+-- name the flow did not record; `why` says which)
 CREATE OR REPLACE TABLE key_hits AS
 WITH kr AS (
     SELECT kr.key_id, kr.rule_id, k.peer_kind, k.peer_ident, k.peer_cls, k.dst_prof,
-        NULLIF(k.dst_port, -1) AS dst_port, NULLIF(k.proto, -1) AS proto
+        NULLIF(k.dst_port, -1) AS dst_port, NULLIF(k.proto, -1) AS proto, k.names
     FROM key_rule kr JOIN dir_key k USING (key_id)
 ),
 peer_ok AS (
@@ -231,79 +275,223 @@ peer_ok AS (
     JOIN np_peer p ON p.rule_id = kr.rule_id AND p.kind = 'cidr'
     JOIN peer_block pb ON pb.peer_id = p.peer_id
     JOIN cls_block cb ON cb.cls_id = kr.peer_cls AND cb.block_id = pb.block_id
+    UNION
+    SELECT kr.key_id, kr.rule_id
+    FROM kr
+    JOIN np_peer p ON p.rule_id = kr.rule_id AND p.kind = 'nodes'
+    JOIN peer_node pn ON pn.peer_id = p.peer_id AND pn.nident = kr.peer_ident
+    WHERE kr.peer_kind = 'node'
+    UNION
+    SELECT kr.key_id, kr.rule_id
+    FROM kr
+    JOIN np_peer p ON p.rule_id = kr.rule_id AND p.kind = 'domain'
+    JOIN domain_match dm ON dm.peer_id = p.peer_id AND dm.names_id = kr.names
 ),
--- pod peers that could match a peer we could not resolve (for 'unknown' verdicts)
 peer_maybe AS (
-    SELECT DISTINCT kr.key_id, kr.rule_id
+    SELECT kr.key_id, kr.rule_id, 'unresolved peer' AS why
     FROM kr JOIN np_peer p ON p.rule_id = kr.rule_id AND p.kind = 'pods'
     WHERE kr.peer_kind IN ('unresolved', 'service')
+    UNION
+    SELECT kr.key_id, kr.rule_id, 'node labels unknown'
+    FROM kr JOIN np_peer p ON p.rule_id = kr.rule_id AND p.kind = 'nodes'
+    WHERE kr.peer_kind = 'node' AND kr.peer_ident = -1
+    UNION
+    SELECT kr.key_id, kr.rule_id, 'destination name unknown'
+    FROM kr JOIN np_peer p ON p.rule_id = kr.rule_id AND p.kind = 'domain'
+    WHERE kr.peer_kind IN ('external', 'unresolved', 'service') AND kr.names = -1
 ),
 port_ok AS (
     SELECT DISTINCT kr.key_id, kr.rule_id
     FROM kr JOIN np_port pt ON pt.rule_id = kr.rule_id
-    WHERE pt.proto IS NULL
-       OR (pt.proto = kr.proto AND pt.name IS NULL
+    WHERE (pt.proto IS NULL AND pt.name IS NULL)
+       OR (pt.name IS NULL AND pt.proto = kr.proto
            AND (pt.lo IS NULL OR kr.dst_port BETWEEN pt.lo AND pt.hi))
-       OR (pt.proto = kr.proto AND pt.name IS NOT NULL
+       -- a named port: the destination pod's, by name and the flow's protocol
+       OR (pt.name IS NOT NULL AND (pt.proto IS NULL OR pt.proto = kr.proto)
            AND EXISTS (SELECT 1 FROM prof_port pp
                        WHERE pp.prof_id = kr.dst_prof AND pp.name = pt.name
-                         AND pp.proto = pt.proto AND pp.port = kr.dst_port))
+                         AND pp.proto = kr.proto AND pp.port = kr.dst_port))
 )
-SELECT po.key_id, po.rule_id, 'allow' AS hit
-FROM peer_ok po JOIN port_ok pt USING (key_id, rule_id)
+SELECT po.key_id, po.rule_id, 'match' AS hit, NULL AS why
+FROM (SELECT DISTINCT * FROM peer_ok) po JOIN port_ok pt USING (key_id, rule_id)
 UNION ALL
-SELECT pm.key_id, pm.rule_id, 'maybe'
-FROM peer_maybe pm JOIN port_ok pt USING (key_id, rule_id);
+SELECT pm.key_id, pm.rule_id, 'maybe', any_value(pm.why)
+FROM peer_maybe pm JOIN port_ok pt USING (key_id, rule_id)
+GROUP BY pm.key_id, pm.rule_id;
+
+-- every hit with its rule and policy; label: the rule as a reason names it
+CREATE OR REPLACE TABLE key_hit_rule AS
+SELECT h.key_id, h.rule_id, h.hit, h.why, r.pset, r.pol_id, r.rule_idx, r.action,
+    r.direction, p.tier, p.priority, p.ref,
+    p.ref || ' ' || r.direction || '[' || r.rule_idx || ']' AS rule_ref,
+    CASE WHEN p.tier = 'namespace' THEN p.ref || ' ' || r.direction || '[' || r.rule_idx || ']'
+         ELSE p.kind || ' ' || split_part(p.ref, '/', 2)
+              || CASE WHEN p.kind = 'BaselineAdminNetworkPolicy' THEN ''
+                      ELSE ' (priority ' || p.priority || ')' END
+              || ' ' || r.direction || ' rule ' || r.rule_idx
+              || coalesce(' "' || r.name || '"', '') END AS label
+FROM key_hits h
+JOIN np_rule r USING (rule_id)
+JOIN np_pol p ON p.pset = r.pset AND p.pol_id = r.pol_id;
+
+-- The first-match tiers (admin, baseline): per key, set and tier, the first matching rule
+-- of each policy; of the policies at the lowest priority with one, what they say. Two
+-- that disagree there: the API leaves it undefined ('ambiguous'); a rule before the
+-- first match that might match: not known ('maybe').
+CREATE OR REPLACE TABLE key_first AS
+WITH per_pol AS (
+    SELECT key_id, pset, tier, priority, pol_id,
+        min(rule_idx) FILTER (WHERE hit = 'match') AS first_match,
+        min(rule_idx) FILTER (WHERE hit = 'maybe') AS first_maybe
+    FROM key_hit_rule WHERE tier <> 'namespace'
+    GROUP BY ALL
+),
+outcome AS (
+    SELECT o.key_id, o.pset, o.tier, o.priority,
+        CASE WHEN o.first_maybe < coalesce(o.first_match, 1 << 30) THEN 'maybe'
+             ELSE m.action END AS outcome,
+        CASE WHEN o.first_maybe < coalesce(o.first_match, 1 << 30) THEN y.why END AS why,
+        CASE WHEN o.first_maybe < coalesce(o.first_match, 1 << 30) THEN y.label
+             ELSE m.label END AS label,
+        CASE WHEN o.first_maybe < coalesce(o.first_match, 1 << 30) THEN y.rule_ref
+             ELSE m.rule_ref END AS rule_ref
+    FROM per_pol o
+    LEFT JOIN key_hit_rule m ON m.key_id = o.key_id AND m.pset = o.pset
+        AND m.pol_id = o.pol_id AND m.rule_idx = o.first_match AND m.hit = 'match'
+    LEFT JOIN key_hit_rule y ON y.key_id = o.key_id AND y.pset = o.pset
+        AND y.pol_id = o.pol_id AND y.rule_idx = o.first_maybe AND y.hit = 'maybe'
+),
+top AS (
+    SELECT key_id, pset, tier, min(priority) AS priority FROM outcome GROUP BY ALL
+)
+SELECT o.key_id, o.pset, o.tier,
+    CASE WHEN bool_or(o.outcome = 'maybe') THEN 'maybe'
+         WHEN count(DISTINCT o.outcome) > 1 THEN 'ambiguous'
+         ELSE any_value(o.outcome) END AS decision,
+    any_value(o.why) FILTER (WHERE o.outcome = 'maybe') AS why,
+    array_to_string(list(o.label ORDER BY o.label), ' and ') AS labels,
+    list(o.rule_ref ORDER BY o.rule_ref) AS rule_refs
+FROM outcome o JOIN top t USING (key_id, pset, tier, priority)
+GROUP BY ALL;
 
 CREATE OR REPLACE TABLE key_verdict AS
-WITH isolation AS (   -- depends on the subject's identity only
+WITH isolation AS (   -- NetworkPolicies only: a cluster-scoped policy isolates nothing
     SELECT ti.ident_id, ti.direction, ti.pset, list(p.ref ORDER BY p.ref) AS isolated_by
     FROM target_ident ti JOIN np_pol p ON p.pset = ti.pset AND p.pol_id = ti.pol_id
+    WHERE p.tier = 'namespace'
     GROUP BY ti.ident_id, ti.direction, ti.pset
 ),
 admission AS (
-    SELECT h.key_id, r.pset,
-        list(p.ref || ' ' || r.direction || '[' || r.rule_idx || ']'
-             ORDER BY p.ref, r.rule_idx) FILTER (WHERE h.hit = 'allow') AS allowed_by,
-        bool_or(h.hit = 'maybe') AS maybe
-    FROM key_hits h
-    JOIN np_rule r ON r.rule_id = h.rule_id
-    JOIN np_pol p ON p.pset = r.pset AND p.pol_id = r.pol_id
+    SELECT key_id, pset,
+        list(rule_ref ORDER BY ref, rule_idx) FILTER (WHERE hit = 'match') AS allowed_by,
+        bool_or(hit = 'maybe') AS maybe
+    FROM key_hit_rule WHERE tier = 'namespace'
     GROUP BY ALL
+),
+d AS (
+    SELECT k.key_id, k.direction, k.subj_kind, k.own_node, ps.pset, i.isolated_by,
+        a.allowed_by, a.maybe,
+        ad.decision AS adm, ad.labels AS adm_labels, ad.why AS adm_why,
+        ad.rule_refs AS adm_refs,
+        bl.decision AS bas, bl.labels AS bas_labels, bl.why AS bas_why,
+        bl.rule_refs AS bas_refs,
+        -- the tier that decides: the admin tier unless it passes or matches nothing,
+        -- then NetworkPolicies if one isolates the pod, then the baseline, then none
+        CASE WHEN k.subj_kind <> 'pod' OR k.own_node THEN 'default'
+             WHEN ad.decision IN ('allow', 'deny', 'maybe', 'ambiguous') THEN 'admin'
+             WHEN i.isolated_by IS NOT NULL THEN 'networkpolicy'
+             WHEN bl.decision IN ('allow', 'deny', 'maybe', 'ambiguous') THEN 'baseline'
+             ELSE 'default' END AS tier
+    FROM dir_key k
+    JOIN key_scope ps USING (key_id)
+    LEFT JOIN isolation i ON k.subj_kind = 'pod' AND i.ident_id = k.subj_ident
+        AND i.direction = k.direction AND i.pset = ps.pset
+    LEFT JOIN admission a ON a.key_id = k.key_id AND a.pset = ps.pset
+    LEFT JOIN key_first ad ON ad.key_id = k.key_id AND ad.pset = ps.pset
+        AND ad.tier = 'admin'
+    LEFT JOIN key_first bl ON bl.key_id = k.key_id AND bl.pset = ps.pset
+        AND bl.tier = 'baseline'
+),
+-- what the first-match tier said, in words
+said AS (
+    SELECT *,
+        CASE tier WHEN 'admin' THEN adm WHEN 'baseline' THEN bas END AS decision,
+        CASE tier WHEN 'admin' THEN adm_labels WHEN 'baseline' THEN bas_labels END AS labels,
+        CASE tier WHEN 'admin' THEN adm_why WHEN 'baseline' THEN bas_why END AS why
+    FROM d
 )
-SELECT k.key_id, ps.pset,
+SELECT key_id, pset, tier,
     CASE
-        WHEN k.subj_kind IN ('node', 'external') THEN 'allow'
-        WHEN k.subj_kind <> 'pod' THEN 'unknown'
-        WHEN k.own_node THEN 'allow'
-        WHEN i.isolated_by IS NULL THEN 'allow'
-        WHEN len(a.allowed_by) > 0 THEN 'allow'
-        WHEN a.maybe THEN 'unknown'
-        ELSE 'deny'
+        WHEN subj_kind IN ('node', 'external') THEN 'allow'
+        WHEN subj_kind <> 'pod' THEN 'unknown'
+        WHEN own_node THEN 'allow'
+        WHEN tier IN ('admin', 'baseline') THEN CASE decision
+            WHEN 'allow' THEN 'allow' WHEN 'deny' THEN 'deny' ELSE 'unknown' END
+        WHEN tier = 'networkpolicy' THEN CASE
+            WHEN len(allowed_by) > 0 THEN 'allow' WHEN maybe THEN 'unknown' ELSE 'deny' END
+        ELSE 'allow'
     END AS verdict,
     CASE
-        WHEN k.subj_kind IN ('node', 'external')
-            THEN k.direction || ': ' || k.subj_kind || ' endpoint, no policy applies'
-        WHEN k.subj_kind <> 'pod'
-            THEN k.direction || ': ' || k.subj_kind || ' endpoint, policies not known'
-        WHEN k.own_node
+        WHEN subj_kind IN ('node', 'external')
+            THEN direction || ': ' || subj_kind || ' endpoint, no policy applies'
+        WHEN subj_kind <> 'pod'
+            THEN direction || ': ' || subj_kind || ' endpoint, policies not known'
+        WHEN own_node
             THEN 'ingress: from the pod''s own node (kubelet probes), always allowed'
-        WHEN i.isolated_by IS NULL THEN k.direction || ': not isolated'
-        WHEN len(a.allowed_by) > 0
-            THEN k.direction || ': allowed by ' || array_to_string(a.allowed_by, ', ')
-        WHEN a.maybe THEN k.direction || ': isolated by '
-            || array_to_string(i.isolated_by, ', ')
-            || '; a pod-selector rule might admit the unresolved peer'
-        ELSE k.direction || ': isolated by ' || array_to_string(i.isolated_by, ', ')
-            || '; no ' || k.direction || ' rule admits it'
+        ELSE direction || ': '
+            -- an admin Pass that handed the connection on
+            || CASE WHEN adm = 'pass' THEN 'passed by ' || adm_labels || ' to the '
+                    || CASE WHEN tier = 'networkpolicy' THEN 'NetworkPolicy tier; '
+                            ELSE 'next tier; ' END ELSE '' END
+            || CASE
+                WHEN tier IN ('admin', 'baseline') THEN CASE decision
+                    WHEN 'allow' THEN 'allowed by ' || labels
+                    WHEN 'deny' THEN 'denied by ' || labels
+                    WHEN 'ambiguous' THEN 'ambiguous priority: ' || labels
+                        || ' match at the same priority and disagree; the API leaves the '
+                        || 'outcome undefined'
+                    ELSE why || ': ' || labels || ' might match' END
+                    || CASE WHEN tier = 'baseline' THEN ' (no NetworkPolicy isolates it)'
+                            ELSE '' END
+                WHEN tier = 'networkpolicy' THEN CASE
+                    WHEN len(allowed_by) > 0
+                        THEN 'allowed by ' || array_to_string(allowed_by, ', ')
+                    WHEN maybe THEN 'isolated by ' || array_to_string(isolated_by, ', ')
+                        || '; a pod-selector rule might admit the unresolved peer'
+                    ELSE 'isolated by ' || array_to_string(isolated_by, ', ')
+                        || '; no ' || direction || ' rule admits it' END
+                WHEN bas = 'pass' THEN 'not isolated; passed by ' || bas_labels
+                    || ' to the default (allowed)'
+                ELSE 'not isolated'
+            END
     END AS reason,
-    coalesce(i.isolated_by, []) AS isolated_by,
-    coalesce(a.allowed_by, []) AS allowed_by
-FROM dir_key k
-CROSS JOIN (SELECT unnest($psets) AS pset) ps
-LEFT JOIN isolation i ON k.subj_kind = 'pod' AND i.ident_id = k.subj_ident
-    AND i.direction = k.direction AND i.pset = ps.pset
-LEFT JOIN admission a ON a.key_id = k.key_id AND a.pset = ps.pset;
+    -- why an unknown verdict is unknown
+    CASE
+        WHEN subj_kind IN ('node', 'external') OR own_node THEN NULL
+        WHEN subj_kind <> 'pod' THEN 'endpoint not resolved'
+        WHEN tier IN ('admin', 'baseline') AND decision = 'ambiguous' THEN 'ambiguous priority'
+        WHEN tier IN ('admin', 'baseline') AND decision = 'maybe' THEN why
+        WHEN tier = 'networkpolicy' AND coalesce(len(allowed_by), 0) = 0 AND maybe
+            THEN 'unresolved peer'
+    END AS undecided,
+    -- what the tiers below the admin tier say (an admin Pass would leave it to them)
+    CASE
+        WHEN subj_kind IN ('node', 'external') OR own_node THEN 'allow'
+        WHEN subj_kind <> 'pod' THEN 'unknown'
+        WHEN isolated_by IS NOT NULL THEN CASE
+            WHEN len(allowed_by) > 0 THEN 'allow' WHEN maybe THEN 'unknown' ELSE 'deny' END
+        WHEN bas IN ('allow', 'deny') THEN bas
+        WHEN bas IN ('maybe', 'ambiguous') THEN 'unknown'
+        ELSE 'allow'
+    END AS below_admin,
+    coalesce(isolated_by, []) AS isolated_by,
+    coalesce(allowed_by, []) AS allowed_by,
+    -- the first-match rules that decided, or passed it on
+    CASE WHEN subj_kind <> 'pod' OR own_node THEN []
+         ELSE list_concat(coalesce(adm_refs, []),
+                          CASE WHEN tier = 'baseline' OR (tier = 'default' AND bas = 'pass')
+                               THEN bas_refs ELSE [] END) END AS decided_by
+FROM said;
 
 -- per distinct pair of keys, then per connection
 CREATE OR REPLACE TABLE pair_verdict AS
@@ -314,9 +502,21 @@ SELECT p.ekey, p.ikey, e.pset,
     -- lead with the direction that decides
     CASE WHEN i.verdict = 'deny' AND e.verdict <> 'deny' THEN i.reason || '; ' || e.reason
          ELSE e.reason || '; ' || i.reason END AS reason,
+    -- the tier that decided: a denying (else an undecided) direction's, the egress first;
+    -- of an allowed connection, the strongest tier either direction was allowed in
+    CASE WHEN e.verdict = 'deny' THEN e.tier WHEN i.verdict = 'deny' THEN i.tier
+         WHEN e.verdict = 'unknown' THEN e.tier WHEN i.verdict = 'unknown' THEN i.tier
+         WHEN 'admin' IN (e.tier, i.tier) THEN 'admin'
+         WHEN 'networkpolicy' IN (e.tier, i.tier) THEN 'networkpolicy'
+         WHEN 'baseline' IN (e.tier, i.tier) THEN 'baseline'
+         ELSE 'default' END AS tier,
     e.verdict AS egress, e.isolated_by AS egress_isolated_by, e.allowed_by AS egress_allowed_by,
+    e.decided_by AS egress_decided_by, e.tier AS egress_tier,
     i.verdict AS ingress, i.isolated_by AS ingress_isolated_by,
-    i.allowed_by AS ingress_allowed_by
+    i.allowed_by AS ingress_allowed_by, i.decided_by AS ingress_decided_by,
+    CASE WHEN e.verdict = 'unknown' THEN e.undecided ELSE i.undecided END AS undecided,
+    i.tier AS ingress_tier, e.below_admin AS egress_below_admin,
+    i.below_admin AS ingress_below_admin
 FROM (SELECT DISTINCT ekey, ikey FROM conn_key) p
 JOIN key_verdict e ON e.key_id = p.ekey
 JOIN key_verdict i ON i.key_id = p.ikey AND i.pset = e.pset;
@@ -343,35 +543,76 @@ CREATE OR REPLACE TABLE policy_use AS
 SELECT p.pset, p.ref, p.namespace, t.direction, t.ident_id
 FROM np_pol p LEFT JOIN target_ident t ON t.pset = p.pset AND t.pol_id = p.pol_id;
 
--- counted per key: a connection has one key per direction and a rule one direction, so
--- the connections a rule admitted are the sum over the keys it admitted
+-- Per rule: the connections it matched, and those it decided (a NetworkPolicy rule: in a
+-- key the NetworkPolicy tier decided; a first-match rule: the one that decided or passed).
+-- A rule that matched but never decided is shadowed: by the first-match rule or the
+-- NetworkPolicy isolation that decided instead (the commonest). Counted per key: a
+-- connection has one key per direction and a rule one direction.
 CREATE OR REPLACE TABLE rule_use AS
 WITH key_conns AS (
     SELECT ekey AS key_id, count(*) AS n FROM conn_key GROUP BY ekey
     UNION ALL
     SELECT ikey, count(*) FROM conn_key GROUP BY ikey
 ),
-rule_conns AS (
-    SELECT h.rule_id, sum(k.n) AS n
-    FROM (SELECT DISTINCT key_id, rule_id FROM key_hits WHERE hit = 'allow') h
-    JOIN key_conns k USING (key_id)
-    GROUP BY h.rule_id
+matched AS (
+    SELECT DISTINCT h.key_id, h.rule_id, h.pset, h.tier AS pol_tier, h.rule_ref
+    FROM key_hit_rule h WHERE h.hit = 'match'
+),
+judged AS (
+    SELECT m.rule_id, k.n,
+        CASE WHEN m.pol_tier = 'namespace' THEN v.tier = 'networkpolicy'
+             ELSE list_contains(v.decided_by, m.rule_ref) END AS decided,
+        CASE WHEN v.tier = 'networkpolicy'
+                 THEN 'the NetworkPolicy tier (' || v.isolated_by[1] || ')'
+             WHEN v.tier = 'admin' THEN v.decided_by[1]
+             ELSE v.decided_by[-1] END AS decider
+    FROM matched m
+    JOIN key_verdict v ON v.key_id = m.key_id AND v.pset = m.pset
+    JOIN key_conns k ON k.key_id = m.key_id
+),
+per_rule AS (
+    SELECT rule_id, sum(n) AS matched, coalesce(sum(n) FILTER (WHERE decided), 0) AS decided,
+        arg_max(decider, n) FILTER (WHERE NOT decided) AS shadowed_by
+    FROM judged GROUP BY rule_id
 )
 SELECT p.pset, p.ref, r.direction, r.rule_idx,
-    coalesce(sum(rc.n), 0)::BIGINT AS connections
+    coalesce(pr.decided, 0)::BIGINT AS connections,
+    coalesce(pr.matched, 0)::BIGINT AS matched,
+    CASE WHEN coalesce(pr.decided, 0) = 0 THEN pr.shadowed_by END AS shadowed_by
 FROM np_rule r
 JOIN np_pol p ON p.pset = r.pset AND p.pol_id = r.pol_id
-LEFT JOIN rule_conns rc ON rc.rule_id = r.rule_id
-GROUP BY ALL
+LEFT JOIN per_rule pr ON pr.rule_id = r.rule_id
 """
 
 
+ALL_KEYS = """SELECT k.key_id, ps.pset
+FROM dir_key k CROSS JOIN (SELECT unnest($psets) AS pset) ps"""
+SCOPED_KEYS = """SELECT c.ekey AS key_id, s.pset FROM {scope} s JOIN conn_key c USING (conn_id)
+UNION
+SELECT c.ikey, s.pset FROM {scope} s JOIN conn_key c USING (conn_id)"""
+
+
 def evaluate(con: duckdb.DuckDBPyConnection, psets: Sequence[str],
-             conns: str = "conns") -> None:
+             conns: str = "conns", scope: str | None = None) -> None:
     """Verdicts of the connections in `conns` (a table or view shaped like `conns`)
-    under the registered policy sets named in `psets`; replaces the tables above."""
+    under the registered policy sets named in `psets`; replaces the tables above.
+    scope: a table of (conn_id, pset) to judge each connection only under those sets."""
+    match_selectors(con)
+    judge(con, psets, conns, scope)
+
+
+def match_selectors(con: duckdb.DuckDBPyConnection) -> None:
+    """Which identities, namespaces and nodes each registered selector matches: what each
+    policy selects (target_ident) and each peer admits."""
     db.run(con, MATCH_SQL)
-    for statement in EVAL_SQL.replace("__CONNS__", conns).split(";\n\n"):
+
+
+def judge(con: duckdb.DuckDBPyConnection, psets: Sequence[str], conns: str = "conns",
+          scope: str | None = None) -> None:
+    """evaluate() after match_selectors()."""
+    sql = EVAL_SQL.replace("__CONNS__", conns).replace(
+        "__SCOPE__", SCOPED_KEYS.format(scope=scope) if scope else ALL_KEYS)
+    for statement in sql.split(";\n\n"):
         if statement.strip():
             db.run(con, statement, {"psets": list(psets)} if "$psets" in statement else None)
 

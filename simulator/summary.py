@@ -20,8 +20,11 @@ _UNMAPPED = "'unresolved', 'service'"
 def _policy_set(p: PolicySet | None) -> dict[str, Any] | None:
     if p is None:
         return None
-    return {"files": len(p.files), "policies": len(p.policies),
-            "ignored": dict(sorted(p.ignored.items()))}
+    kinds: dict[str, int] = {}
+    for pol in p.policies:
+        kinds[pol.kind] = kinds.get(pol.kind, 0) + 1
+    return {"files": len(p.files), "policies": len(p.policies), "kinds": kinds,
+            "ignored": dict(sorted(p.ignored.items())), "notes": list(p.notes)}
 
 
 def _conflicts(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
@@ -121,6 +124,19 @@ def build_summary(con: duckdb.DuckDBPyConnection, *, sources: list[Any], cluster
             SELECT dst_ip, dst_kind, flows FROM result
             WHERE dst_kind IN ('unresolved', 'service'))
         GROUP BY ALL ORDER BY flows DESC, ip""")
+    # why the candidate's unknown verdicts are unknown (ambiguous priorities, names the
+    # flows did not record, ...), with the busiest examples
+    undecided = {r["why"]: {"connections": int(r["connections"]), "flows": int(r["flows"]),
+                            "examples": r["examples"]}
+                 for r in db.rows(con, f"""
+        SELECT coalesce(pv.undecided, 'endpoint not resolved') AS why,
+            count(*) AS connections, sum(r.flows) AS flows,
+            list(struct_pack(src_ip := r.src_ip, dst_ip := r.dst_ip, dst_port := r.dst_port,
+                             protocol := r.protocol, flows := r.flows::BIGINT)
+                 ORDER BY r.flows DESC, r.src_ip, r.dst_ip)[1:{TOP_N}] AS examples
+        FROM result r JOIN pair_verdict pv ON pv.ekey = r.ekey AND pv.ikey = r.ikey
+            AND pv.pset = 'candidate'
+        WHERE r.candidate = 'unknown' GROUP BY 1 ORDER BY 2 DESC, 1""")}
     return {
         "inputs": {
             "flows": [{"format": s.format, "files": [s.label(f) for f in s.files]}
@@ -151,6 +167,7 @@ def build_summary(con: duckdb.DuckDBPyConnection, *, sources: list[Any], cluster
             "with_pod": int(counts[5]),
             "unmapped_flows": int(counts[6]),
             "by_change": {c: by_change.get(c, dict(zero)) for c in CHANGES},
+            "undecided": undecided,
         },
         "unresolved_endpoints": {
             "addresses": len(unresolved),

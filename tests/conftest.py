@@ -27,8 +27,8 @@ OUTPUT_OPTIONS = ("--out", "--json", "--report", "--markdown", "--save-flows")
 def _input_files(args: list[str]) -> list[Path]:
     files: list[Path] = []
     for option, value in zip(args, args[1:], strict=False):
-        if option not in INPUT_OPTIONS or value == "-":
-            continue
+        if option not in INPUT_OPTIONS or value in ("-", ""):
+            continue  # an empty path is refused by the run, never the current directory
         p = Path(value)
         if p.is_dir():
             files += [f for f in p.rglob("*") if f.is_file()]

@@ -22,6 +22,23 @@ The model:
   Egress from a pod to its node is policed like any other egress.
 
 Policies are the plain dicts a user writes in YAML (``{"metadata": ..., "spec": ...}``).
+
+Cluster-scoped policies (policy.networking.k8s.io: AdminNetworkPolicy, BaselineAdmin-
+NetworkPolicy, ClusterNetworkPolicy) add tiers around the NetworkPolicies, per direction:
+
+1. the admin tier (AdminNetworkPolicies, ClusterNetworkPolicies of tier Admin) whose
+   subject selects the pod: each policy's first rule (as written) matching the traffic;
+   of those, the lowest priority value wins; Allow/Accept and Deny decide, Pass goes on;
+   two policies at that priority that disagree leave the outcome undefined ("unknown");
+2. the NetworkPolicies, as above, when one isolates the pod in that direction;
+3. the baseline tier (the BaselineAdminNetworkPolicy, ClusterNetworkPolicies of tier
+   Baseline) the same way; a Pass there, or no match, is allowed.
+
+A cluster-scoped policy isolates nothing. Their peers: `namespaces` (every pod of the
+selected namespaces), `pods` (namespace AND pod selector), `nodes` (the addresses of the
+nodes whose labels match), `networks` (CIDRs, matching any address). Their ports:
+`portNumber`, `namedPort` (the destination pod's, any protocol it declares), `portRange`,
+or ClusterNetworkPolicy's `protocols`.
 """
 
 from __future__ import annotations
@@ -61,15 +78,20 @@ class World:
     pods: tuple[Pod, ...]
     nodes: Mapping[str, str] = field(default_factory=dict)  # node name -> node IP
     policies: tuple[Mapping[str, Any], ...] = ()
+    node_labels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Side:
-    """What one direction (egress of the source, ingress of the destination) says."""
+    """What one direction (egress of the source, ingress of the destination) says.
+    unknown: the outcome is undefined (two cluster-scoped policies of one priority
+    disagree); allowed is then False."""
 
     allowed: bool
     isolated_by: tuple[str, ...] = ()  # "ns/name" of the policies isolating the pod
     admitted_by: tuple[str, ...] = ()  # "ns/name#ingress[i]" rules that admit the traffic
+    unknown: bool = False
+    tier: str = "default"  # admin | networkpolicy | baseline | default
 
 
 @dataclass(frozen=True)
@@ -80,7 +102,12 @@ class Verdict:
 
     @property
     def word(self) -> str:
-        return "allow" if self.allowed else "deny"
+        sides = (self.egress, self.ingress)
+        if any(not s.allowed and not s.unknown for s in sides):
+            return "deny"
+        if any(s.unknown for s in sides):
+            return "unknown"
+        return "allow"
 
 
 # --------------------------------------------------------------------------- selectors
@@ -227,6 +254,134 @@ def rule_admits(
     return any(port_matches(ps, protocol, port, dst_pod) for ps in ports)
 
 
+# --------------------------------------------------------------------------- tiers
+
+CLUSTER_KINDS = ("AdminNetworkPolicy", "BaselineAdminNetworkPolicy", "ClusterNetworkPolicy")
+ACTIONS = {"Allow": "allow", "Accept": "allow", "Deny": "deny", "Pass": "pass"}
+
+
+def cluster_tier(policy: Mapping[str, Any]) -> str | None:
+    """'admin' or 'baseline' for a cluster-scoped policy, None for a NetworkPolicy."""
+    kind = policy.get("kind", "NetworkPolicy")
+    if kind == "AdminNetworkPolicy":
+        return "admin"
+    if kind == "BaselineAdminNetworkPolicy":
+        return "baseline"
+    if kind == "ClusterNetworkPolicy":
+        return policy["spec"]["tier"].lower()
+    return None
+
+
+def subject_selects(world: World, policy: Mapping[str, Any], pod: Pod) -> bool:
+    subject = policy["spec"]["subject"]
+    ns_labels = namespace_labels(world, pod.namespace)
+    if "namespaces" in subject:
+        return selector_matches(subject["namespaces"], ns_labels)
+    pods = subject["pods"]
+    return (selector_matches(pods["namespaceSelector"], ns_labels)
+            and selector_matches(pods["podSelector"], pod.labels))
+
+
+def cluster_peer_matches(world: World, peer: Mapping[str, Any], ip: str,
+                         pod: Pod | None) -> bool:
+    if "networks" in peer:
+        addr = ipaddress.ip_address(ip)
+        return any(addr.version == ipaddress.ip_network(c).version
+                   and addr in ipaddress.ip_network(c) for c in peer["networks"])
+    if "nodes" in peer:
+        return any(same_ip(ip, node_ip)
+                   and selector_matches(peer["nodes"], world.node_labels.get(name, {}))
+                   for name, node_ip in world.nodes.items())
+    if pod is None:  # namespaces and pods peers select pods only
+        return False
+    ns_labels = namespace_labels(world, pod.namespace)
+    if "namespaces" in peer:
+        return selector_matches(peer["namespaces"], ns_labels)
+    if "pods" in peer:
+        return (selector_matches(peer["pods"]["namespaceSelector"], ns_labels)
+                and selector_matches(peer["pods"]["podSelector"], pod.labels))
+    return False
+
+
+def _named_port(name: str, protocol: str, port: int, dst_pod: Pod | None) -> bool:
+    return dst_pod is not None and any(
+        cp.name == name and cp.protocol == protocol and cp.number == port
+        for cp in dst_pod.ports)
+
+
+def cluster_port_matches(item: Mapping[str, Any], protocol: str, port: int,
+                         dst_pod: Pod | None) -> bool:
+    """One entry of `ports` (v1alpha1) or `protocols` (ClusterNetworkPolicy)."""
+    if "portNumber" in item:
+        pn = item["portNumber"]
+        return pn.get("protocol", "TCP") == protocol and pn["port"] == port
+    if "portRange" in item:
+        pr = item["portRange"]
+        return pr.get("protocol", "TCP") == protocol and pr["start"] <= port <= pr["end"]
+    if "namedPort" in item:
+        return _named_port(item["namedPort"], protocol, port, dst_pod)
+    if "destinationNamedPort" in item:
+        return _named_port(item["destinationNamedPort"], protocol, port, dst_pod)
+    for proto in ("tcp", "udp", "sctp"):
+        if proto in item:
+            if protocol != proto.upper():
+                return False
+            dest = (item[proto] or {}).get("destinationPort")
+            if dest is None:
+                return True
+            if "number" in dest:
+                return dest["number"] == port
+            return dest["range"]["start"] <= port <= dest["range"]["end"]
+    raise ValueError(f"unknown port entry {item!r}")
+
+
+def cluster_rule_matches(world: World, rule: Mapping[str, Any], peers_key: str,
+                         remote_ip: str, remote_pod: Pod | None, protocol: str, port: int,
+                         dst_pod: Pod | None) -> bool:
+    if not any(cluster_peer_matches(world, p, remote_ip, remote_pod)
+               for p in rule[peers_key]):
+        return False
+    items = rule.get("ports") or rule.get("protocols") or []
+    if not items:
+        return True  # every protocol and port
+    if protocol not in PORT_PROTOCOLS:
+        return False
+    return any(cluster_port_matches(i, protocol, port, dst_pod) for i in items)
+
+
+def tier_decision(world: World, tier: str, pod: Pod, direction: str, remote_ip: str,
+                  remote_pod: Pod | None, protocol: str, port: int,
+                  dst_pod: Pod | None) -> str | None:
+    """allow | deny | pass | unknown (two policies of the winning priority disagree), or
+    None when no rule of the tier matches."""
+    rules_key, peers_key = ("ingress", "from") if direction == INGRESS else ("egress", "to")
+    hits: list[tuple[int, str]] = []
+    for policy in world.policies:
+        if cluster_tier(policy) != tier or not subject_selects(world, policy, pod):
+            continue
+        priority = policy["spec"].get("priority", 0)
+        for rule in policy["spec"].get(rules_key) or []:
+            if cluster_rule_matches(world, rule, peers_key, remote_ip, remote_pod, protocol,
+                                    port, dst_pod):
+                hits.append((priority, ACTIONS[rule["action"]]))
+                break  # the policy's first matching rule is its answer
+    if not hits:
+        return None
+    top = min(p for p, _ in hits)
+    actions = {a for p, a in hits if p == top}
+    return actions.pop() if len(actions) == 1 else "unknown"
+
+
+def _decided(decision: str | None, tier: str) -> Side | None:
+    if decision == "allow":
+        return Side(True, tier=tier)
+    if decision == "deny":
+        return Side(False, tier=tier)
+    if decision == "unknown":
+        return Side(False, unknown=True, tier=tier)
+    return None
+
+
 def is_resident_node(world: World, ip: str, pod: Pod) -> bool:
     """Is `ip` the address of the node `pod` runs on?"""
     node_ip = world.nodes.get(pod.node)
@@ -249,11 +404,18 @@ def evaluate_side(
         return Side(allowed=True)  # not a pod: no NetworkPolicy applies
     if direction == INGRESS and resident_node_allowed and is_resident_node(world, remote_ip, pod):
         return Side(allowed=True)  # a pod cannot block its own node (kubelet probes)
+    tier_args = (pod, direction, remote_ip, remote_pod, protocol, port, dst_pod)
+    admin = tier_decision(world, "admin", *tier_args)
+    side = _decided(admin, "admin")
+    if side is not None:
+        return side
     rules_key, peers_key = ("ingress", "from") if direction == INGRESS else ("egress", "to")
     isolated_by: list[str] = []
     admitted_by: list[str] = []
     for policy in world.policies:
         spec = policy["spec"]
+        if cluster_tier(policy) is not None:
+            continue
         if direction not in effective_policy_types(spec) or not policy_selects(world, policy, pod):
             continue
         isolated_by.append(policy_id(policy))
@@ -263,8 +425,11 @@ def evaluate_side(
                 world, rule, peers_key, policy_ns, remote_ip, remote_pod, protocol, port, dst_pod
             ):
                 admitted_by.append(f"{policy_id(policy)}#{rules_key}[{i}]")
-    allowed = not isolated_by or bool(admitted_by)
-    return Side(allowed, tuple(isolated_by), tuple(admitted_by))
+    if isolated_by:
+        return Side(bool(admitted_by), tuple(isolated_by), tuple(admitted_by),
+                    tier="networkpolicy")
+    baseline = tier_decision(world, "baseline", *tier_args)
+    return _decided(baseline if baseline != "pass" else None, "baseline") or Side(True)
 
 
 def evaluate(
@@ -291,5 +456,7 @@ def world_from_parts(
     pods: Sequence[Pod],
     nodes: Mapping[str, str] | None = None,
     policies: Sequence[Mapping[str, Any]] = (),
+    node_labels: Mapping[str, Mapping[str, str]] | None = None,
 ) -> World:
-    return World(dict(namespaces), tuple(pods), dict(nodes or {}), tuple(policies))
+    return World(dict(namespaces), tuple(pods), dict(nodes or {}), tuple(policies),
+                 dict(node_labels or {}))

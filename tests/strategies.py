@@ -38,7 +38,7 @@ try:  # tests/ as a package or as a plain directory on sys.path
         resolve_pod,
         selector_matches,
     )
-    from tests.worldfiles import netpol
+    from tests.worldfiles import cluster_policy, netpol
 except ImportError:  # pragma: no cover
     from reference import (
         ContainerPort,
@@ -48,11 +48,17 @@ except ImportError:  # pragma: no cover
         resolve_pod,
         selector_matches,
     )
-    from worldfiles import netpol
+    from worldfiles import cluster_policy, netpol
 
 # ------------------------------------------------------------------ fixed parts of a world
 
 NODES: dict[str, str] = {"node-1": "172.16.0.1", "node-2": "172.16.0.2"}
+NODE_LABELS: dict[str, dict[str, str]] = {
+    "node-1": {"kubernetes.io/hostname": "node-1", "zone": "a", "role": "worker"},
+    "node-2": {"kubernetes.io/hostname": "node-2", "zone": "b", "role": "infra"},
+}
+NODE_LABEL_PALETTE: dict[str, tuple[str, ...]] = {"zone": ("a", "b"),
+                                                  "role": ("worker", "infra")}
 NODE_POD_CIDRS: dict[str, tuple[str, str]] = {
     "node-1": ("10.0.1.0/24", "fd00:0:0:1::/64"),
     "node-2": ("10.0.2.0/24", "fd00:0:0:2::/64"),
@@ -314,6 +320,106 @@ def policies(draw: st.DrawFn, ns_labels: Mapping[str, Mapping[str, str]],
     return netpol(ns, f"np-{index}", spec)
 
 
+# ------------------------------------------------------------------ cluster-scoped policies
+
+# few priorities, so that two policies of one tier often share one (the ambiguous case)
+PRIORITIES = (1, 2, 2, 3, 10)
+
+
+@st.composite
+def cluster_peers(draw: st.DrawFn, direction: str, ns_palette: Mapping[str, tuple[str, ...]],
+                  world_ips: list[str]) -> dict[str, Any]:
+    kinds = ["namespaces", "pods"] + (["nodes", "networks"] if direction == "egress" else [])
+    kind = draw(st.sampled_from(kinds))
+    if kind == "namespaces":
+        return {"namespaces": draw(label_selectors(ns_palette))}
+    if kind == "pods":
+        return {"pods": {"namespaceSelector": draw(label_selectors(ns_palette)),
+                         "podSelector": draw(label_selectors(POD_LABELS))}}
+    if kind == "nodes":
+        return {"nodes": draw(label_selectors(NODE_LABEL_PALETTE))}
+    blocks = draw(st.lists(ip_blocks(world_ips), min_size=1, max_size=2))
+    return {"networks": [b["cidr"] for b in blocks]}
+
+
+@st.composite
+def cluster_ports(draw: st.DrawFn, shape: str, named: bool) -> dict[str, Any]:
+    """One port entry: v1alpha1 `ports` (shape 'ports') or ClusterNetworkPolicy
+    `protocols` (shape 'protocols'); named: a named port may be drawn."""
+    kind = draw(st.sampled_from(("number", "number", "range", "any") + (("name",) if named
+                                                                         else ())))
+    proto = draw(st.sampled_from(PROTOCOLS))
+    if kind == "name":
+        name = draw(st.sampled_from(PORT_NAMES))
+        return {"namedPort": name} if shape == "ports" else {"destinationNamedPort": name}
+    number = draw(st.sampled_from(PORT_NUMBERS))
+    end = number + draw(st.sampled_from((1, 5, 100, 5000)))
+    if shape == "ports":
+        if kind == "range":
+            return {"portRange": {"protocol": proto, "start": number, "end": end}}
+        entry = {"port": number}
+        if draw(st.booleans()) or proto != "TCP":
+            entry["protocol"] = proto
+        return {"portNumber": entry}
+    if kind == "any":
+        return {proto.lower(): {}}
+    if kind == "range":
+        return {proto.lower(): {"destinationPort": {"range": {"start": number, "end": end}}}}
+    return {proto.lower(): {"destinationPort": {"number": number}}}
+
+
+@st.composite
+def cluster_rules(draw: st.DrawFn, direction: str, actions: tuple[str, ...], shape: str,
+                  ns_palette: Mapping[str, tuple[str, ...]], world_ips: list[str]
+                  ) -> dict[str, Any]:
+    peers_key = "from" if direction == "ingress" else "to"
+    the_peers = draw(st.lists(cluster_peers(direction, ns_palette, world_ips), min_size=1,
+                              max_size=2))
+    rule: dict[str, Any] = {"action": draw(st.sampled_from(actions)), peers_key: the_peers}
+    if draw(st.booleans()):
+        rule["name"] = f"r-{draw(st.integers(0, 99))}"
+    if draw(st.integers(0, 2)) > 0:
+        # a named port only where every peer names pods
+        named = all(set(p) <= {"namespaces", "pods"} for p in the_peers)
+        rule[shape] = draw(st.lists(cluster_ports(shape, named), min_size=1, max_size=2))
+    return rule
+
+
+@st.composite
+def cluster_policies(draw: st.DrawFn, ns_labels: Mapping[str, Mapping[str, str]],
+                     world_ips: list[str], index: int, kind: str) -> dict[str, Any]:
+    """kind: AdminNetworkPolicy, BaselineAdminNetworkPolicy, or ClusterNetworkPolicy with
+    tier Admin or Baseline ('CNP-Admin', 'CNP-Baseline')."""
+    ns_palette: dict[str, tuple[str, ...]] = dict(NAMESPACE_LABELS)
+    ns_palette["kubernetes.io/metadata.name"] = (*NAMESPACE_NAMES,)
+    if draw(st.booleans()):
+        subject: dict[str, Any] = {"namespaces": draw(label_selectors(ns_palette))}
+    else:
+        subject = {"pods": {"namespaceSelector": draw(label_selectors(ns_palette)),
+                            "podSelector": draw(label_selectors(POD_LABELS))}}
+    spec: dict[str, Any] = {"subject": subject}
+    if kind == "BaselineAdminNetworkPolicy":
+        actions, shape = ("Allow", "Deny"), "ports"
+    elif kind == "AdminNetworkPolicy":
+        actions, shape = ("Allow", "Deny", "Pass"), "ports"
+    else:
+        actions = ("Accept", "Deny", "Pass")
+        shape = draw(st.sampled_from(("protocols", "protocols", "ports")))
+        spec["tier"] = kind.split("-")[1]
+    if kind != "BaselineAdminNetworkPolicy":
+        spec["priority"] = draw(st.sampled_from(PRIORITIES))
+    for direction in ("ingress", "egress"):
+        if draw(st.integers(0, 3)) > 0:
+            spec[direction] = draw(st.lists(
+                cluster_rules(direction, actions, shape, ns_palette, world_ips),
+                min_size=1, max_size=3))
+    if kind == "BaselineAdminNetworkPolicy":
+        return cluster_policy(kind, "default", spec)
+    real_kind = kind.split("-")[0] if kind.startswith("CNP") else kind
+    real_kind = "ClusterNetworkPolicy" if real_kind == "CNP" else real_kind
+    return cluster_policy(real_kind, f"cp-{index}", spec)
+
+
 # ------------------------------------------------------------------ flows
 
 
@@ -335,10 +441,29 @@ def interesting_ports(
     for p in (src_pod, dst_pod):
         if p is not None:
             found.update((proto, cp.number) for cp in p.ports for proto in PROTOCOLS)
+    def around(proto: str, lo: int, hi: int) -> None:
+        found.update((proto, p) for p in (lo - 1, lo, (lo + hi) // 2, hi, hi + 1))
+
     for pol in world.policies:
         spec = pol["spec"]
         for rule in (spec.get("ingress") or []) + (spec.get("egress") or []):
+            for item in (rule.get("ports") or []) + (rule.get("protocols") or []):
+                # the cluster-scoped shapes
+                if "portNumber" in item:
+                    n = item["portNumber"]["port"]
+                    around(item["portNumber"].get("protocol", "TCP"), n, n)
+                elif "portRange" in item:
+                    r = item["portRange"]
+                    around(r.get("protocol", "TCP"), r["start"], r["end"])
+                for proto in ("tcp", "udp", "sctp"):
+                    dest = (item.get(proto) or {}).get("destinationPort") or {}
+                    if "number" in dest:
+                        around(proto.upper(), dest["number"], dest["number"])
+                    elif "range" in dest:
+                        around(proto.upper(), dest["range"]["start"], dest["range"]["end"])
             for ps in rule.get("ports") or []:
+                if not {"port", "protocol", "endPort"} & set(ps) and ps:
+                    continue  # a cluster-scoped entry, above
                 proto, want = ps.get("protocol", "TCP"), ps.get("port")
                 if isinstance(want, int):
                     end = ps.get("endPort", want)
@@ -382,9 +507,10 @@ def random_flow_ends(draw: st.DrawFn, world: World) -> tuple[str, str]:
 def targeted_flow(draw: st.DrawFn, world: World) -> Flow | None:
     """A flow aimed at one rule: from/to a pod its policy selects, a peer the rule names
     (or a near miss), a port the rule names. Random flows rarely get this close."""
-    if not world.policies:
+    namespaced = [p for p in world.policies if p.get("kind") == "NetworkPolicy"]
+    if not namespaced:
         return None
-    pol = draw(st.sampled_from(world.policies))
+    pol = draw(st.sampled_from(namespaced))
     direction = draw(st.sampled_from(("ingress", "egress")))
     rules_here = pol["spec"].get(direction) or []
     if not rules_here:
@@ -496,9 +622,20 @@ def cases(draw: st.DrawFn) -> Case:
     the_pods = draw(pods(sorted(ns_labels)))
     base = World(ns_labels, the_pods, dict(NODES))
     world_ips = endpoint_ips(base)
-    count = draw(st.integers(1, 5))
+    count = draw(st.integers(0 if draw(st.booleans()) else 1, 5))
     the_policies = tuple(draw(policies(ns_labels, world_ips, i)) for i in range(count))
-    world = World(ns_labels, the_pods, dict(NODES), the_policies)
+    # cluster-scoped policies in two cases of three: admin and baseline tiers of every shape
+    kinds = draw(st.lists(st.sampled_from(("AdminNetworkPolicy", "AdminNetworkPolicy",
+                                           "CNP-Admin", "CNP-Baseline")),
+                          max_size=3)) if draw(st.integers(0, 2)) else []
+    if kinds and draw(st.booleans()):
+        kinds.append("BaselineAdminNetworkPolicy")
+    if not the_policies and not kinds:
+        kinds = ["AdminNetworkPolicy"]
+    the_policies += tuple(draw(cluster_policies(ns_labels, world_ips, i, kind))
+                          for i, kind in enumerate(kinds))
+    world = World(ns_labels, the_pods, dict(NODES), the_policies,
+                  {k: dict(v) for k, v in NODE_LABELS.items()})
     return Case(world, draw(flows(world)), dict(NODE_POD_CIDRS))
 
 
@@ -519,8 +656,23 @@ def features(case: Case) -> set[str]:
             seen.add("hostNetwork pod")
         if any(":" in ip for ip in p.ips):
             seen.add("dual-stack pod")
+    priorities: dict[str, list[int]] = {}
     for pol in case.world.policies:
         spec = pol["spec"]
+        if pol["kind"] != "NetworkPolicy":
+            kind = pol["kind"] + (f" {spec['tier']}" if "tier" in spec else "")
+            seen.add(kind)
+            tier = "Baseline" if "Baseline" in kind else "Admin"
+            priorities.setdefault(tier, []).append(spec.get("priority", 0))
+            for _direction, rule in _walk_rules(spec):
+                seen.add(f"action {rule['action']}")
+                for peer in rule.get("from", []) + rule.get("to", []):
+                    seen.add(f"cluster peer {next(iter(peer))}")
+                for item in (rule.get("ports") or []) + (rule.get("protocols") or []):
+                    key = next(iter(item))
+                    seen.add("cluster port protocols" if key in ("tcp", "udp", "sctp")
+                             else f"cluster port {key}")
+            continue
         types = spec.get("policyTypes")
         seen.add("policyTypes defaulted" if not types else "policyTypes explicit")
         if types == ["Egress"]:
@@ -554,6 +706,8 @@ def features(case: Case) -> set[str]:
         for sel in selectors:
             for req in sel.get("matchExpressions", []):
                 seen.add(f"operator {req['operator']}")
+    if any(len(p) != len(set(p)) for p in priorities.values()):
+        seen.add("priority tie")
     node_ips = set(case.world.nodes.values())
     pod_ips = {ip for p in case.world.pods if not p.host_network for ip in p.ips}
     for f in case.flows:
@@ -575,4 +729,10 @@ ALL_FEATURES = frozenset({
     "operator In", "operator NotIn", "operator Exists", "operator DoesNotExist",
     "node IP flow", "external IP flow", "flow TCP", "flow UDP", "flow SCTP", "flow ICMP",
     "flow ICMPv6",
+    "AdminNetworkPolicy", "BaselineAdminNetworkPolicy", "ClusterNetworkPolicy Admin",
+    "ClusterNetworkPolicy Baseline", "action Allow", "action Accept", "action Deny",
+    "action Pass", "cluster peer namespaces", "cluster peer pods", "cluster peer nodes",
+    "cluster peer networks", "cluster port portNumber", "cluster port portRange",
+    "cluster port namedPort", "cluster port protocols", "cluster port destinationNamedPort",
+    "priority tie",
 })

@@ -19,19 +19,21 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from click.testing import CliRunner
-from hypothesis import HealthCheck, assume, given, note, settings
+from hypothesis import HealthCheck, assume, event, given, note, settings
 
 from simulator.cli import main
-from simulator.report.fixes import ip_blocks, stable_labels
+from simulator.report.fix_rules import ip_blocks, stable_labels
 
 try:
     from tests import strategies
+    from tests.strategies import Case, ContainerPort, Flow, Pod, World
     from tests.test_property import describe, write_case
-    from tests.worldfiles import write_policies
+    from tests.worldfiles import cluster_policy, netpol, write_policies
 except ImportError:  # pragma: no cover
     import strategies
+    from strategies import Case, ContainerPort, Flow, Pod, World
     from test_property import describe, write_case
-    from worldfiles import write_policies
+    from worldfiles import cluster_policy, netpol, write_policies
 
 EXAMPLES = int(os.environ.get("NETPOL_FIX_EXAMPLES", "25"))
 FIXES_PER_WORLD = 3
@@ -49,25 +51,27 @@ def conn_key(row: dict[str, Any]) -> tuple[Any, ...]:
 
 def apply_fix(policies: list[dict[str, Any]], fix_yaml: str) -> list[dict[str, Any]]:
     """The policy set with each edited policy replaced by its fixed manifest."""
-    fixed = {(d["metadata"].get("namespace", "default"), d["metadata"]["name"]): d
-             for d in yaml.safe_load_all(fix_yaml)}
-    out = []
-    for p in policies:
-        key = (p["metadata"].get("namespace", "default"), p["metadata"]["name"])
-        out.append(fixed.pop(key, p))
-    assert not fixed, f"the fix edits policies that are not in the set: {sorted(fixed)}"
-    return out
+    def key(d: dict[str, Any]) -> tuple[str, str, str]:
+        return d["kind"], d["metadata"].get("namespace", "default"), d["metadata"]["name"]
+
+    fixed = {key(d): d for d in yaml.safe_load_all(fix_yaml)}
+    out = [fixed.pop(key(p), p) for p in policies]
+    # what is left is new: only a NetworkPolicy a fix adds
+    assert all(k[0] == "NetworkPolicy" for k in fixed), sorted(fixed)
+    return out + list(fixed.values())
 
 
 def replay_with_fix(flows: Path, cluster: Path, policies: list[dict[str, Any]],
                     fix: dict[str, Any], workdir: Path) -> list[dict[str, Any]]:
-    policy_dir = write_policies(workdir / "fixed-policies", apply_fix(policies, fix["yaml"]))
+    # a directory per replay: a policy a previous fix added must not linger
+    policy_dir = write_policies(Path(tempfile.mkdtemp(prefix="fixed-", dir=workdir)),
+                                apply_fix(policies, fix["yaml"]))
     out = workdir / "fixed.parquet"
     simulate("--flows", flows, "--cluster", cluster, "--policies", policy_dir, "--out", out)
     return pq.read_table(out).to_pylist()
 
 
-def check_fix(group: dict[str, Any], before: list[dict[str, Any]],
+def check_fix(group: dict[str, Any], fix: dict[str, Any], before: list[dict[str, Any]],
               after: list[dict[str, Any]]) -> list[str]:
     """What the fix claims (restores its group, opens exactly its blast radius) against the
     fresh replay."""
@@ -79,22 +83,31 @@ def check_fix(group: dict[str, Any], before: list[dict[str, Any]],
     for key in members:
         if now.get(key) != "allow":
             problems.append(f"{group['id']}: {key} still {now.get(key)} after the fix")
-    opened = Counter()
+    opened, closed = Counter(), 0
     for r in before:
         key = conn_key(r)
         if key not in members and was[key] != "allow" and now.get(key) == "allow":
             opened[r["change"]] += 1
-    blast = group["fix"]["blast_radius"]
+        closed += was[key] == "allow" and now.get(key) != "allow"
+    blast = fix["blast_radius"]
+    if closed != blast["closes"]:
+        problems.append(f"{group['id']}: says it closes {blast['closes']} connections, "
+                        f"the replay closes {closed}")
     if sum(opened.values()) != blast["connections"]:
         problems.append(f"{group['id']}: blast radius says {blast['connections']} "
                         f"connections, the replay opens {sum(opened.values())} ({opened})")
     if opened["break"] != blast["restores_other_breaks"]:
         problems.append(f"{group['id']}: says it repairs {blast['restores_other_breaks']} "
                         f"other breaks, the replay repairs {opened['break']}")
-    if group["fix"]["restores"] != {"connections": group["connections"],
+    if fix["restores"] != {"connections": group["connections"],
                                     "of": group["connections"]}:
-        problems.append(f"{group['id']}: restores {group['fix']['restores']}")
+        problems.append(f"{group['id']}: restores {fix['restores']}")
     return problems
+
+
+def first_match_decided(group: dict[str, Any]) -> bool:
+    return any(v["verdict"] == "deny" and v["tier"] in ("admin", "baseline")
+               for v in group["verdicts"]["candidate"].values())
 
 
 def run_report(flows: Path, cluster: Path, policies: Path, workdir: Path,
@@ -116,16 +129,24 @@ def test_fixes_restore_their_group_and_blast_radius_matches_a_fresh_replay(
         paths = write_case(case, work)
         # no baseline set: every flow was ACCEPTed, so each denied connection breaks
         report, before = run_report(paths["flows"], paths["cluster"], paths["policies"], work)
-        groups = [g for g in report["breaks"]["groups"]
-                  if g["connections"] == len(g["connection_rows"])]
+        # breaks a first-match tier decided first: they are the rarer ones
+        groups = sorted((g for g in report["breaks"]["groups"]
+                         if g["connections"] == len(g["connection_rows"])),
+                        key=lambda g: not first_match_decided(g))
         assume(groups)
         problems = []
         for g in groups[:FIXES_PER_WORLD]:
-            note(f"fix for {g['id']}:\n{g['fix']['yaml']}")
-            assert "problem" not in g["fix"], g["fix"]["problem"]
-            after = replay_with_fix(paths["flows"], paths["cluster"],
-                                    [dict(p) for p in case.world.policies], g["fix"], work)
-            problems += check_fix(g, before, after)
+            # a break a baseline rule decided also has the NetworkPolicy way out
+            for fix in (g["fix"], g["fix"].get("alternative")):
+                if fix is None:
+                    continue
+                note(f"fix for {g['id']}:\n{fix['yaml']}")
+                event("fix edits " + ", ".join(sorted({f"{e['tier']} {e['action']}"
+                                                      for e in fix["edits"]})))
+                assert "problem" not in fix, fix["problem"]
+                after = replay_with_fix(paths["flows"], paths["cluster"],
+                                        [dict(p) for p in case.world.policies], fix, work)
+                problems += check_fix(g, fix, before, after)
         assert not problems, "\n".join(problems)
 
 
@@ -140,7 +161,7 @@ def test_demo_fixes_each_restore_their_group_and_state_their_blast_radius(tmp_pa
     problems = []
     for g in groups:
         after = replay_with_fix(flows, cluster, policies, g["fix"], tmp_path)
-        problems += check_fix(g, before, after)
+        problems += check_fix(g, g["fix"], before, after)
     assert not problems, "\n".join(problems)
     # DNS breaks are fixed on the DNS policy's side, with the port CoreDNS declares
     dns = [g for g in groups if g["port"] == 53]
@@ -177,3 +198,90 @@ def test_markdown_code_fences_cannot_be_closed_by_the_content(hostile):
     block = fenced(f"a: '{hostile}'")
     fence = block.splitlines()[0]
     assert block.count(fence) == 2 and fence not in f"a: '{hostile}'"
+
+
+def _tiers_world() -> Case:
+    """Breaks decided in each tier: an admin Deny where the NetworkPolicy tier denies too
+    (two policies at one priority agree), an admin Deny with nothing below it, a baseline
+    Deny."""
+    web = Pod("alpha", "web", ("10.0.1.10",), {"app": "web"}, (), False, "node-1")
+    other = Pod("alpha", "other", ("10.0.1.11",), {"app": "other"}, (), False, "node-1")
+    db = Pod("beta", "db", ("10.0.2.10",), {"app": "db"},
+             (ContainerPort("pg", 5432, "TCP"),), False, "node-2")
+    api = Pod("gamma", "api", ("10.0.2.20",), {"app": "api"}, (), False, "node-2")
+
+    def ns(name: str) -> dict[str, Any]:
+        return {"namespaces": {"matchLabels": {"kubernetes.io/metadata.name": name}}}
+
+    deny_from_alpha = {"action": "Deny", "from": [ns("alpha")]}
+    policies = (
+        netpol("beta", "db-ingress", {"podSelector": {}, "policyTypes": ["Ingress"]}),
+        cluster_policy("AdminNetworkPolicy", "guard-a", {
+            "priority": 5, "subject": ns("beta"), "ingress": [deny_from_alpha]}),
+        cluster_policy("ClusterNetworkPolicy", "guard-b", {
+            "tier": "Admin", "priority": 5, "subject": ns("beta"),
+            "ingress": [{"name": "no-alpha", **deny_from_alpha}]}),
+        cluster_policy("AdminNetworkPolicy", "guard-gamma", {
+            "priority": 7, "subject": ns("gamma"),
+            "ingress": [{"action": "Allow", "from": [{"pods": {
+                "namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "x"}}}}]},
+                deny_from_alpha]}),
+        cluster_policy("BaselineAdminNetworkPolicy", "default", {
+            "subject": ns("gamma"),
+            "egress": [{"action": "Allow", "to": [{"namespaces": {}}]},
+                       {"action": "Deny", "to": [{"networks": ["0.0.0.0/0"]}]}]}),
+    )
+    world = World({"alpha": {}, "beta": {}, "gamma": {}}, (web, other, db, api),
+                  dict(strategies.NODES), policies,
+                  {k: dict(v) for k, v in strategies.NODE_LABELS.items()})
+    flows = (Flow("10.0.1.10", "10.0.2.10", 5432, "TCP"),    # admin deny, NP denies too
+             Flow("10.0.1.11", "10.0.2.10", 5432, "TCP"),    # the same, another workload
+             Flow("10.0.1.10", "10.0.2.20", 8080, "TCP"),    # admin deny, nothing below
+             Flow("10.0.1.11", "10.0.2.20", 8080, "TCP"),
+             Flow("10.0.2.20", "203.0.113.5", 443, "TCP"),   # baseline deny
+             Flow("10.0.2.20", "198.51.100.7", 53, "UDP"),   # baseline deny, another port
+             Flow("10.0.2.20", "10.0.2.20", 8080, "TCP"))    # baseline allows in-cluster
+    return Case(world, flows, dict(strategies.NODE_POD_CIDRS))
+
+
+def test_fixes_go_into_the_tier_that_decided(tmp_path):
+    case = _tiers_world()
+    paths = write_case(case, tmp_path)
+    report, before = run_report(paths["flows"], paths["cluster"], paths["policies"], tmp_path)
+    by_pair = {(g["source"]["label"], g["destination"]["label"], g["protocol"], g["port"]): g
+               for g in report["breaks"]["groups"]}
+
+    def edits(fix: dict[str, Any]) -> set[tuple[str, str, str, Any]]:
+        return {(e["policy"], e["tier"], e["action"], e["at"]) for e in fix["edits"]}
+
+    # denied by two admin policies at one priority, and the NetworkPolicy below denies:
+    # an Allow before the denying rule of each (a Pass would leave it denied)
+    db = by_pair[("alpha/web", "beta/db", "TCP", 5432)]
+    assert edits(db["fix"]) == {("AdminNetworkPolicy/guard-a", "admin", "allow", 0),
+                                ("ClusterNetworkPolicy/guard-b", "admin", "allow", 0)}
+    assert "AdminNetworkPolicy guard-a (priority 5) ingress rule 0" in db["reason"]
+    rules = {d["kind"]: d["spec"]["ingress"][0] for d in yaml.safe_load_all(db["fix"]["yaml"])}
+    assert rules["ClusterNetworkPolicy"]["action"] == "Accept"
+    assert rules["ClusterNetworkPolicy"]["protocols"] == [{"destinationNamedPort": "pg"}]
+    assert rules["AdminNetworkPolicy"]["ports"] == [{"namedPort": "pg"}]
+    assert any("cluster-admin" in n for n in db["fix"]["notes"])
+    # nothing below the admin tier denies: a Pass keeps the rest of the guardrail
+    api = by_pair[("alpha/web", "gamma/api", "TCP", 8080)]
+    assert edits(api["fix"]) == {("AdminNetworkPolicy/guard-gamma", "admin", "pass", 1)}
+    # a baseline deny: the baseline rule, or a NetworkPolicy the namespace owns
+    out = by_pair[("gamma/api", "(external)", "TCP", 443)]
+    assert edits(out["fix"]) == {("BaselineAdminNetworkPolicy/default", "baseline",
+                                  "allow", 1)}
+    alt = out["fix"]["alternative"]
+    assert edits(alt) == {(f"gamma/netpol-simulator-fix-{out['id'].lower()}",
+                           "networkpolicy", "allow", None)}
+    # which isolates api's egress: what the baseline allowed in-cluster is then denied
+    assert alt["blast_radius"]["closes"] >= 1
+    assert out["fix"]["blast_radius"]["closes"] == 0
+    problems = []
+    for g in (db, api, out):
+        for fix in filter(None, (g["fix"], g["fix"].get("alternative"))):
+            after = replay_with_fix(paths["flows"], paths["cluster"],
+                                    [dict(p) for p in case.world.policies], fix, tmp_path)
+            problems += check_fix(g, fix, before, after)
+    assert not problems, "\n".join(problems)

@@ -66,7 +66,8 @@ def cluster_objects(case: strategies.Case) -> list[dict[str, Any]]:
     for ns, labels in world.namespaces.items():
         objects.append(namespace(ns, {**labels, reference.NAMESPACE_NAME_LABEL: ns}))
     for name, ip in world.nodes.items():
-        objects.append(node(name, ip, case.node_pod_cidrs.get(name, ())))
+        objects.append(node(name, ip, case.node_pod_cidrs.get(name, ()),
+                            world.node_labels.get(name)))
     for p in world.pods:
         objects.append(
             pod(

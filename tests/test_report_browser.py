@@ -114,12 +114,12 @@ def visit(browser: Any) -> Iterator[Any]:
 def test_demo_report_opens_from_disk(visit, demo_file):
     v = visit(demo_file)
     page = v.page
-    headline = ("6 workload pairs would break, carrying 16.2% of observed flows (25 connections)"
+    headline = ("7 workload pairs would break, carrying 17.1% of observed flows (27 connections)"
                 " — partial judgement: 1 warning")
     assert page.locator("h1#headline").inner_text() == headline
     assert "SKIPDATA" in page.locator("#warnings").inner_text()
-    assert page.locator("#t-break > tbody.g").count() == 6
-    assert v.visible_groups("t-break") == [f"g-B{i}" for i in range(1, 7)]
+    assert page.locator("#t-break > tbody.g").count() == 7
+    assert v.visible_groups("t-break") == [f"g-B{i}" for i in range(1, 8)]
     assert page.locator("#g-B1").is_visible()
     assert "shop/frontend is isolated for ingress" in page.locator("#g-B1").inner_text()
     # a group's connections open on a click
@@ -127,6 +127,18 @@ def test_demo_report_opens_from_disk(visit, demo_file):
     assert not conns.is_visible()
     page.locator("#g-B1 details.conns > summary").click()
     assert conns.is_visible() and conns.locator("tbody tr").count() == 3
+    # the break the admin tier decided: its reason, and its fix in that tier
+    b6 = page.locator("#g-B6").inner_text()
+    assert "(admin tier)" in b6 and "pci-ingress-guardrail" in b6
+    page.locator("#fix-B6 > summary").click()
+    fix = page.locator("#fix-B6").inner_text()
+    assert "Allow ingress rule inserted before rule 2 of AdminNetworkPolicy/" in fix
+    assert "cluster-admin" in fix
+    # the baseline's break offers the NetworkPolicy way too, with what it would close
+    page.locator("#fix-B7-alt > summary").click()
+    alt = page.locator("#fix-B7-alt").inner_text()
+    assert "a new NetworkPolicy payments/netpol-simulator-fix-b7" in alt
+    assert "closes" in alt.lower()
     v.assert_clean()
 
 
@@ -155,7 +167,7 @@ def test_filters_narrow_the_tables(visit, demo_file):
     page.wait_for_function("() => location.hash.includes('q=')")
     assert v.visible_groups("t-break") == ["g-B6"]
     page.click("#f-clear")
-    assert len(v.visible_groups("t-break")) == 6
+    assert len(v.visible_groups("t-break")) == 7
     v.assert_clean()
 
 
@@ -198,8 +210,8 @@ def test_readable_without_javascript(browser, demo_file):
     try:
         page = context.new_page()
         page.goto(demo_file.resolve().as_uri())
-        assert "6 workload pairs would break" in page.locator("h1").inner_text()
-        assert page.locator("#t-break > tbody.g:visible").count() == 6
+        assert "7 workload pairs would break" in page.locator("h1").inner_text()
+        assert page.locator("#t-break > tbody.g:visible").count() == 7
         assert not page.locator("#filters").is_visible()
         page.locator("#fix-B1 > summary").click()
         assert "port: metrics" in page.locator("#fix-B1 .yaml pre").inner_text()

@@ -94,7 +94,7 @@ def test_demo_report_has_every_section(demo):
     page = Page(html)
     text = page.alltext
     report = doc.get("report", doc)
-    headline = ("6 workload pairs would break, carrying 16.2% of observed flows (25 connections)"
+    headline = ("7 workload pairs would break, carrying 17.1% of observed flows (27 connections)"
                 " — partial judgement: 1 warning")
     assert headline in text
     # what was not judged stands right under the headline: the demo's SKIPDATA records
@@ -104,12 +104,13 @@ def test_demo_report_has_every_section(demo):
     # the verdict: inputs and every change class
     for fragment in ("vpc-parquet", "5,733 records", "2024-06-01 12:00:00 – 2024-06-01 13:00:00",
                      "27 pods, 9 namespaces, 3 nodes, 12 services",
-                     "12 NetworkPolicies in 4 files", "v1 ConfigMap (1)",
+                     "1 AdminNetworkPolicy, 1 BaselineAdminNetworkPolicy, 12 NetworkPolicies "
+                     "in 5 files", "v1 ConfigMap (1)",
                      "5 NetworkPolicies in 2 files", "Still denied", "Unresolved"):
         assert fragment in text, fragment
     # what breaks: six groups, busiest first, each with its connections and a fix
     groups = [a for a in page.all("tbody") if a.get("class") == "g"]
-    assert [g["id"] for g in groups] == ["g-B1", "g-B2", "g-B3", "g-B4", "g-B5", "g-B6",
+    assert [g["id"] for g in groups] == ["g-B1", "g-B2", "g-B3", "g-B4", "g-B5", "g-B6", "g-B7",
                                          "g-N1"]
     assert "shop/frontend is isolated for ingress by shop/frontend-ingress" in text
     assert "frontend-vgvtdj4kwn-4pqkz (10.42.2.5)" in text     # the sample flow

@@ -30,11 +30,19 @@ def demo_report(tmp_path_factory) -> dict:
 
 def test_demo_comment_names_the_breaks_their_reasons_and_fixes(demo_report):
     text = render_markdown(demo_report)
-    assert text.startswith("### netpol-simulator: 6 workload pairs would break")
+    assert text.startswith("### netpol-simulator: 7 workload pairs would break")
     assert "shop/checkout → payments/payments-api TCP/7070" in text
     assert "no egress rule admits UDP/53 to kube-system/coredns" in text
-    assert text.count("<details>") == text.count("</details>") == 6
+    assert text.count("<details>") == text.count("</details>") == 7
     assert "**DNS breaks** in 4 groups" in text
+    # tier by tier: the admin Deny and its admin-tier fix, the baseline Deny and both ways
+    assert ('denied by AdminNetworkPolicy pci-ingress-guardrail (priority 10) ingress rule 2 '
+            '"deny-other-namespaces" (admin tier)') in text
+    assert ("edit AdminNetworkPolicy/pci-ingress-guardrail (ingress, Allow before rule 2) "
+            "[admin tier]") in text
+    assert "cluster-admin rights" in text
+    assert "Or, without touching the baseline: payments/netpol-simulator-fix-" in text
+    assert "denies 6 connections the candidate allows" in text
 
 
 def test_comment_stays_under_the_limit_for_thousands_of_groups(demo_report):

@@ -98,11 +98,13 @@ def pod(
     }
 
 
-def node(name: str, ip: str, pod_cidrs: Sequence[str] = ()) -> dict[str, Any]:
+def node(name: str, ip: str, pod_cidrs: Sequence[str] = (),
+         labels: Mapping[str, str] | None = None) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Node",
-        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+        "metadata": {"name": name,
+                     "labels": dict(labels) if labels else {"kubernetes.io/hostname": name}},
         "spec": {"podCIDR": pod_cidrs[0] if pod_cidrs else None, "podCIDRs": list(pod_cidrs)},
         "status": {"addresses": [{"type": "InternalIP", "address": ip}]},
     }
@@ -129,6 +131,16 @@ def write_policies(directory: Path, policies: Iterable[Mapping[str, Any]]) -> Pa
     if not written and not any(directory.glob("*.yaml")):
         (directory / "none.yaml").write_text("apiVersion: v1\nkind: List\nitems: []\n")
     return directory
+
+
+def cluster_policy(kind: str, name: str, spec: Mapping[str, Any],
+                   version: str | None = None) -> dict[str, Any]:
+    """An AdminNetworkPolicy, BaselineAdminNetworkPolicy (v1alpha1) or
+    ClusterNetworkPolicy (v1alpha2 unless `version` says otherwise)."""
+    if version is None:
+        version = "v1alpha2" if kind == "ClusterNetworkPolicy" else "v1alpha1"
+    return {"apiVersion": f"policy.networking.k8s.io/{version}", "kind": kind,
+            "metadata": {"name": name}, "spec": dict(spec)}
 
 
 def netpol(

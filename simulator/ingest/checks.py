@@ -177,3 +177,13 @@ def counter_sum_sql(a: str, b: str) -> str:
 REJECTS_TABLE, REJECTS_SCAN = "flow_rejects", "flow_reject_scans"
 READ_REJECTS = (f", ignore_errors = true, store_rejects = true, "
                 f"rejects_table = '{REJECTS_TABLE}', rejects_scan = '{REJECTS_SCAN}'")
+
+
+def names_sql(names: str) -> str:
+    """A list of DNS names (SQL VARCHAR[]) as the text the pipeline carries: lower case,
+    without the root dot, distinct, sorted, comma-separated; NULL when there is none.
+    What cannot be a DNS name (empty, longer than 253, holding a comma) is left out."""
+    clean = f"list_transform({names}, lambda n: rtrim(lower(trim(n)), '.'))"
+    kept = (f"list_filter({clean}, lambda n: n <> '' AND length(n) <= 253 "
+            "AND NOT contains(n, ','))")
+    return f"NULLIF(array_to_string(list_sort(list_distinct({kept})), ','), '')"

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 
-from .checks import epoch_sql, l4_checks, port_sql
+from .checks import epoch_sql, l4_checks, names_sql, port_sql
 
 # An endpoint's labels follow from its address and pod name: carried, not grouped on.
 CARRIED = ("r_src_labels", "r_dst_labels")
@@ -44,6 +44,7 @@ _FLOW_FIELDS = {
     "is_reply": "BOOLEAN", "reply": "BOOLEAN",
     "event_type": "STRUCT(type INTEGER, sub_type INTEGER)",
     "trace_observation_point": "VARCHAR",
+    "source_names": "VARCHAR[]", "destination_names": "VARCHAR[]",
     **{f"{d}_{v}_by": "STRUCT(name VARCHAR, namespace VARCHAR, kind VARCHAR)[]"
        for d in ("ingress", "egress") for v in ("allowed", "denied")},
 }
@@ -167,6 +168,8 @@ def raw_columns(params: dict[str, str]) -> dict[str, str]:
         workload = _f(field + ".workloads")
         raw[f"{side}_workload"] = (f"{workload}[1].kind || '/' || {workload}[1].name")
         raw[f"r_{side}_labels"] = _f(field + ".labels")
+        # the DNS names Cilium's DNS proxy saw the address resolved from
+        raw[f"r_{side}_names"] = names_sql(_f(f"{field}_names"))
     return raw
 
 
@@ -214,6 +217,8 @@ def post_columns() -> dict[str, str]:
         "dst_ip": "NULLIF(r_dst, '')",
         "proto": "r_proto",
         "policy_trace": "r_trace",
+        "src_names": "r_src_names",
+        "dst_names": "r_dst_names",
         "observed": f"""CASE
             WHEN {verdict} IN ('FORWARDED', 'AUDIT', 'REDIRECTED', 'TRACED', 'TRANSLATED')
                 THEN 'allowed'

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .checks import counter_sql, epoch_sql, family, l4_checks, port_sql, proto_sql
+from .checks import counter_sql, epoch_sql, family, l4_checks, names_sql, port_sql, proto_sql
 from .schema import IDENTITY_COLUMNS, NORMALIZED_REQUIRED
 
 REQUIRED = NORMALIZED_REQUIRED
@@ -49,6 +49,9 @@ def raw_columns(columns: dict[str, str]) -> dict[str, str]:
                     else _text("protocol", columns)),
         "r_verdict": _text("verdict", columns),
         "r_trace": _text("policy_trace", columns),
+        **{f"r_{c}": (names_sql(f'string_split({_text(c, columns)}, \',\')')
+                      if c in columns else "NULL::VARCHAR")
+           for c in ("src_names", "dst_names")},
         "is_reply": 'TRY_CAST("is_reply" AS BOOLEAN)' if "is_reply" in columns
         else "NULL::BOOLEAN",
         "tcp_flags": _int("tcp_flags", columns),
@@ -78,6 +81,8 @@ def post_columns() -> dict[str, str]:
         "dst_ip": "trim(r_dst)",
         "proto": _PROTO,
         "policy_trace": "r_trace",
+        "src_names": "r_src_names",
+        "dst_names": "r_dst_names",
         "observed": f"""CASE
             WHEN {verdict} IN ('ALLOWED', 'ALLOW', 'ACCEPT', 'FORWARDED') THEN 'allowed'
             WHEN {verdict} IN ('DENIED', 'DENY', 'REJECT', 'DROPPED') THEN 'denied'

@@ -39,7 +39,13 @@ FLOW_SCHEMA = pa.schema([
     pa.field("dst_kind", pa.string()),
     # What the dataplane says decided it, e.g. "ingress allowed by ns/policy".
     pa.field("policy_trace", pa.string()),
+    # The DNS names the address was resolved from (Hubble's source_names and
+    # destination_names), comma-separated: what domainNames peers match.
+    pa.field("src_names", pa.string()),
+    pa.field("dst_names", pa.string()),
 ])
+# Columns of the tuple and record queries that only some sources fill (NULL elsewhere).
+OPTIONAL_TEXT_COLUMNS = ("policy_trace", "src_names", "dst_names")
 NORMALIZED_REQUIRED = ("start_time", "src_ip", "dst_ip", "dst_port", "protocol")
 IDENTITY_COLUMNS = tuple(f"{side}_{c}" for side in ("src", "dst")
                          for c in ("namespace", "pod", "workload", "labels", "namespace_labels",

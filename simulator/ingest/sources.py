@@ -45,7 +45,7 @@ from .checks import (
     RECORD_REASON_SQL,
     family,
 )
-from .schema import IDENTITY_COLUMNS, NORMALIZED_REQUIRED
+from .schema import IDENTITY_COLUMNS, NORMALIZED_REQUIRED, OPTIONAL_TEXT_COLUMNS
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 CSV_SUFFIXES = (".csv", ".csv.gz")
@@ -66,9 +66,10 @@ SNIFF_SKIP_LINES = 3
 
 # Columns every source's tuple query yields, in this order.
 # policy_trace: which policies the dataplane says allowed or denied it (Hubble, Calico…).
+# src_names/dst_names: the DNS names each address was resolved from (Hubble).
 TUPLE_COLUMNS = ("skip_reason", "src_ip", "dst_ip", "sp", "dp", "proto", "observed",
-                 "is_reply", "syn_ack") + IDENTITY_COLUMNS + (
-                 "policy_trace", "records", "packets", "bytes", "t_first", "t_last_start", "t_last")
+                 "is_reply", "syn_ack") + IDENTITY_COLUMNS + OPTIONAL_TEXT_COLUMNS + (
+                 "records", "packets", "bytes", "t_first", "t_last_start", "t_last")
 
 
 # A literal NULL (optionally typed), boolean or integer: what a format's raw column is when
@@ -222,7 +223,7 @@ class FlowSource:
                 select.append(f"{post[c]} AS {c}")
             elif c in ("sp", "dp"):
                 select.append(f"coalesce({c}, 0) AS {c}")
-            elif c in IDENTITY_COLUMNS or c == "policy_trace":
+            elif c in IDENTITY_COLUMNS or c in OPTIONAL_TEXT_COLUMNS:
                 select.append(f"NULL::VARCHAR AS {c}")
             else:
                 select.append(c)
@@ -268,7 +269,7 @@ class FlowSource:
         what --save-flows writes, so that a capture is parsed once and replayed often."""
         post = self.module.post_columns()
         identity = ", ".join(f"{post.get(c, 'NULL::VARCHAR')} AS {c}"
-                             for c in IDENTITY_COLUMNS + ("policy_trace",))
+                             for c in IDENTITY_COLUMNS + OPTIONAL_TEXT_COLUMNS)
         return f"""
         SELECT to_timestamp(t_start) AS start_time, to_timestamp(t_end) AS end_time,
             {post['src_ip']} AS src_ip, {post['dst_ip']} AS dst_ip,

@@ -53,8 +53,10 @@ def render(summary: dict[str, Any]) -> str:
     cand, base = inp["candidate"], inp["baseline"]
 
     def policies(pset: dict[str, Any]) -> str:
-        return (f"{plural(pset['policies'], 'NetworkPolicy', 'NetworkPolicies')} from "
-                f"{plural(pset['files'], 'file')}")
+        kinds = pset.get("kinds") or {"NetworkPolicy": 0}
+        return (", ".join(plural(n, kind, kind[:-1] + "ies" if kind.endswith("y") else
+                                 kind + "s") for kind, n in kinds.items())
+                + f" from {plural(pset['files'], 'file')}")
 
     lines.append(f"Policies: candidate {policies(cand)}; baseline: "
                  + (policies(base) if base else "observed verdicts in the flows"))
@@ -93,6 +95,16 @@ def render(summary: dict[str, Any]) -> str:
                      " look in-cluster but match no pod (verdicts not guessed)")
         lines += [f"  {_clean(r['ip'])} ({r['kind']}): {plural(r['flows'], 'flow')}"
                   for r in un["top"][:5]]
+    undecided = {k: v for k, v in summary["connections"].get("undecided", {}).items()
+                 if k != "endpoint not resolved"}
+    if undecided:
+        lines.append("Unresolved verdicts (candidate), by why:")
+        for why, u in undecided.items():
+            ex = u["examples"][0]
+            port = f"/{ex['dst_port']}" if ex["dst_port"] is not None else ""
+            lines.append(f"  {why}: {plural(u['connections'], 'connection')}, e.g. "
+                         f"{_clean(ex['src_ip'])} -> {_clean(ex['dst_ip'])} "
+                         f"{ex['protocol']}{port}")
     conflicts = summary["identity_conflicts"]
     if conflicts["pods"]:
         lines.append(f"Identity conflicts: {plural(conflicts['pods'], 'pod')} named by the "

@@ -56,7 +56,24 @@ class AnyPeer:
     """Every endpoint: pods, nodes, external addresses."""
 
 
-Peer = PodPeer | CidrPeer | AnyPeer
+@dataclass(frozen=True)
+class NodePeer:
+    """Nodes whose labels match `selector` (their addresses in the snapshot; host-network
+    pods share them)."""
+
+    selector: Selector
+
+
+@dataclass(frozen=True)
+class DomainPeer:
+    """A destination resolved from a DNS name: `pattern` is a name, or `*.` and a suffix
+    (the wildcard stands for one or more whole labels). Judged only where the flow says
+    which name the address was resolved from."""
+
+    pattern: str
+
+
+Peer = PodPeer | CidrPeer | AnyPeer | NodePeer | DomainPeer
 
 
 @dataclass(frozen=True)
@@ -81,6 +98,7 @@ class Rule:
     action: Action
     peers: tuple[Peer, ...]
     ports: tuple[PortMatch, ...]
+    name: str | None = None  # a rule's own name, where the dialect has one
 
 
 @dataclass(frozen=True)
@@ -90,8 +108,19 @@ class Subject:
     namespace_selector: Selector | None = None
 
 
+# The tiers a connection passes, in order: first-match tiers decide by their first
+# matching rule (priority, then written order); the NetworkPolicy tier is a union that
+# denies what it isolates and no rule admits; what no tier decides is allowed.
+Tier = Literal["admin", "namespace", "baseline"]
+TIERS: tuple[Tier, ...] = ("admin", "namespace", "baseline")
+
+
 @dataclass(frozen=True)
 class Policy:
+    """isolates: the directions in which selecting a pod makes it default-deny (the
+    NetworkPolicy tier); a first-match tier's policy applies to its subject in `applies`
+    without isolating it."""
+
     dialect: str
     tier: str
     priority: int
@@ -101,7 +130,17 @@ class Policy:
     subject: Subject
     isolates: frozenset[Direction]
     rules: tuple[Rule, ...]
+    kind: str = "NetworkPolicy"
+    applies: frozenset[Direction] = frozenset()
 
     @property
     def ref(self) -> str:
-        return f"{self.namespace}/{self.name}" if self.namespace else self.name
+        """How verdicts name it: ns/name for a namespaced policy, Kind/name for a
+        cluster-scoped one (an AdminNetworkPolicy and a ClusterNetworkPolicy may share a
+        name)."""
+        return f"{self.namespace}/{self.name}" if self.namespace else f"{self.kind}/{self.name}"
+
+    @property
+    def directions(self) -> frozenset[Direction]:
+        """The directions in which the policy's rules apply to its subject."""
+        return self.isolates | self.applies

@@ -12,12 +12,17 @@ from typing import Any
 
 from ..documents import Document, read_documents
 from ..errors import PolicyError
+from . import anp_v1alpha1, banp_v1alpha1, cnp
 from .ir import Policy
 from .netpol_v1 import API_VERSION, KIND, compile_networkpolicy
+from .npapi import Notes
 
 # (apiVersion, kind) -> compiler. A new dialect is a new module and one line here.
-DIALECTS: dict[tuple[str, str], Callable[[Document], Policy]] = {
-    (API_VERSION, KIND): compile_networkpolicy,
+DIALECTS: dict[tuple[str, str], Callable[[Document, Notes], Policy]] = {
+    (API_VERSION, KIND): lambda doc, notes: compile_networkpolicy(doc),
+    (anp_v1alpha1.API_VERSION, anp_v1alpha1.KIND): anp_v1alpha1.compile_anp,
+    (banp_v1alpha1.API_VERSION, banp_v1alpha1.KIND): banp_v1alpha1.compile_banp,
+    **{(v, cnp.KIND): cnp.compile_cnp for v in cnp.API_VERSIONS},
 }
 
 
@@ -29,15 +34,22 @@ class PolicySet:
     ignored: Counter[str] = field(default_factory=Counter)  # "apiVersion kind" -> count
     # policy ref -> the manifest as written, for fixes that edit it
     manifests: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # how the set was read, worth a warning (e.g. peers of a newer API, failing closed)
+    notes: list[str] = field(default_factory=list)
+
+    def count(self, kind: str) -> int:
+        return sum(p.kind == kind for p in self.policies)
 
 
-# One file's share of a set: its policies with their manifests, and the ignored kinds.
-PolicyFile = tuple[list[tuple[Policy, dict[str, Any]]], Counter[str]]
+# One file's share of a set: its policies with their manifests, the ignored kinds, and
+# the notes of its reading.
+PolicyFile = tuple[list[tuple[Policy, dict[str, Any]]], Counter[str], list[str]]
 
 
 def read_policy_file(path: Path) -> PolicyFile:
     compiled: list[tuple[Policy, dict[str, Any]]] = []
     ignored: Counter[str] = Counter()
+    notes = Notes()
     for doc in read_documents(path):
         for key_field in ("apiVersion", "kind"):
             if not isinstance(doc.obj.get(key_field, ""), str):
@@ -48,18 +60,27 @@ def read_policy_file(path: Path) -> PolicyFile:
         if compiler is None:
             ignored[f"{key[0]} {key[1]}".strip() or "(no kind)"] += 1
         else:
-            compiled.append((compiler(doc), doc.obj))
-    return compiled, ignored
+            compiled.append((compiler(doc, notes), doc.obj))
+    return compiled, ignored, notes.lines
 
 
 def merge_policy_files(name: str, parts: Iterable[tuple[Path, PolicyFile]]) -> PolicySet:
     """The set the files make together, in the order given (the first manifest of a
-    policy name is the one fixes edit)."""
+    policy name is the one fixes edit). A cluster has one BaselineAdminNetworkPolicy: a
+    second is refused, as the API server would (its name is always `default`)."""
     pset = PolicySet(name)
-    for path, (compiled, ignored) in parts:
+    baseline_at: str | None = None
+    for path, (compiled, ignored, notes) in parts:
         pset.files.append(str(path))
         for policy, manifest in compiled:
+            if policy.kind == banp_v1alpha1.KIND:
+                if baseline_at is not None:
+                    raise PolicyError(path, f"a second BaselineAdminNetworkPolicy "
+                                            f"({policy.source}; the first is "
+                                            f"{baseline_at}): a cluster has one")
+                baseline_at = policy.source
             pset.policies.append(policy)
             pset.manifests.setdefault(policy.ref, manifest)
         pset.ignored.update(ignored)
+        pset.notes += notes
     return pset

@@ -15,7 +15,7 @@ import pyarrow as pa
 from .. import db
 from ..ipnet import parse_cidr
 from ..protocols import PROTOCOL_NUMBERS
-from .ir import AnyPeer, CidrPeer, PodPeer, Policy, Selector
+from .ir import AnyPeer, CidrPeer, DomainPeer, NodePeer, PodPeer, Policy, Selector
 
 _POSITIVE = ("In", "Exists")
 
@@ -45,35 +45,42 @@ def register_policy_tables(con: duckdb.DuckDBPyConnection,
             return None
         return selectors.setdefault(sel, len(selectors))
 
-    pol = _Rows("pset", "pol_id", "ref", "namespace", "tier", "priority")
+    pol = _Rows("pset", "pol_id", "ref", "namespace", "tier", "priority", "kind")
     target = _Rows("pset", "pol_id", "direction", "ns_fixed", "ns_sel_id", "pod_sel_id")
-    rule = _Rows("pset", "rule_id", "pol_id", "direction", "rule_idx", "action")
+    rule = _Rows("pset", "rule_id", "pol_id", "direction", "rule_idx", "action", "name")
+    # pod_sel_id holds a node peer's node selector; pattern a domain peer's name
     peer = _Rows("rule_id", "peer_id", "kind", "ns_fixed", "ns_sel_id", "pod_sel_id",
-                 "family", "lo", "hi")
+                 "family", "lo", "hi", "pattern")
     exc = _Rows("peer_id", "family", "lo", "hi")
     port = _Rows("rule_id", "proto", "lo", "hi", "name")
     rule_id = peer_id = 0
     for pset, policies in sets:
         for pol_id, p in enumerate(policies):
-            pol.add(pset, pol_id, p.ref, p.namespace, p.tier, p.priority)
-            for d in sorted(p.isolates):
+            pol.add(pset, pol_id, p.ref, p.namespace, p.tier, p.priority, p.kind)
+            for d in sorted(p.directions):
                 target.add(pset, pol_id, d, p.subject.namespace,
                            sel_id(p.subject.namespace_selector), sel_id(p.subject.pod_selector))
             for r in p.rules:
-                rule.add(pset, rule_id, pol_id, r.direction, r.index, r.action)
+                rule.add(pset, rule_id, pol_id, r.direction, r.index, r.action, r.name)
                 for pr in r.peers:
                     if isinstance(pr, AnyPeer):
-                        peer.add(rule_id, peer_id, "any", None, None, None, None, None, None)
+                        peer.add(rule_id, peer_id, "any", *[None] * 7)
                     elif isinstance(pr, PodPeer):
                         peer.add(rule_id, peer_id, "pods", pr.namespace,
                                  sel_id(pr.namespace_selector), sel_id(pr.pod_selector),
-                                 None, None, None)
+                                 None, None, None, None)
                     elif isinstance(pr, CidrPeer):
                         c = parse_cidr(pr.cidr)
-                        peer.add(rule_id, peer_id, "cidr", None, None, None, c.family, c.lo, c.hi)
+                        peer.add(rule_id, peer_id, "cidr", None, None, None, c.family, c.lo,
+                                 c.hi, None)
                         for e in pr.excepts:
                             x = parse_cidr(e)
                             exc.add(peer_id, x.family, x.lo, x.hi)
+                    elif isinstance(pr, NodePeer):
+                        peer.add(rule_id, peer_id, "nodes", None, None, sel_id(pr.selector),
+                                 None, None, None, None)
+                    elif isinstance(pr, DomainPeer):
+                        peer.add(rule_id, peer_id, "domain", *[None] * 6, pr.pattern)
                     peer_id += 1
                 for pm in r.ports:
                     proto = PROTOCOL_NUMBERS[pm.protocol] if pm.protocol else None

@@ -62,10 +62,12 @@ def policies_selecting_nothing(con: duckdb.DuckDBPyConnection) -> list[str]:
 
 
 def dead_rules(con: duckdb.DuckDBPyConnection, candidate: PolicySet) -> dict[str, Any]:
-    """Candidate rules that admitted none of the observed connections."""
+    """Candidate rules that decided none of the observed connections: they matched none
+    (dead), or every connection they matched was decided first by another rule or tier
+    (shadowed, with the rule that decided instead)."""
     total, rows = 0, []
-    for ref, direction, idx in con.execute("""
-            SELECT ref, direction, rule_idx FROM rule_use
+    for ref, direction, idx, shadowed_by in con.execute("""
+            SELECT ref, direction, rule_idx, shadowed_by FROM rule_use
             WHERE pset = 'candidate' AND connections = 0
             ORDER BY ref, direction, rule_idx""").fetchall():
         total += 1
@@ -74,7 +76,7 @@ def dead_rules(con: duckdb.DuckDBPyConnection, candidate: PolicySet) -> dict[str
             section = spec.get(direction) if isinstance(spec, dict) else None
             rule = section[idx] if isinstance(section, list) and idx < len(section) else None
             rows.append({"policy": ref, "direction": direction, "index": int(idx),
-                         "rule": rule})
+                         "rule": rule, "shadowed_by": shadowed_by})
     return {"total": total, "rules": rows}
 
 

@@ -1,103 +1,79 @@
-"""The smallest policy change that keeps a breaking group's traffic, and its blast radius.
+"""The smallest policy change that keeps a breaking group's traffic, in the tier that
+denied it, and its blast radius.
 
-A fix adds one rule to a policy that already isolates the denied side (egress of the
-source, ingress of the destination): the set of isolated pods stays the same, so the
-change can only admit more. The rule names the peer by its workload's stable labels
-(never per-pod hashes or names) and the port by the name the destination pod declares.
+Per denied direction, by the tier that decided it (see evaluate.py):
+- NetworkPolicy tier: one rule added to a policy that already isolates the pod, so the
+  set of isolated pods stays the same and the change can only admit more;
+- admin tier: a rule inserted just before the denying rule of each AdminNetworkPolicy
+  (or Admin ClusterNetworkPolicy) that decided: a Pass where the tiers below would then
+  admit the traffic (the rest of the guardrail keeps its effect), else an Allow/Accept.
+  Editing a cluster-scoped policy needs cluster-admin rights;
+- baseline tier: an Allow/Accept inserted before the denying baseline rule; and, as an
+  alternative a namespace owner can apply, a NetworkPolicy that selects the pods and
+  admits the traffic (it isolates them: its blast radius says what else it then denies).
 
-The blast radius is found by replaying every connection the candidate does not allow with
-the added rules as a policy set of their own: a connection becomes allowed when each
-denied direction is admitted by a rule of the fix. Everything that becomes allowed apart
-from the group itself is the blast radius. This replaces the evaluation tables, so it
-runs after everything else has read them.
+The blast radius is the replay of the observed traffic through the whole tiered candidate
+set with the fix applied (blast.py).
 """
 
 from __future__ import annotations
 
-import copy
-import ipaddress
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import duckdb
-import pyarrow as pa
 import yaml
 
-from .. import db, evaluate
-from ..cluster import NS_NAME_LABEL
+from .. import db
 from ..documents import Document
 from ..errors import PolicyError
+from ..policy import netpol_v1
 from ..policy.ir import Policy
-from ..policy.loader import PolicySet
-from ..policy.netpol_v1 import API_VERSION, KIND, compile_networkpolicy
-from ..policy.tables import register_policy_tables
+from ..policy.loader import DIALECTS, PolicySet
+from ..policy.npapi import Notes
+from . import blast
+from .fix_rules import (
+    ALLOW_WORD,
+    PORT_PROTOCOLS,
+    clean_manifest,
+    cluster_rule,
+    insert_rule,
+    np_rule,
+    peer_side,
+    stable_labels,
+)
 
-# Labels that differ between pods of one workload or between its rollouts.
-UNSTABLE_LABELS = frozenset({
-    "pod-template-hash", "controller-revision-hash", "pod-template-generation",
-    "statefulset.kubernetes.io/pod-name", "apps.kubernetes.io/pod-index",
-    "controller-uid", "batch.kubernetes.io/controller-uid",
-})
-# What people select workloads by; when present, the rule uses only these.
-IDENTITY_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/instance",
-                   "app.kubernetes.io/component", "app", "k8s-app", "name", "component")
-PORT_PROTOCOLS = ("TCP", "UDP", "SCTP")
-MAX_BLOCKS = 64          # more distinct addresses than this are widened to their /24 or /64
 BLAST_ITEMS = 10
-SERVER_FIELDS = ("uid", "resourceVersion", "generation", "creationTimestamp",
-                 "managedFields", "selfLink")
-LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 FIX_NAME = "netpol-simulator-fix-{}"
+CLUSTER_ADMIN_NOTE = ("editing a cluster-scoped policy needs cluster-admin rights (or the "
+                      "team that owns the guardrail)")
 # libyaml's emitter when present: the pure-Python one took most of the report's time
 _Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+_RULE_REF = re.compile(r"^(?P<ref>.+) (?P<direction>ingress|egress)\[(?P<idx>\d+)\]$")
 
-
-def stable_labels(label_sets: list[dict[str, str]]) -> dict[str, str]:
-    """Labels every pod of the side shares, without per-pod or per-rollout ones; only the
-    identity labels among them when there are any."""
-    if not label_sets:
-        return {}
-    common = set(label_sets[0].items())
-    for labels in label_sets[1:]:
-        common &= set(labels.items())
-    shared = {k: v for k, v in sorted(common) if k not in UNSTABLE_LABELS}
-    preferred = {k: shared[k] for k in IDENTITY_LABELS if k in shared}
-    return preferred or shared
-
-
-def ip_blocks(addresses: list[str]) -> list[str]:
-    nets = [ipaddress.ip_network(a) for a in sorted(set(addresses))]
-    if len(nets) > MAX_BLOCKS:
-        nets = [n.supernet(new_prefix=24 if n.version == 4 else 64) for n in nets]
-    out = []
-    for version in (4, 6):
-        out += [str(n) for n in ipaddress.collapse_addresses(
-            n for n in nets if n.version == version)]
-    return out
-
-
-def _peer(side: dict[str, Any], info: dict[str, Any], policy_ns: str | None) -> list[Any]:
-    if side["kind"] == "pod":
-        peer: dict[str, Any] = {"podSelector": (
-            {"matchLabels": info["labels"]} if info["labels"] else {})}
-        if side["namespace"] != policy_ns:
-            peer["namespaceSelector"] = {"matchLabels": {NS_NAME_LABEL: side["namespace"]}}
-        return [peer]
-    return [{"ipBlock": {"cidr": c}} for c in ip_blocks(info["addresses"])]
-
-
-def _rule(group: dict[str, Any], direction: str, policy_ns: str | None,
-          sides: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    src, dst = sides["src"], sides["dst"]
-    peer_side, info = ((group["destination"], dst) if direction == "egress"
-                       else (group["source"], src))
-    rule: dict[str, Any] = {"to" if direction == "egress" else "from":
-                            _peer(peer_side, info, policy_ns)}
-    if group["protocol"] in PORT_PROTOCOLS and group["port"] is not None:
-        rule["ports"] = [{"protocol": group["protocol"],
-                          "port": dst.get("port_name") or group["port"]}]
-    return rule
+DENIED_SQL = """
+WITH m AS (
+    SELECT m.gkey, r.ekey, r.ikey, r.candidate_egress, r.candidate_ingress,
+        r.candidate_egress_tier, r.candidate_ingress_tier
+    FROM report_members m JOIN result r USING (conn_id)
+    WHERE m.gkey IN (SELECT unnest($keys))
+),
+v AS (
+    SELECT m.*, pv.* EXCLUDE (ekey, ikey, pset)
+    FROM m JOIN pair_verdict pv ON pv.ekey = m.ekey AND pv.ikey = m.ikey
+        AND pv.pset = 'candidate'
+)
+SELECT gkey, 'egress' AS direction, candidate_egress_tier::VARCHAR AS tier,
+    egress_isolated_by AS isolated_by, egress_decided_by AS decided_by,
+    egress_below_admin AS below, count(*) AS n
+FROM v WHERE candidate_egress = 'deny' GROUP BY ALL
+UNION ALL
+SELECT gkey, 'ingress', candidate_ingress_tier::VARCHAR, ingress_isolated_by,
+    ingress_decided_by, ingress_below_admin, count(*)
+FROM v WHERE candidate_ingress = 'deny' GROUP BY ALL
+"""
 
 
 def _mentions_port(policy: Policy | None, direction: str, port: int | None,
@@ -129,21 +105,6 @@ def _cover(lists: list[tuple[tuple[str, ...], int]], size: dict[str, int],
         chosen.append(best)
         left = [(refs, n) for refs, n in left if best not in refs]
     return chosen
-
-
-def _clean_manifest(obj: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(obj)
-    out.pop("status", None)
-    meta = out.get("metadata")
-    if isinstance(meta, dict):
-        for f in SERVER_FIELDS:
-            meta.pop(f, None)
-        notes = meta.get("annotations")
-        if isinstance(notes, dict):
-            notes.pop(LAST_APPLIED, None)
-            if not notes:
-                meta.pop("annotations")
-    return out
 
 
 def _side_info(con: duckdb.DuckDBPyConnection, keys: list[str]) -> dict[tuple[str, str],
@@ -186,180 +147,266 @@ def _side_info(con: duckdb.DuckDBPyConnection, keys: list[str]) -> dict[tuple[st
     return info
 
 
+def _first_rules(decided_by: list[tuple[list[str], Any]], tier: str,
+                 by_ref: dict[str, Policy]) -> dict[str, int]:
+    """policy ref -> its earliest rule (written position) that decided one of the
+    connections, among the first-match policies of `tier`."""
+    first: dict[str, int] = {}
+    for refs, _ in decided_by:
+        for text in refs or ():
+            m = _RULE_REF.match(text)
+            if m is None:
+                continue
+            policy = by_ref.get(m["ref"])
+            if policy is None or policy.tier != tier:
+                continue
+            first[m["ref"]] = min(first.get(m["ref"], 1 << 30), int(m["idx"]))
+    return first
+
+
+class _Fixer:
+    """Builds the edits of one group's fix (and of its alternative)."""
+
+    def __init__(self, candidate: PolicySet, size: dict[str, int]) -> None:
+        self.candidate = candidate
+        self.by_ref = {p.ref: p for p in candidate.policies}
+        self.size = size
+
+    def edits(self, g: dict[str, Any], rows: dict[str, list[dict[str, Any]]],
+              sides: dict[str, dict[str, Any]]) -> tuple[list[dict[str, Any]],
+                                                         list[dict[str, Any]], list[str]]:
+        """(edits, the alternative's edits or [], problems)."""
+        edits: list[dict[str, Any]] = []
+        alternative: list[dict[str, Any]] = []
+        problems: list[str] = []
+        has_baseline = False
+        for direction in ("egress", "ingress"):
+            by_tier: dict[str, list[dict[str, Any]]] = {}
+            for r in rows.get(direction, []):
+                by_tier.setdefault(r["tier"], []).append(r)
+            tier_edits = []
+            if "networkpolicy" in by_tier:
+                tier_edits += self._np_edits(g, direction, by_tier["networkpolicy"], sides)
+            if "admin" in by_tier:
+                tier_edits += self._first_match_edits(g, direction, by_tier["admin"], sides,
+                                                      "admin", problems)
+            edits += tier_edits
+            alternative += tier_edits
+            if "baseline" in by_tier:
+                has_baseline = True
+                edits += self._first_match_edits(g, direction, by_tier["baseline"], sides,
+                                                 "baseline", problems)
+                alternative.append(self._new_np(g, direction, sides))
+        return edits, alternative if has_baseline else [], problems
+
+    def _np_edits(self, g: dict[str, Any], direction: str, rows: list[dict[str, Any]],
+                  sides: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+        lists = [(tuple(r["isolated_by"] or ()), int(r["n"])) for r in rows]
+        preferred = {ref for refs, _ in lists for ref in refs
+                     if _mentions_port(self.by_ref.get(ref), direction, g["port"],
+                                       sides["dst"].get("port_name"))}
+        out = []
+        for ref in _cover(lists, self.size, preferred):
+            manifest = self.candidate.manifests.get(ref)
+            if manifest is None:
+                continue
+            ns = str((manifest.get("metadata") or {}).get("namespace") or "default")
+            out.append({"policy": ref, "kind": netpol_v1.KIND, "namespace": ns,
+                        "tier": "networkpolicy", "direction": direction,
+                        "action": "allow", "at": None,
+                        "rule": np_rule(g, direction, ns, sides)})
+        return out
+
+    def _first_match_edits(self, g: dict[str, Any], direction: str,
+                           rows: list[dict[str, Any]], sides: dict[str, dict[str, Any]],
+                           tier: str, problems: list[str]) -> list[dict[str, Any]]:
+        first = _first_rules([(r["decided_by"], r["n"]) for r in rows], tier, self.by_ref)
+        # an admin Pass keeps the guardrail's other decisions and the tiers below in
+        # force; only where those tiers would deny too does the fix have to Allow
+        passes = tier == "admin" and all(r["below"] == "allow" for r in rows)
+        out = []
+        for ref, at in sorted(first.items()):
+            manifest = self.candidate.manifests.get(ref)
+            if manifest is None:
+                continue
+            kind = str(manifest.get("kind"))
+            action = "Pass" if passes else ALLOW_WORD.get(kind, "Allow")
+            rule = cluster_rule(g, direction, sides, manifest, action,
+                                FIX_NAME.format(g["id"].lower()))
+            if isinstance(rule, str):
+                problems.append(rule)
+                continue
+            out.append({"policy": ref, "kind": kind, "namespace": None, "tier": tier,
+                        "direction": direction, "action": "pass" if passes else "allow", "at": at,
+                        "rule": rule})
+        return out
+
+    def _new_np(self, g: dict[str, Any], direction: str,
+                sides: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        subject = "src" if direction == "egress" else "dst"
+        ent = g["source" if subject == "src" else "destination"]
+        ns = str(ent["namespace"])
+        labels = sides[subject]["labels"]
+        name = FIX_NAME.format(g["id"].lower())
+        manifest = {"apiVersion": netpol_v1.API_VERSION, "kind": netpol_v1.KIND,
+                    "metadata": {"name": name, "namespace": ns},
+                    "spec": {"podSelector": {"matchLabels": labels} if labels else {},
+                             "policyTypes": [direction.capitalize()],
+                             direction: [np_rule(g, direction, ns, sides)]}}
+        return {"policy": f"{ns}/{name}", "kind": netpol_v1.KIND, "namespace": ns,
+                "tier": "networkpolicy", "direction": direction, "action": "allow",
+                "at": None, "rule": manifest["spec"][direction][0], "new": manifest}
+
+
+def _apply(edits: list[dict[str, Any]], candidate: PolicySet) -> dict[str, dict[str, Any]]:
+    """ref -> the manifest as the fix leaves it (edited copies, new policies)."""
+    out: dict[str, dict[str, Any]] = {}
+    for e in edits:
+        if "new" in e:
+            out[e["policy"]] = e["new"]
+            continue
+        manifest = out.setdefault(e["policy"], clean_manifest(candidate.manifests[e["policy"]]))
+        insert_rule(manifest, e["direction"], e["at"], e["rule"])
+    return out
+
+
+def _compile(ref_manifests: dict[str, dict[str, Any]], fix_no: int) -> dict[str, Policy]:
+    out = {}
+    for ref, manifest in ref_manifests.items():
+        key = (str(manifest.get("apiVersion")), str(manifest.get("kind")))
+        out[ref] = DIALECTS[key](Document(manifest, Path("(suggested fix)"), fix_no), Notes())
+    return out
+
+
+def _plan(edits: list[dict[str, Any]], compiled: dict[str, Policy]) -> blast.Plan:
+    plan = blast.Plan()
+    for e in edits:
+        policy = compiled[e["policy"]]
+        plan.directions.add(e["direction"])
+        if "new" in e:
+            plan.added.append(policy)
+            continue
+        plan.replaced[e["policy"]] = policy
+        same_dir = [i for i, r in enumerate(policy.rules) if r.direction == e["direction"]]
+        # the inserted rule's position among the policy's rules of its direction
+        at = len(same_dir) - 1 if e["at"] is None else e["at"]
+        plan.new_rules.append((policy, same_dir[at]))
+    return plan
+
+
+def _document(g: dict[str, Any], edits: list[dict[str, Any]],
+              manifests: dict[str, dict[str, Any]],
+              sides: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    notes = []
+    for side, label in (("src", "source"), ("dst", "destination")):
+        ent = g["source" if side == "src" else "destination"]
+        named = any(peer_side(g, e["direction"]) == side for e in edits)
+        if named and ent["kind"] == "pod" and not sides[side]["labels"]:
+            notes.append(f"the {label} pods share no stable label: the rule admits every pod "
+                         f"of namespace {ent['namespace']}")
+    if g["protocol"] not in PORT_PROTOCOLS:
+        notes.append(f"a policy cannot name {g['protocol']}: the rule admits every "
+                     "protocol and port between these peers")
+    tiers = sorted({e["tier"] for e in edits})
+    if any(e["tier"] in ("admin", "baseline") for e in edits):
+        notes.append(CLUSTER_ADMIN_NOTE)
+    if any(e["action"] == "pass" for e in edits):
+        notes.append("the Pass hands this traffic to the NetworkPolicy and baseline tiers, "
+                     "which admit it; the guardrail's other rules keep their effect")
+    if any("new" in e for e in edits):
+        d = next(e["direction"] for e in edits if "new" in e)
+        notes.append(f"a new NetworkPolicy isolates the pods it selects for {d}: every "
+                     f"other {d} connection of theirs is then denied unless a "
+                     "NetworkPolicy admits it (see what it closes)")
+    return {
+        "edits": [{**{k: v for k, v in e.items() if k != "new"}, "new_policy": "new" in e}
+                  for e in edits],
+        "tiers": tiers,
+        "yaml": "---\n".join(yaml.dump(m, Dumper=_Dumper, sort_keys=False,
+                                       default_flow_style=False, allow_unicode=True)
+                             for m in manifests.values()),
+        "notes": notes,
+    }
+
+
 def suggest_fixes(con: duckdb.DuckDBPyConnection, groups: list[dict[str, Any]],
                   candidate: PolicySet) -> None:
     """Attach `fix` to every break group: the edits, the ready-to-apply YAML of each
-    edited policy, and the blast radius found by replaying the traffic."""
+    edited policy, and the blast radius found by replaying the traffic; a break decided
+    by a baseline rule also gets `fix.alternative`, the NetworkPolicy way."""
     if not groups:
         return
     keys = [g["gkey"] for g in groups]
     size = {r: int(n) for r, n in con.execute("""
         SELECT ref, count(DISTINCT ident_id) FROM policy_use WHERE pset = 'candidate'
         GROUP BY ref""").fetchall()}
-    isolating: dict[tuple[str, str], list[tuple[tuple[str, ...], int]]] = {}
-    for gkey, direction, refs, n in con.execute("""
-        WITH m AS (
-            SELECT m.gkey, r.* FROM report_members m JOIN result_full r USING (conn_id)
-            WHERE m.gkey IN (SELECT unnest($keys))
-        )
-        SELECT gkey, 'egress', candidate_egress_isolated_by, count(*) FROM m
-        WHERE candidate_egress = 'deny' GROUP BY ALL
-        UNION ALL
-        SELECT gkey, 'ingress', candidate_ingress_isolated_by, count(*) FROM m
-        WHERE candidate_ingress = 'deny' GROUP BY ALL""", {"keys": keys}).fetchall():
-        isolating.setdefault((gkey, direction), []).append((tuple(refs or ()), int(n)))
+    denied: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in db.rows(con, DENIED_SQL, {"keys": keys}):
+        denied.setdefault((r["gkey"], r["direction"]), []).append(r)
     info = _side_info(con, keys)
-    by_ref = {p.ref: p for p in candidate.policies}
-    synthetic: list[Policy] = []
-    edit_rows: dict[str, list[Any]] = {"ref": [], "fix": [], "direction": [], "edited": []}
+    fixer = _Fixer(candidate, size)
+    plans: list[blast.Plan] = []
+    plan_of: dict[str, int] = {}        # fix YAML -> plan, for fixes that are the same
+    targets: list[tuple[dict[str, Any], dict[str, Any], str]] = []  # (group, fix, yaml)
     first_with: dict[str, str] = {}
     for fix_no, g in enumerate(groups):
-        sides = {"src": info.get((g["gkey"], "src"), {"labels": {}, "addresses": []}),
-                 "dst": info.get((g["gkey"], "dst"), {"labels": {}, "addresses": []})}
-        edits = []
-        for direction in ("egress", "ingress"):
-            lists = isolating.get((g["gkey"], direction), [])
-            preferred = {ref for refs, _ in lists for ref in refs
-                         if _mentions_port(by_ref.get(ref), direction, g["port"],
-                                           sides["dst"].get("port_name"))}
-            for ref in _cover(lists, size, preferred):
-                manifest = candidate.manifests.get(ref)
-                if manifest is None:
-                    continue
-                policy_ns = str((manifest.get("metadata") or {}).get("namespace") or "default")
-                edits.append({"policy": ref, "namespace": policy_ns, "direction": direction,
-                              "rule": _rule(g, direction, policy_ns, sides)})
-        g["fix"] = _fix_document(g, edits, sides, candidate)
-        # one edit often repairs several groups (a DNS rule for the whole namespace)
-        g["fix"]["same_as"] = first_with.setdefault(g["fix"]["yaml"], g["id"])
-        if g["fix"]["same_as"] == g["id"]:
-            g["fix"]["same_as"] = None
-        for e in edits:
-            name = FIX_NAME.format(len(synthetic))
-            spec_selector = ((candidate.manifests[e["policy"]].get("spec") or {})
-                             .get("podSelector") or {})
-            obj = {"apiVersion": API_VERSION, "kind": KIND,
-                   "metadata": {"name": name, "namespace": e["namespace"]},
-                   "spec": {"podSelector": spec_selector,
-                            "policyTypes": [e["direction"].capitalize()],
-                            e["direction"]: [e["rule"]]}}
-            try:
-                synthetic.append(compile_networkpolicy(
-                    Document(obj, Path("(suggested fix)"), fix_no)))
-            except PolicyError as err:
-                g["fix"]["problem"] = f"the suggested rule does not validate: {err}"
+        sides = {s: info.get((g["gkey"], s), {"labels": {}, "addresses": []})
+                 for s in ("src", "dst")}
+        rows = {d: denied.get((g["gkey"], d), []) for d in ("egress", "ingress")}
+        edits, alternative, problems = fixer.edits(g, rows, sides)
+        docs = [("fix", edits)] + ([("alternative", alternative)] if alternative else [])
+        for which, some in docs:
+            manifests = _apply(some, candidate)
+            doc = _document(g, some, manifests, sides)
+            if which == "fix":
+                g["fix"] = doc
+                if problems:
+                    doc["problem"] = "; ".join(problems)
+            else:
+                g["fix"]["alternative"] = doc
+            if not manifests:
                 continue
-            edit_rows["ref"].append(f"{e['namespace']}/{name}")
-            edit_rows["fix"].append(fix_no)
-            edit_rows["direction"].append(e["direction"])
-            edit_rows["edited"].append(e["policy"])
-    _blast_radius(con, groups, synthetic, edit_rows)
+            try:
+                compiled = _compile(manifests, fix_no)
+            except PolicyError as err:
+                doc["problem"] = f"the suggested rule does not validate: {err}"
+                continue
+            plan_no = plan_of.get(doc["yaml"])
+            if plan_no is None:
+                plan_no = plan_of[doc["yaml"]] = len(plans)
+                plans.append(_plan(some, compiled))
+            targets.append((g, doc, str(plan_no)))
+        # one edit often repairs several groups (a DNS rule for the whole namespace)
+        same = first_with.setdefault(g["fix"]["yaml"], g["id"])
+        g["fix"]["same_as"] = None if same == g["id"] else same
+    moved = blast.replay(con, plans, candidate.policies)
+    for g, doc, plan_no in targets:
+        _state_effect(g, doc, moved.get(int(plan_no), []))
+    for g in groups:
+        for doc in (g["fix"], g["fix"].get("alternative")):
+            if doc is not None and "restores" not in doc:
+                doc["restores"] = {"connections": 0, "of": g["connections"]}
+                doc["blast_radius"] = None
 
 
-def _fix_document(g: dict[str, Any], edits: list[dict[str, Any]],
-                  sides: dict[str, dict[str, Any]], candidate: PolicySet) -> dict[str, Any]:
-    by_policy: dict[str, dict[str, Any]] = {}
-    for e in edits:
-        manifest = by_policy.setdefault(e["policy"],
-                                        _clean_manifest(candidate.manifests[e["policy"]]))
-        spec = manifest.setdefault("spec", {})
-        if not isinstance(spec.get(e["direction"]), list):
-            spec[e["direction"]] = []
-        spec[e["direction"]].append(e["rule"])
-    notes = []
-    # the peer of an egress rule is the destination, of an ingress rule the source
-    peers = {"dst" if e["direction"] == "egress" else "src" for e in edits}
-    for side, label in (("src", "source"), ("dst", "destination")):
-        ent = g["source" if side == "src" else "destination"]
-        if side in peers and ent["kind"] == "pod" and not sides[side]["labels"]:
-            notes.append(f"the {label} pods share no stable label: the rule admits every pod "
-                         f"of namespace {ent['namespace']}")
-    if g["protocol"] not in PORT_PROTOCOLS:
-        notes.append(f"NetworkPolicy cannot name {g['protocol']}: the rule admits every "
-                     "protocol and port between these peers")
-    return {
-        "edits": edits,
-        "yaml": "---\n".join(yaml.dump(m, Dumper=_Dumper, sort_keys=False,
-                                       default_flow_style=False, allow_unicode=True)
-                             for m in by_policy.values()),
-        "notes": notes,
+def _state_effect(g: dict[str, Any], doc: dict[str, Any], found: list[dict[str, Any]]) -> None:
+    own = sum(r["connections"] for r in found
+              if r["gkey"] == g["gkey"] and r["effect"] == "opens")
+    others = [r for r in found if r["gkey"] != g["gkey"]]
+    opens = [r for r in others if r["effect"] == "opens"]
+    closes = [r for r in found if r["effect"] == "closes"]
+    doc["restores"] = {"connections": own, "of": g["connections"]}
+    doc["blast_radius"] = {
+        "connections": sum(r["connections"] for r in opens),
+        "flows": sum(r["flows"] for r in opens),
+        # breaks elsewhere that the fix also repairs, and traffic denied today it opens
+        "restores_other_breaks": sum(r["connections"] for r in opens
+                                     if r["change"] == "break"),
+        "opens_denied_today": sum(r["connections"] for r in opens if r["change"] != "break"),
+        # traffic the candidate allows that the fix would deny (a new isolation, a Pass)
+        "closes": sum(r["connections"] for r in closes),
+        "closes_flows": sum(r["flows"] for r in closes),
+        "items": [{k: r[k] for k in ("effect", "change", "source", "destination", "port",
+                                     "connections", "flows")}
+                  for r in (opens[:BLAST_ITEMS] + closes[:BLAST_ITEMS])],
     }
-
-
-BLAST_SQL = """
-WITH admitted AS (
-    SELECT h.conn_id, e.fix, list(DISTINCT e.direction) AS dirs
-    FROM rule_hits h
-    JOIN np_rule r ON r.rule_id = h.rule_id
-    JOIN np_pol p ON p.pset = r.pset AND p.pol_id = r.pol_id
-    JOIN fix_edit e ON e.ref = p.ref AND e.direction = h.direction
-    WHERE h.hit = 'allow'
-    GROUP BY ALL
-),
-opened AS (
-    SELECT a.fix, r.conn_id, r.change, r.flows,
-        CASE WHEN r.src_kind = 'pod' THEN r.src_namespace || '/'
-                  || regexp_replace(coalesce(r.src_workload, r.src_pod), '^[^/]*/', '')
-             ELSE '(' || r.src_kind || ')' END AS source,
-        CASE WHEN r.dst_kind = 'pod' THEN r.dst_namespace || '/'
-                  || regexp_replace(coalesce(r.dst_workload, r.dst_pod), '^[^/]*/', '')
-             ELSE '(' || r.dst_kind || ')' END AS destination,
-        r.protocol || coalesce('/' || r.dst_port, '') AS port,
-        m.gkey
-    FROM admitted a JOIN result r USING (conn_id)
-    LEFT JOIN report_members m USING (conn_id)
-    WHERE (r.candidate_egress = 'allow' OR list_contains(a.dirs, 'egress'))
-      AND (r.candidate_ingress = 'allow' OR list_contains(a.dirs, 'ingress'))
-)
-SELECT fix, gkey, change, source, destination, port,
-    count(*) AS connections, sum(flows)::BIGINT AS flows
-FROM opened GROUP BY ALL ORDER BY fix, flows DESC, source, destination, port
-"""
-
-
-def _blast_radius(con: duckdb.DuckDBPyConnection, groups: list[dict[str, Any]],
-                  synthetic: list[Policy], edit_rows: dict[str, list[Any]]) -> None:
-    con.register("fix_edit_arrow", pa.table({
-        "ref": pa.array(edit_rows["ref"], pa.string()),
-        "fix": pa.array(edit_rows["fix"], pa.int32()),
-        "direction": pa.array(edit_rows["direction"], pa.string()),
-        "edited": pa.array(edit_rows["edited"], pa.string())}))
-    db.run(con, "CREATE OR REPLACE TEMP TABLE fix_edit AS SELECT * FROM fix_edit_arrow")
-    con.unregister("fix_edit_arrow")
-    # Only connections with a denied side that an edited policy selects can open up.
-    db.run(con, """
-        CREATE OR REPLACE TEMP TABLE fix_conns AS
-        WITH edited AS (
-            SELECT DISTINCT u.direction, u.ident_id
-            FROM policy_use u JOIN fix_edit e ON e.edited = u.ref AND e.direction = u.direction
-            WHERE u.pset = 'candidate'
-        )
-        SELECT c.* FROM conns c JOIN result r USING (conn_id)
-        JOIN ep s ON s.ep_id = c.src_ep JOIN ep d ON d.ep_id = c.dst_ep
-        WHERE r.candidate <> 'allow' AND (
-            (r.candidate_egress <> 'allow'
-             AND s.ident_id IN (SELECT ident_id FROM edited WHERE direction = 'egress'))
-            OR (r.candidate_ingress <> 'allow'
-             AND d.ident_id IN (SELECT ident_id FROM edited WHERE direction = 'ingress')))""")
-    register_policy_tables(con, [("fix", synthetic)])
-    evaluate.evaluate(con, ["fix"], conns="fix_conns")
-    per_fix: dict[int, list[dict[str, Any]]] = {}
-    for row in db.rows(con, BLAST_SQL):
-        per_fix.setdefault(int(row.pop("fix")), []).append(row)
-    for fix_no, g in enumerate(groups):
-        found = per_fix.get(fix_no, [])
-        own = sum(r["connections"] for r in found if r["gkey"] == g["gkey"])
-        others = [r for r in found if r["gkey"] != g["gkey"]]
-        g["fix"]["restores"] = {"connections": own, "of": g["connections"]}
-        g["fix"]["blast_radius"] = {
-            "connections": sum(r["connections"] for r in others),
-            "flows": sum(r["flows"] for r in others),
-            # breaks elsewhere that the fix also repairs, and traffic denied today it opens
-            "restores_other_breaks": sum(r["connections"] for r in others
-                                         if r["change"] == "break"),
-            "opens_denied_today": sum(r["connections"] for r in others
-                                      if r["change"] != "break"),
-            "items": [{k: r[k] for k in ("change", "source", "destination", "port",
-                                         "connections", "flows")}
-                      for r in others[:BLAST_ITEMS]],
-        }

@@ -11,7 +11,7 @@ import duckdb
 
 from .. import db
 from ..diff import FULL_RESULT
-from .text import reason_sentence
+from .text import RuleNames, reason_sentence
 
 GROUPED_CHANGES = ("break", "newly_allowed")
 GROUP_PREFIX = {"break": "B", "newly_allowed": "N"}
@@ -64,6 +64,10 @@ _SAMPLE_COLUMNS = """s.src_ip, s.dst_ip, s.src_pod, s.dst_pod, s.flows AS sample
     s.baseline_egress, s.baseline_ingress,
     s.baseline_egress_isolated_by, s.baseline_egress_allowed_by,
     s.baseline_ingress_isolated_by, s.baseline_ingress_allowed_by,
+    s.candidate_egress_tier, s.candidate_ingress_tier,
+    s.baseline_egress_tier, s.baseline_ingress_tier,
+    s.candidate_egress_decided_by, s.candidate_ingress_decided_by,
+    s.baseline_egress_decided_by, s.baseline_ingress_decided_by,
     s.src_workload, s.dst_workload, s.src_namespace, s.dst_namespace"""
 
 CONNECTION_COLUMNS = """r.src_ip, r.src_pod, r.dst_ip, r.dst_pod, r.dst_port, r.protocol,
@@ -86,8 +90,10 @@ def entity(kind: str, namespace: str | None, workload: str | None) -> dict[str, 
 
 
 def build_groups(con: duckdb.DuckDBPyConnection, *, limit: int, per_group: int,
-                 total_flows: int, has_baseline_set: bool) -> dict[str, dict[str, Any]]:
-    """{change: {"total": groups, "groups": [...biggest `limit` groups]}}."""
+                 total_flows: int, has_baseline_set: bool,
+                 rules: dict[str, RuleNames] | None = None) -> dict[str, dict[str, Any]]:
+    """{change: {"total": groups, "groups": [...biggest `limit` groups]}}. rules: how
+    each policy set's rule references read."""
     db.run(con, MEMBERS_SQL)
     db.run(con, GROUPS_SQL.replace("{sat_bytes}", db.saturated_sum("r.bytes"))
            .replace("{sat_packets}", db.saturated_sum("r.packets")))
@@ -116,20 +122,26 @@ def build_groups(con: duckdb.DuckDBPyConnection, *, limit: int, per_group: int,
             by_rank.setdefault(int(m.pop("rank")), []).append(m)
         out[change] = {"total": total, "shown": len(groups),
                        "groups": [_group(change, g, by_rank.get(int(g["rank"]), []),
-                                         total_flows, has_baseline_set) for g in groups]}
+                                         total_flows, has_baseline_set, rules or {})
+                                  for g in groups]}
     return out
 
 
 def _group(change: str, g: dict[str, Any], members: list[dict[str, Any]], total_flows: int,
-           has_baseline_set: bool) -> dict[str, Any]:
+           has_baseline_set: bool, rules: dict[str, RuleNames]) -> dict[str, Any]:
     src = entity(g["src_kind"], g["src_ns"], g["src_wl"])
     dst = entity(g["dst_kind"], g["dst_ns"], g["dst_wl"])
     src.update(pods=int(g["src_pods"]), addresses=int(g["src_addresses"]))
     dst.update(pods=int(g["dst_pods"]), addresses=int(g["dst_addresses"]))
     verdicts = {
         pset: {d: {"verdict": g[f"{pset}_{d}"],
+                   "tier": g[f"{pset}_{d}_tier"],
                    "isolated_by": list(g[f"{pset}_{d}_isolated_by"] or []),
-                   "allowed_by": list(g[f"{pset}_{d}_allowed_by"] or [])}
+                   "allowed_by": list(g[f"{pset}_{d}_allowed_by"] or []),
+                   "decided_by": list(g[f"{pset}_{d}_decided_by"] or []),
+                   "decided_by_labels": rules[pset].of_tier(
+                       g[f"{pset}_{d}_decided_by"] or [], g[f"{pset}_{d}_tier"])
+                   if pset in rules else []}
                for d in ("egress", "ingress")}
         for pset in ("candidate", "baseline")}
     port = g["dst_port"]
@@ -154,6 +166,6 @@ def _group(change: str, g: dict[str, Any], members: list[dict[str, Any]], total_
         "sample": sample,
         "verdicts": verdicts,
         "reason": reason_sentence(change, src, dst, g["protocol"], port, verdicts,
-                                  has_baseline_set, sample),
+                                  has_baseline_set, sample, rules),
         "connection_rows": members,
     }

@@ -244,27 +244,60 @@ def _refs(refs: Any) -> str:
     return ", ".join(refs)
 
 
-def _verdicts(g: dict[str, Any]) -> list[tuple[str, list[tuple[str, str, str, str]]]]:
+TIER_WORDS = {"admin": "admin tier", "baseline": "baseline tier"}
+
+
+def _verdicts(g: dict[str, Any]) -> list[tuple[str, list[tuple[str, str, str]]]]:
+    """Per set and direction: the verdict and what decided it (the deciding rules of a
+    first-match tier, or the NetworkPolicies that isolate and admit)."""
     out = []
     for pset in ("candidate", "baseline"):
         per = (g.get("verdicts") or {}).get(pset) or {}
         dirs = []
         for d in ("egress", "ingress"):
             v = per.get(d) or {}
-            dirs.append((d, v.get("verdict") or "unknown", _refs(v.get("isolated_by")),
-                         _refs(v.get("allowed_by"))))
+            tier = v.get("tier")
+            if tier in TIER_WORDS:
+                detail = f"{TIER_WORDS[tier]}: {_refs(v.get('decided_by_labels'))}"
+            elif v.get("isolated_by"):
+                detail = f"isolated by {_refs(v.get('isolated_by'))}"
+                if v.get("allowed_by"):
+                    detail += f"; admitted by {_refs(v.get('allowed_by'))}"
+            else:
+                detail = ""
+            dirs.append((d, v.get("verdict") or "unknown", detail))
         out.append((pset.capitalize(), dirs))
     return out
 
 
-def _fix_view(fix: dict[str, Any]) -> dict[str, Any]:
-    """The sentences around a fix: what it edits, what it restores, what else it opens."""
+def _edit_words(e: dict[str, Any]) -> str:
+    """'an egress rule added to shop/x', 'an ingress Allow rule inserted before rule 2 of
+    AdminNetworkPolicy/y', 'a new NetworkPolicy payments/z'."""
+    if e.get("new_policy"):
+        return f"a new NetworkPolicy {e.get('policy')} ({e.get('direction')})"
+    at = e.get("at")
+    where = "added to" if at is None else f"inserted before rule {at} of"
+    action = "" if e.get("tier") == "networkpolicy" else (
+        "Pass " if e.get("action") == "pass" else "Allow ")
+    a = "an" if (action or e.get("direction", "e"))[0].lower() in "aeiou" else "a"
+    return f"{a} {action}{e.get('direction')} rule {where} {e.get('policy')}"
+
+
+def _fix_view(fix: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The sentences around a fix: what it edits, what it restores, what else it opens
+    and closes; the same for its alternative."""
+    if fix is None:
+        return None
     size = len(fix.get("yaml") or "") + sum(len(str(e.get("rule"))) for e in fix.get("edits") or [])
     if fix.get("same_as"):
         size = 0                                   # printed once, with the first group
-    if fix.get("problem"):
-        return {"summary": "the suggested rule failed validation", "blast": "", "opens": "",
-                "items": [], "yaml_size": size}
+    words = [_edit_words(e) for e in fix.get("edits") or []]
+    alternative = _fix_view(fix.get("alternative"))
+    if alternative is not None:
+        size += alternative["yaml_size"]
+    if fix.get("problem") and not words:
+        return {"summary": "no fix found", "blast": "", "opens": "", "items": [],
+                "yaml_size": size, "edit_words": words, "alternative": alternative}
     b = fix.get("blast_radius") or {}
     rs = fix.get("restores") or {}
     restores = f"restores {fmt_int(rs.get('connections'))} of " \
@@ -276,14 +309,20 @@ def _fix_view(fix: dict[str, Any]) -> dict[str, Any]:
                   f"{'is' if b.get('opens_denied_today') == 1 else 'are'} denied today")
     else:
         opens, detail = "nothing", ""
-    edits = ", ".join(f"{e.get('direction')} rule on {e.get('policy')}"
-                      for e in fix.get("edits") or [])
+    closes = ""
+    if b.get("closes"):
+        closes = (f"; and it denies {_plural(b.get('closes'), 'connection')} "
+                  f"({fmt_int(b.get('closes_flows'))} flows) the candidate allows")
     blast = (f"replaying the observed traffic with this fix applied, it {restores} and also "
-             f"opens {opens}" + (f": {detail}." if detail else "."))
+             f"opens {opens}" + (f": {detail}" if detail else "") + closes + ".")
     same = f" (the same edit as {fix['same_as']})" if fix.get("same_as") else ""
-    return {"summary": f"{edits}{same} — {restores}; also opens {opens}", "blast": blast,
-            "opens": opens + (f": {detail}" if detail else ""),
-            "items": b.get("items") or [], "yaml_size": size}
+    tiers = [t for t in fix.get("tiers") or [] if t != "networkpolicy"]
+    in_tier = f" [{', '.join(tiers)} tier]" if tiers else ""
+    return {"summary": f"{', '.join(words)}{in_tier}{same} — {restores}; also opens {opens}"
+                       + (f"; closes {fmt_int(b.get('closes'))}" if b.get("closes") else ""),
+            "blast": blast, "opens": opens + (f": {detail}" if detail else "") + closes,
+            "items": b.get("items") or [], "yaml_size": size, "edit_words": words,
+            "alternative": alternative}
 
 
 def _group_view(g: dict[str, Any], src: str, dst: str) -> dict[str, Any]:
@@ -311,7 +350,7 @@ def _group_view(g: dict[str, Any], src: str, dst: str) -> dict[str, Any]:
         "sample_guessed": bool(sample.get("direction_guessed")),
         "verdicts": _verdicts(g),
         "table": _connection_rows(g),
-        "fix": _fix_view(g["fix"]) if g.get("fix") else None,
+        "fix": _fix_view(g.get("fix")),
     }
 
 
@@ -322,7 +361,7 @@ def _row_size(row: list[str]) -> int:
 def _group_size(v: dict[str, Any]) -> int:
     """About what a group costs on the page besides its connection rows and YAML."""
     text = sum(len(x) for x in v.values() if isinstance(x, str))
-    refs = sum(len(iso) + len(adm) for _, dirs in v["verdicts"] for _, _, iso, adm in dirs)
+    refs = sum(len(detail) for _, dirs in v["verdicts"] for _, _, detail in dirs)
     items = sum(len(str(i)) for i in (v["fix"] or {}).get("items") or [])
     return GROUP_OVERHEAD + text + refs + items
 
@@ -338,6 +377,8 @@ def _fit_budget(views: list[dict[str, Any]]) -> None:
             fix["yaml_omitted"] = spent > YAML_BUDGET
             if fix["yaml_omitted"]:
                 spent -= fix["yaml_size"]
+            if fix["alternative"] is not None:
+                fix["alternative"]["yaml_omitted"] = fix["yaml_omitted"]
     row_budget = PAGE_BUDGET - spent - sum(_group_size(v) for v in views)
     sizes = [[_row_size(r) for r in v["table"]["rows"]] for v in views]
     if sum(map(sum, sizes)) > row_budget:

@@ -43,25 +43,53 @@ def _group_table(groups: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _fix(g: dict[str, Any]) -> str:
-    fix = g["fix"]
-    blast = fix["blast_radius"]
+def _radius(fix: dict[str, Any]) -> str:
+    blast = fix.get("blast_radius")
+    if blast is None:
+        return "not replayed"
     if blast["connections"]:
         radius = (f"also opens {blast['opens_denied_today']:,} connections denied today and "
                   f"repairs {blast['restores_other_breaks']:,} other breaking connections")
     else:
         radius = "opens nothing else among the observed connections"
-    edited = ", ".join(f"{md(e['policy'])} ({e['direction']})" for e in fix["edits"])
-    parts = [f"<details><summary>{g['id']}: fix {_pair(g)} — edit {edited}</summary>", "",
-             f"Restores {fix['restores']['connections']:,} of {fix['restores']['of']:,} "
-             f"connections; blast radius: {radius}.", ""]
+    if blast.get("closes"):
+        radius += (f"; denies {blast['closes']:,} connections the candidate allows "
+                   f"({blast['closes_flows']:,} flows)")
+    return radius
+
+
+def _edited(fix: dict[str, Any]) -> str:
+    words = []
+    for e in fix["edits"]:
+        how = "new" if e.get("new_policy") else (
+            "add" if e.get("at") is None else f"{e['action'].capitalize()} before rule {e['at']}")
+        words.append(f"{md(e['policy'])} ({e['direction']}, {how})")
+    return ", ".join(words) or "nothing"
+
+
+def _fix_body(fix: dict[str, Any]) -> list[str]:
+    parts = [f"Restores {fix['restores']['connections']:,} of {fix['restores']['of']:,} "
+             f"connections; blast radius: {_radius(fix)}.", ""]
     parts += [f"- {md(n)}" for n in fix["notes"]]
     if fix.get("problem"):
         parts.append(f"- {md(fix['problem'])}")
     if fix.get("same_as"):
-        parts += [f"The same edit as the fix for {fix['same_as']}.", "", "</details>", ""]
-    else:
-        parts += ["", fenced(fix["yaml"], "yaml"), "", "</details>", ""]
+        return parts + [f"The same edit as the fix for {fix['same_as']}.", ""]
+    return parts + ["", fenced(fix["yaml"], "yaml"), ""] if fix["yaml"] else parts + [""]
+
+
+def _fix(g: dict[str, Any]) -> str:
+    fix = g["fix"]
+    tiers = [t for t in fix.get("tiers") or [] if t != "networkpolicy"]
+    in_tier = f" [{', '.join(tiers)} tier]" if tiers else ""
+    parts = [f"<details><summary>{g['id']}: fix {_pair(g)} — edit {_edited(fix)}{in_tier}"
+             "</summary>", ""]
+    parts += _fix_body(fix)
+    alt = fix.get("alternative")
+    if alt is not None:
+        parts += [f"Or, without touching the baseline: {_edited(alt)}.", ""]
+        parts += _fix_body(alt)
+    parts += ["</details>", ""]
     return "\n".join(parts)
 
 
@@ -124,8 +152,12 @@ def _notes(report: dict[str, Any]) -> list[str]:
         notes.append(f"{len(got['policies_selecting_nothing'])} candidate policies select no "
                      "pod.")
     if got["dead_rules"]["total"]:
-        notes.append(f"{got['dead_rules']['total']} candidate rules matched no observed "
-                     "traffic.")
+        shown = got["dead_rules"]["rules"]
+        shadowed = sum(1 for r in shown if r.get("shadowed_by"))
+        more = (f" ({shadowed} of the {len(shown)} listed shadowed by an earlier rule or "
+                "tier)") if shadowed else ""
+        notes.append(f"{got['dead_rules']['total']} candidate rules decided no observed "
+                     f"traffic{more}.")
     un = trust["unresolved"]
     if un["connections"]:
         notes.append(f"{un['connections']:,} connections ({un['share_of_flows']:.1%} of flows) "

@@ -13,6 +13,7 @@ from ..policy.loader import PolicySet
 from . import facts
 from .fixes import suggest_fixes
 from .groups import build_groups
+from .text import RuleNames
 
 REPORT_VERSION = 1
 MAX_GROUPS = 2000        # per change class
@@ -38,8 +39,12 @@ def build_report(con: duckdb.DuckDBPyConnection, summary: dict[str, Any],
                  max_groups: int = MAX_GROUPS,
                  per_group: int = CONNECTIONS_PER_GROUP) -> dict[str, Any]:
     total_flows = summary["flows"]["evaluated"]
+    rules = {"candidate": RuleNames(candidate.policies)}
+    if baseline is not None:
+        rules["baseline"] = RuleNames(baseline.policies)
     grouped = build_groups(con, limit=max_groups, per_group=per_group,
-                           total_flows=total_flows, has_baseline_set=baseline is not None)
+                           total_flows=total_flows, has_baseline_set=baseline is not None,
+                           rules=rules)
     breaks, opened = grouped["break"], grouped["newly_allowed"]
     report = {
         "version": REPORT_VERSION,

@@ -1,9 +1,13 @@
-"""Sentences a reader acts on: why a group breaks or is newly allowed."""
+"""Sentences a reader acts on: why a group breaks or is newly allowed, naming the tier
+that decided and its policy and rule."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 from typing import Any
+
+from ..policy.ir import Policy
 
 DIRECTIONS = ("egress", "ingress")
 SHOWN_NAMES = 3
@@ -33,23 +37,85 @@ def who(side: dict[str, Any], sample_ip: str | None) -> str:
     return f"{side['kind']} address {sample_ip}" + (f" (and {more} more)" if more > 0 else "")
 
 
-def _denied(subject: str, direction: str, isolated_by: list[str], port: str,
-            peer: str) -> str:
+_RULE_REF = re.compile(r"^(?P<ref>.+) (?P<direction>ingress|egress)\[(?P<idx>\d+)\]$")
+
+
+class RuleNames:
+    """Rule references of the verdict columns (`AdminNetworkPolicy/x egress[2]`) as a
+    reader wants them: `AdminNetworkPolicy x (priority 10) egress rule 2 "deny-db"`."""
+
+    def __init__(self, policies: Iterable[Policy] = ()) -> None:
+        self.by_ref = {p.ref: p for p in policies}
+
+    def _find(self, rule_ref: str) -> tuple[Policy | None, str, int]:
+        m = _RULE_REF.match(rule_ref)
+        if m is None:
+            return None, "", 0
+        return self.by_ref.get(m["ref"]), m["direction"], int(m["idx"])
+
+    def tier(self, rule_ref: str) -> str | None:
+        policy = self._find(rule_ref)[0]
+        return None if policy is None else policy.tier
+
+    def label(self, rule_ref: str) -> str:
+        policy, direction, idx = self._find(rule_ref)
+        if policy is None or policy.tier == "namespace":
+            return rule_ref
+        rule = next((r for r in policy.rules
+                     if r.direction == direction and r.index == idx), None)
+        priority = "" if policy.kind == "BaselineAdminNetworkPolicy" else \
+            f" (priority {policy.priority})"
+        named = f' "{rule.name}"' if rule is not None and rule.name else ""
+        return f"{policy.kind} {policy.name}{priority} {direction} rule {idx}{named}"
+
+    def of_tier(self, refs: Sequence[str], tier: str) -> list[str]:
+        return [self.label(r) for r in refs if self.tier(r) == tier]
+
+
+def _passed(v: dict[str, Any], rules: RuleNames) -> str:
+    """'passed by <admin rule> to the next tier; ' where an admin Pass handed it on."""
+    if v.get("tier") == "admin":
+        return ""
+    passes = rules.of_tier(v.get("decided_by") or [], "admin")
+    return f"passed by {names(passes)}, then " if passes else ""
+
+
+def _judged(subject: str, direction: str, v: dict[str, Any], port: str, peer: str,
+            rules: RuleNames, word: str) -> str:
+    """Why `direction` of `subject` is `word` (denied/allowed), in the tier that decided."""
     to = "to" if direction == "egress" else "from"
-    return (f"{subject} is isolated for {direction} by {names(isolated_by)}; "
-            f"no {direction} rule admits {port} {to} {peer}")
+    tier = v.get("tier")
+    what = f"{direction} of {subject} {to} {peer} on {port}"
+    if tier in ("admin", "baseline"):
+        deciders = rules.of_tier(v.get("decided_by") or [], tier)
+        where = ("admin tier" if tier == "admin"
+                 else f"baseline tier: no NetworkPolicy isolates {subject} for {direction}")
+        return f"{_passed(v, rules)}{what} is {word} by {names(deciders)} ({where})"
+    if word == "allowed":
+        if v.get("allowed_by"):
+            return f"{_passed(v, rules)}{what} is admitted by {names(v['allowed_by'])}"
+        return f"{_passed(v, rules)}{subject} is not isolated for {direction}"
+    return (f"{_passed(v, rules)}{subject} is isolated for {direction} by "
+            f"{names(v.get('isolated_by') or [])}; no {direction} rule admits {port} {to} "
+            f"{peer}")
 
 
 def reason_sentence(change: str, src: dict[str, Any], dst: dict[str, Any], protocol: str,
                     port: int | None, verdicts: dict[str, Any], has_baseline_set: bool,
-                    sample: dict[str, Any]) -> str:
+                    sample: dict[str, Any], rules: dict[str, RuleNames] | None = None) -> str:
+    """rules: per policy set, how its rule references read."""
+    rules = rules or {}
     pp = port_label(protocol, port)
     s, d = who(src, sample.get("src_ip")), who(dst, sample.get("dst_ip"))
     subject = {"egress": (s, d), "ingress": (d, s)}
+
+    def judged(pset: str, x: str, word: str) -> str:
+        return _judged(subject[x][0], x, verdicts[pset][x], pp, subject[x][1],
+                       rules.get(pset, RuleNames()), word)
+
     if change == "break":
-        parts = [_denied(subject[x][0], x, verdicts["candidate"][x]["isolated_by"], pp,
-                         subject[x][1])
-                 for x in DIRECTIONS if verdicts["candidate"][x]["verdict"] == "deny"]
+        parts = [judged("candidate", x, "denied") for x in DIRECTIONS
+                 if verdicts["candidate"][x]["verdict"] == "deny"]
         return "; and ".join(parts) or "the candidate denies it"
     # newly allowed: what admits it now, and what denied it before
     now = []
@@ -57,15 +123,14 @@ def reason_sentence(change: str, src: dict[str, Any], dst: dict[str, Any], proto
         cand = verdicts["candidate"][x]
         if has_baseline_set and verdicts["baseline"][x]["verdict"] != "deny":
             continue
-        if cand["allowed_by"]:
-            now.append(f"{x} of {subject[x][0]} is admitted by {names(cand['allowed_by'])}")
+        if cand["verdict"] == "allow" and (cand["allowed_by"] or cand.get("decided_by")
+                                           or cand.get("tier") not in (None, "default")):
+            now.append(judged("candidate", x, "allowed"))
         elif cand["verdict"] == "allow":
             now.append(f"{subject[x][0]} is no longer isolated for {x}")
     if not has_baseline_set:
         before = "the flow records show it denied today"
     else:
-        before = "; ".join(
-            "before, " + _denied(subject[x][0], x, verdicts["baseline"][x]["isolated_by"], pp,
-                                 subject[x][1])
-            for x in DIRECTIONS if verdicts["baseline"][x]["verdict"] == "deny")
+        before = "; ".join("before, " + judged("baseline", x, "denied") for x in DIRECTIONS
+                           if verdicts["baseline"][x]["verdict"] == "deny")
     return "; ".join(now + [before]) if now else f"the candidate allows {pp}; {before}"

@@ -1,0 +1,160 @@
+"""The rule a suggested fix adds, written in the dialect of the policy it goes into.
+
+Peers are named by the workload's stable labels (never per-pod hashes or names), external
+and node addresses by exact CIDRs, the port by the name every destination pod declares
+for it where the dialect allows a name there.
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+from typing import Any
+
+from ..cluster import NS_NAME_LABEL
+from ..policy import anp_v1alpha1, banp_v1alpha1, cnp
+
+# Labels that differ between pods of one workload or between its rollouts.
+UNSTABLE_LABELS = frozenset({
+    "pod-template-hash", "controller-revision-hash", "pod-template-generation",
+    "statefulset.kubernetes.io/pod-name", "apps.kubernetes.io/pod-index",
+    "controller-uid", "batch.kubernetes.io/controller-uid",
+})
+# What people select workloads by; when present, the rule uses only these.
+IDENTITY_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/instance",
+                   "app.kubernetes.io/component", "app", "k8s-app", "name", "component")
+PORT_PROTOCOLS = ("TCP", "UDP", "SCTP")
+MAX_BLOCKS = 64          # more distinct addresses than this are widened to their /24 or /64
+SERVER_FIELDS = ("uid", "resourceVersion", "generation", "creationTimestamp",
+                 "managedFields", "selfLink")
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+# the word each cluster-scoped kind uses for a rule that admits
+ALLOW_WORD = {anp_v1alpha1.KIND: "Allow", banp_v1alpha1.KIND: "Allow", cnp.KIND: "Accept"}
+
+
+def stable_labels(label_sets: list[dict[str, str]]) -> dict[str, str]:
+    """Labels every pod of the side shares, without per-pod or per-rollout ones; only the
+    identity labels among them when there are any."""
+    if not label_sets:
+        return {}
+    common = set(label_sets[0].items())
+    for labels in label_sets[1:]:
+        common &= set(labels.items())
+    shared = {k: v for k, v in sorted(common) if k not in UNSTABLE_LABELS}
+    preferred = {k: shared[k] for k in IDENTITY_LABELS if k in shared}
+    return preferred or shared
+
+
+def ip_blocks(addresses: list[str]) -> list[str]:
+    nets = [ipaddress.ip_network(a) for a in sorted(set(addresses))]
+    if len(nets) > MAX_BLOCKS:
+        nets = [n.supernet(new_prefix=24 if n.version == 4 else 64) for n in nets]
+    out = []
+    for version in (4, 6):
+        out += [str(n) for n in ipaddress.collapse_addresses(
+            n for n in nets if n.version == version)]
+    return out
+
+
+def clean_manifest(obj: dict[str, Any]) -> dict[str, Any]:
+    """The manifest as a user would apply it: without status and server-set fields."""
+    out = copy.deepcopy(obj)
+    out.pop("status", None)
+    meta = out.get("metadata")
+    if isinstance(meta, dict):
+        for f in SERVER_FIELDS:
+            meta.pop(f, None)
+        notes = meta.get("annotations")
+        if isinstance(notes, dict):
+            notes.pop(LAST_APPLIED, None)
+            if not notes:
+                meta.pop("annotations")
+    return out
+
+
+def _selector(labels: dict[str, str]) -> dict[str, Any]:
+    return {"matchLabels": dict(labels)} if labels else {}
+
+
+def peer_side(group: dict[str, Any], direction: str) -> str:
+    """The side a rule names as its peer: the destination of an egress rule, the source
+    of an ingress rule."""
+    return "dst" if direction == "egress" else "src"
+
+
+def _entity(group: dict[str, Any], side: str) -> dict[str, Any]:
+    return group["source" if side == "src" else "destination"]
+
+
+def np_rule(group: dict[str, Any], direction: str, policy_ns: str | None,
+            sides: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A NetworkPolicy rule admitting the group's peer on its port."""
+    side = peer_side(group, direction)
+    ent, info = _entity(group, side), sides[side]
+    if ent["kind"] == "pod":
+        peer: dict[str, Any] = {"podSelector": _selector(info["labels"])}
+        if ent["namespace"] != policy_ns:
+            peer["namespaceSelector"] = {"matchLabels": {NS_NAME_LABEL: ent["namespace"]}}
+        peers = [peer]
+    else:
+        peers = [{"ipBlock": {"cidr": c}} for c in ip_blocks(info["addresses"])]
+    rule: dict[str, Any] = {"to" if direction == "egress" else "from": peers}
+    if group["protocol"] in PORT_PROTOCOLS and group["port"] is not None:
+        rule["ports"] = [{"protocol": group["protocol"],
+                          "port": sides["dst"].get("port_name") or group["port"]}]
+    return rule
+
+
+def port_shape(manifest: dict[str, Any]) -> str:
+    """`ports` (v1alpha1, and early v1alpha2 ClusterNetworkPolicies) or `protocols`: the
+    shape the policy's own rules use, else its kind's."""
+    if manifest.get("kind") != cnp.KIND:
+        return "ports"
+    spec = manifest.get("spec") if isinstance(manifest.get("spec"), dict) else {}
+    for direction in ("ingress", "egress"):
+        for rule in spec.get(direction) or []:
+            if isinstance(rule, dict):
+                for shape in ("protocols", "ports"):
+                    if shape in rule:
+                        return shape
+    return "protocols"
+
+
+def cluster_rule(group: dict[str, Any], direction: str, sides: dict[str, dict[str, Any]],
+                 manifest: dict[str, Any], action: str, name: str) -> dict[str, Any] | str:
+    """An AdminNetworkPolicy/BaselineAdminNetworkPolicy/ClusterNetworkPolicy rule with
+    `action` for the group's peer and port; or why none can name that peer."""
+    side = peer_side(group, direction)
+    ent, info = _entity(group, side), sides[side]
+    if ent["kind"] == "pod":
+        peers: list[dict[str, Any]] = [{"pods": {
+            "namespaceSelector": {"matchLabels": {NS_NAME_LABEL: ent["namespace"]}},
+            "podSelector": _selector(info["labels"])}}]
+    elif direction == "egress" and info["addresses"]:
+        peers = [{"networks": ip_blocks(info["addresses"])}]
+    else:
+        return (f"{manifest.get('kind')} ingress rules name only pods and namespaces: no "
+                f"rule can admit a {ent['kind']} source")
+    rule: dict[str, Any] = {"name": name, "action": action,
+                            "to" if direction == "egress" else "from": peers}
+    proto, port = group["protocol"], group["port"]
+    if proto in PORT_PROTOCOLS and port is not None:
+        # a named port only next to pod peers (the API refuses it beside networks)
+        named = sides["dst"].get("port_name") if ent["kind"] == "pod" else None
+        if port_shape(manifest) == "ports":
+            rule["ports"] = [{"namedPort": named} if named else
+                             {"portNumber": {"protocol": proto, "port": port}}]
+        else:
+            rule["protocols"] = [{"destinationNamedPort": named} if named else
+                                 {proto.lower(): {"destinationPort": {"number": port}}}]
+    return rule
+
+
+def insert_rule(manifest: dict[str, Any], direction: str, at: int | None,
+                rule: dict[str, Any]) -> None:
+    """Put `rule` into the manifest's rules of `direction`: before rule `at`, or last."""
+    spec = manifest.setdefault("spec", {})
+    if not isinstance(spec.get(direction), list):
+        spec[direction] = []
+    rules = spec[direction]
+    rules.insert(len(rules) if at is None else at, rule)
