@@ -1356,6 +1356,9 @@ def generate(
         "policies_current": n_cur,
         "policies_candidate": n_cand,
         "policy_version": POLICY_VERSION,
+        # of them cluster-scoped (AdminNetworkPolicies and the like)
+        "cluster_policies_current": len(plan.current.get(CLUSTER, [])),
+        "cluster_policies_candidate": len(plan.candidate.get(CLUSTER, [])),
         **fstats,
         "seconds_cluster_and_policies": round(t_small, 2),
         "seconds_flows": round(t_flows, 2),
@@ -1378,6 +1381,8 @@ def rewrite_policies(out: Path, pods: int, namespaces: int, policies: int,
     info["policies_current"] = write_policy_dir(out / "current", plan.current)
     info["policies_candidate"] = write_policy_dir(out / "candidate", plan.candidate)
     info["policy_version"] = POLICY_VERSION
+    info["cluster_policies_current"] = len(plan.current.get(CLUSTER, []))
+    info["cluster_policies_candidate"] = len(plan.candidate.get(CLUSTER, []))
     manifest.write_text(json.dumps(info, indent=2) + "\n")
 
 

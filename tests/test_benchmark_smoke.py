@@ -29,7 +29,9 @@ def test_generated_workload_matches_reference(tmp_path, bench_modules):
     from simulator.pipeline import Options, run
 
     info = generate.generate(tmp_path, 20_000, 120, 8, 60, quiet=True)
-    assert info["policies_current"] == 60  # filled up to the requested size
+    # NetworkPolicies filled up to the requested size, the cluster-scoped tiers besides
+    assert info["policies_current"] - info["cluster_policies_current"] == 60
+    assert info["cluster_policies_candidate"] == info["cluster_policies_current"] + 1 > 3
     result = run(Options(flows=[str(tmp_path / "flows.parquet")],
                          policies=[str(tmp_path / "candidate")],
                          baseline=[str(tmp_path / "current")],

@@ -114,24 +114,30 @@ def namespace_matrix(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
                    ELSE '(' || {s}_kind || ')' END"""
     cells = db.rows(con, f"""
         WITH r AS (SELECT {side.format(s='src')} AS src, {side.format(s='dst')} AS dst,
-                          change, flows FROM result),
+                          change, candidate_tier::VARCHAR AS tier, flows FROM result),
         busiest AS (
             SELECT ns FROM (SELECT src AS ns, flows FROM r UNION ALL SELECT dst, flows FROM r)
             GROUP BY ns ORDER BY sum(flows) DESC, ns LIMIT {MATRIX_NAMESPACES}
         )
         SELECT CASE WHEN src IN (SELECT ns FROM busiest) THEN src ELSE '(other)' END AS src,
                CASE WHEN dst IN (SELECT ns FROM busiest) THEN dst ELSE '(other)' END AS dst,
-               change, count(*) AS connections, sum(flows)::BIGINT AS flows
+               change, tier, count(*) AS connections, sum(flows)::BIGINT AS flows
         FROM r GROUP BY ALL""")
     matrix: dict[tuple[str, str], dict[str, int]] = {}
+    # per cell, the tiers that decided its breaks (the candidate's)
+    break_tiers: dict[tuple[str, str], dict[str, int]] = {}
     for c in cells:
-        matrix.setdefault((c["src"], c["dst"]), {k: 0 for k in CHANGES})[c["change"]] += int(
-            c["connections"])
+        key = (c["src"], c["dst"])
+        matrix.setdefault(key, {k: 0 for k in CHANGES})[c["change"]] += int(c["connections"])
+        if c["change"] == "break":
+            tiers = break_tiers.setdefault(key, {})
+            tiers[c["tier"]] = tiers.get(c["tier"], 0) + int(c["connections"])
     names = sorted({k for pair in matrix for k in pair},
                    key=lambda n: (n.startswith("("), n))
     out = []
     for (src, dst), counts in sorted(matrix.items()):
         state = next((c for c in ("break", "newly_allowed", "unresolved") if counts[c]),
                      "unchanged")
-        out.append({"source": src, "destination": dst, "state": state, "counts": counts})
+        out.append({"source": src, "destination": dst, "state": state, "counts": counts,
+                    "break_tiers": break_tiers.get((src, dst), {})})
     return {"namespaces": names, "cells": out}

@@ -208,7 +208,12 @@ def _matrix_view(report: dict[str, Any], keys: dict[str, tuple[str, str]]) -> di
     for c in matrix.get("cells") or []:
         src, dst, state = c["source"], c["destination"], c["state"]
         counts = c.get("counts") or {}
+        tiers = c.get("break_tiers") or {}
+        decided = (" (decided in the " + ", ".join(
+            f"{TIER_NAMES.get(t, t)} tier: {n:,}" for t, n in sorted(tiers.items())) + ")"
+            if tiers else "")
         title = ", ".join(f"{CHANGE_LABELS.get(k, k).lower()}: {v:,}"
+                          + (decided if k == "break" else "")
                           for k, v in counts.items() if v)
         cell = {"state": state, "count": counts.get(state, sum(counts.values())),
                 "title": f"{src} → {dst}: {title or 'no connections'}", "href": None,
@@ -245,6 +250,7 @@ def _refs(refs: Any) -> str:
 
 
 TIER_WORDS = {"admin": "admin tier", "baseline": "baseline tier"}
+TIER_NAMES = {"admin": "admin", "networkpolicy": "NetworkPolicy", "baseline": "baseline"}
 
 
 def _verdicts(g: dict[str, Any]) -> list[tuple[str, list[tuple[str, str, str]]]]:
