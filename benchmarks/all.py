@@ -147,10 +147,13 @@ def floor(path: Path, repeat: int) -> dict[str, Any]:
     return res
 
 
-def sim_args(data: Path, out_file: Path, report: Path | None = None) -> list[str]:
+def sim_args(data: Path, out_file: Path, report: Path | None = None,
+             sets: str = "") -> list[str]:
+    """sets: '' for the workload's own policy sets, or 'cilium-'/'mixed-' for their Cilium
+    rewrites (cilium_sets.py)."""
     a = ["--flows", str(data / "flows.parquet"), "--cluster", str(data / "cluster.json"),
-         "--policies", str(data / "candidate"), "--baseline", str(data / "current"),
-         "--out", str(out_file), "--quiet"]
+         "--policies", str(data / f"{sets}candidate"), "--baseline",
+         str(data / f"{sets}current"), "--out", str(out_file), "--quiet"]
     if report:
         a += ["--report", str(report)]
     return a
@@ -292,6 +295,25 @@ def main(argv: list[str] | None = None) -> int:
             if s10r["seconds"] is not None and s10["seconds"] is not None:
                 rep["seconds"] = max(0.0, s10r["seconds"] - s10["seconds"])
     res["fig1_10m"] = {"floor": f10, "simulate": s10, "output": check_output(conns10)}
+
+    # ---- 1c/1d. the same 10M flows under Cilium's policies, and under a mix
+    r = run_child([PY, str(HERE / "cilium_sets.py"), str(dirs["10m"])])
+    if r["rc"] != 0:
+        raise SystemExit("cilium_sets.py failed:\n" + r["stderr"][-3000:])
+    for key, sets, label in (("fig1_10m_cilium", "cilium-", "Cilium policies"),
+                             ("fig1_10m_mixed", "mixed-", "NetworkPolicies and Cilium")):
+        say(f"figure 1, {label}: 10M flows ...")
+        fv: dict[str, Any] = {"times": []}
+        parts = []
+        conns = out / f"conns-10m-{sets.rstrip('-')}.parquet"
+        for i in range(args.repeat + 1):
+            f = floor(flows10, 1)
+            fv.update(f, times=fv["times"] + f["times"])
+            if i < args.repeat:
+                parts.append(simulate(cmd, sim_args(dirs["10m"], conns, sets=sets), 1,
+                                      f"10M {label} {i + 1}/{args.repeat}", args.timeout))
+        res[key] = {"floor": fv, "simulate": merge_runs(parts),
+                    "output": check_output(conns)}
     res["fig6_report"] = rep
 
     # ---- 4. speed-up vs the per-flow reference, and the equality check, on 1M flows
@@ -370,6 +392,8 @@ def report(res: dict[str, Any], args: argparse.Namespace, out: Path) -> int:
         row(label, f"{ratio} ({fmt_s(sim)} vs floor {fl:.2f} s)", f"<= {target:.0f}x floor", ok)
 
     ratio_row("fig1_10m", "1. end to end / floor, 10M flows", TARGET_RATIO_10M)
+    ratio_row("fig1_10m_cilium", "1c. ... 10M, Cilium policies", TARGET_RATIO_10M)
+    ratio_row("fig1_10m_mixed", "1d. ... 10M, NetworkPolicy + Cilium", TARGET_RATIO_10M)
     ratio_row("fig1_100m", "1. end to end / floor, 100M flows", TARGET_RATIO_100M)
     if res.get("fig1_100m"):
         rss = res["fig1_100m"]["simulate"]["peak_rss"]
@@ -435,7 +459,7 @@ def report(res: dict[str, Any], args: argparse.Namespace, out: Path) -> int:
         f"{len(res['fig1_10m']['floor']['times'])} at 10M; "
         f"load average {ld[0]:.2f} before, {ld[1]:.2f} after; "
         f"driver RSS {fmt_mib(res['driver_rss'])})")
-    for key in ("fig1_10m", "fig1_100m"):
+    for key in ("fig1_10m", "fig1_10m_cilium", "fig1_10m_mixed", "fig1_100m"):
         o = res.get(key, {}).get("output", {})
         if o.get("changes"):
             say(f"{key} output: {o['rows']:,} connections: " + ", ".join(

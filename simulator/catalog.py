@@ -14,6 +14,13 @@ import pyarrow as pa
 from . import db
 from .cluster import NS_NAME_LABEL, TERMINAL_PHASES, Cluster
 from .ipnet import parse_cidr
+from .policy.cilium_v2 import (
+    CLUSTER_LABEL,
+    DERIVED_PREFIX,
+    NS_LABEL,
+    NS_LABELS_PREFIX,
+    SA_LABEL,
+)
 from .protocols import PROTOCOL_NUMBERS
 
 NEVER = 1e18  # "no creation/deletion time": held for all time
@@ -24,14 +31,19 @@ PRIO_POD, PRIO_FINISHED_POD, PRIO_NODE, PRIO_SERVICE = 0, 1, 2, 3
 
 @dataclass
 class Identities:
-    """Interns (namespace, labels) into identity ids; collects namespace labels."""
+    """Interns (namespace, labels, service account) into identity ids; collects namespace
+    labels. The service account is part of an identity as Cilium sees it (None: not
+    known, where a flow names a pod the snapshot does not hold)."""
 
-    ids: dict[tuple[str, frozenset[tuple[str, str]]], int] = field(default_factory=dict)
+    ids: dict[tuple[str, frozenset[tuple[str, str]], str | None], int] = field(
+        default_factory=dict)
     ns_labels: dict[str, dict[str, str]] = field(default_factory=dict)
 
-    def intern(self, namespace: str, labels: dict[str, str]) -> int:
+    def intern(self, namespace: str, labels: dict[str, str],
+               service_account: str | None = None) -> int:
         self.ns_labels.setdefault(namespace, {NS_NAME_LABEL: namespace})
-        return self.ids.setdefault((namespace, frozenset(labels.items())), len(self.ids))
+        return self.ids.setdefault((namespace, frozenset(labels.items()), service_account),
+                                   len(self.ids))
 
     def add_namespace(self, namespace: str, labels: dict[str, str], *, override: bool) -> None:
         current = self.ns_labels.setdefault(namespace, {})
@@ -77,7 +89,7 @@ def register_cluster(con: duckdb.DuckDBPyConnection, cluster: Cluster,
                 holder(ip, "node", f"node/{p.node}", None, None, f"Node/{p.node}", p.node,
                        None, None, None, PRIO_NODE)
             continue
-        ident = idents.intern(p.namespace, p.labels)
+        ident = idents.intern(p.namespace, p.labels, p.service_account)
         prio = PRIO_FINISHED_POD if p.phase in TERMINAL_PHASES else PRIO_POD
         for ip in p.ips:
             holder(ip, "pod", f"{p.namespace}/{p.name}", p.namespace, p.name, p.workload,
@@ -117,6 +129,9 @@ def register_cluster(con: duckdb.DuckDBPyConnection, cluster: Cluster,
     _table(con, "node_ident", nodes, {"node": S, "nident": INT})
     _table(con, "node_label", nl, {"nident": INT, "key": S, "value": S})
     _table(con, "nident", {"nident": list(node_idents.values())}, {"nident": INT})
+    # the API server's addresses (Cilium's kube-apiserver entity)
+    _table(con, "apiserver_ip", {"ip": cluster.service_endpoints("default", "kubernetes")},
+           {"ip": S})
     cidrs = [parse_cidr(c) for c in cluster.pod_cidrs + list(extra_pod_cidrs)]
     _table(con, "pod_cidr", {"family": [c.family for c in cidrs], "lo": [c.lo for c in cidrs],
                              "hi": [c.hi for c in cidrs]}, {"family": INT, "lo": S, "hi": S})
@@ -156,23 +171,43 @@ def register_flow_pods(con: duckdb.DuckDBPyConnection, idents: Identities) -> in
             ident = None
         else:
             idents.add_namespace(ns, ns_labels, override=False)
-            ident = idents.intern(ns, labels)
+            # Hubble's identity labels name the service account (hubble.py keeps it)
+            sa = labels.pop(DERIVED_PREFIX + SA_LABEL, None)
+            ident = idents.intern(ns, labels, sa)
         for k, v in zip(data, (ns, pod, labels_text, ident), strict=True):
             data[k].append(v)
     _table(con, "flow_pod", data, {"namespace": S, "pod": S, "labels": S, "ident_id": INT})
     return bad
 
 
-def register_identities(con: duckdb.DuckDBPyConnection, idents: Identities) -> None:
+def register_identities(con: duckdb.DuckDBPyConnection, idents: Identities,
+                        cluster_name: str = "default") -> None:
+    """ident and ident_label (a pod's own labels, what reports and fixes name), ns and
+    ns_label; and sel_label: what selectors match on, the pod's labels plus the identity
+    labels Cilium gives every pod (in their own key space, see cilium_v2.DERIVED_PREFIX):
+    its namespace, its namespace's labels, its service account and the cluster's name."""
     ident: dict[str, list[Any]] = {"ident_id": [], "namespace": []}
     il: dict[str, list[Any]] = {"ident_id": [], "key": [], "value": []}
-    for (ns, labels), i in idents.ids.items():
+    sl: dict[str, list[Any]] = {"ident_id": [], "key": [], "value": []}
+
+    def add(rows: dict[str, list[Any]], i: int, k: str, v: str) -> None:
+        rows["ident_id"].append(i)
+        rows["key"].append(k)
+        rows["value"].append(v)
+
+    for (ns, labels, sa), i in idents.ids.items():
         ident["ident_id"].append(i)
         ident["namespace"].append(ns)
         for k, v in labels:
-            il["ident_id"].append(i)
-            il["key"].append(k)
-            il["value"].append(v)
+            add(il, i, k, v)
+            add(sl, i, k, v)
+        derived = {NS_LABEL: ns, CLUSTER_LABEL: cluster_name}
+        derived.update({NS_LABELS_PREFIX + k: v
+                        for k, v in idents.ns_labels.get(ns, {}).items()})
+        if sa is not None:
+            derived[SA_LABEL] = sa
+        for k, v in derived.items():
+            add(sl, i, DERIVED_PREFIX + k, v)
     nl: dict[str, list[Any]] = {"namespace": [], "key": [], "value": []}
     for ns, labels in idents.ns_labels.items():
         for k, v in labels.items():
@@ -181,5 +216,6 @@ def register_identities(con: duckdb.DuckDBPyConnection, idents: Identities) -> N
             nl["value"].append(v)
     _table(con, "ident", ident, {"ident_id": INT, "namespace": S})
     _table(con, "ident_label", il, {"ident_id": INT, "key": S, "value": S})
+    _table(con, "sel_label", sl, {"ident_id": INT, "key": S, "value": S})
     _table(con, "ns", {"namespace": list(idents.ns_labels)}, {"namespace": S})
     _table(con, "ns_label", nl, {"namespace": S, "key": S, "value": S})

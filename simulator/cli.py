@@ -98,6 +98,10 @@ FLOW_FORMATS_HELP = ("vpc-parquet, normalized (Parquet or CSV), hubble, vpc-text
 @click.option("--pod-cidr", "pod_cidrs", multiple=True, metavar="CIDR",
               help="Pod address range (repeatable), besides the nodes' podCIDRs: addresses "
                    "inside it that match no pod are reported as unresolved.")
+@click.option("--cilium-cluster-name", default="default", show_default=True, metavar="NAME",
+              help="The cluster's name in Cilium's identity labels "
+                   "(io.cilium.k8s.policy.cluster), where the snapshot holds no "
+                   "kube-system/cilium-config ConfigMap to read it from.")
 @click.option("--out", "out", metavar="FILE",
               help="Write the connections table (.parquet, .csv or .jsonl).")
 @click.option("--save-flows", metavar="FILE.parquet",
@@ -134,7 +138,8 @@ FLOW_FORMATS_HELP = ("vpc-parquet, normalized (Parquet or CSV), hubble, vpc-text
 @click.option("--debug", is_flag=True, help="Show the traceback of an internal error.")
 def main(flows: tuple[str, ...], flows_format: str | None, vpc_fields: str | None,
          cluster: tuple[str, ...], policies: tuple[str, ...], baseline: tuple[str, ...],
-         pod_cidrs: tuple[str, ...], out: str | None, save_flows: str | None,
+         pod_cidrs: tuple[str, ...], cilium_cluster_name: str, out: str | None,
+         save_flows: str | None,
          json_out: str | None, report_out: str | None, markdown_out: str | None,
          fail_on_break: bool, max_breaks: int | None, fail_on_unresolved: bool,
          fail_on_disagreement: bool, strict: bool, memory_limit: str,
@@ -154,7 +159,8 @@ def main(flows: tuple[str, ...], flows_format: str | None, vpc_fields: str | Non
             summary = _simulate(
                 flows=flows, flows_format=flows_format, vpc_fields=vpc_fields,
                 cluster=cluster, policies=policies, baseline=baseline, pod_cidrs=pod_cidrs,
-                out=out, save_flows=save_flows, json_out=json_out, report_out=report_out,
+                cilium_cluster_name=cilium_cluster_name, out=out, save_flows=save_flows,
+                json_out=json_out, report_out=report_out,
                 markdown_out=markdown_out, fail_on_disagreement=fail_on_disagreement,
                 memory_limit=memory_limit, temp_dir=temp_dir, threads=threads, quiet=quiet)
     except SimulatorError as e:
@@ -195,7 +201,8 @@ def _first_line(e: BaseException) -> str:
 
 def _simulate(*, flows: tuple[str, ...], flows_format: str | None, vpc_fields: str | None,
               cluster: tuple[str, ...], policies: tuple[str, ...], baseline: tuple[str, ...],
-              pod_cidrs: tuple[str, ...], out: str | None, save_flows: str | None,
+              pod_cidrs: tuple[str, ...], cilium_cluster_name: str, out: str | None,
+              save_flows: str | None,
               json_out: str | None, report_out: str | None, markdown_out: str | None,
               fail_on_disagreement: bool, memory_limit: str, temp_dir: str | None,
               threads: int | None, quiet: bool) -> dict[str, Any]:
@@ -230,6 +237,7 @@ def _simulate(*, flows: tuple[str, ...], flows_format: str | None, vpc_fields: s
 
         opts = Options(flows=list(flows), policies=list(policies), cluster=list(cluster),
                        baseline=list(baseline), pod_cidrs=list(pod_cidrs),
+                       cilium_cluster_name=cilium_cluster_name,
                        flows_format=flows_format, vpc_fields=vpc_fields,
                        save_flows=save_flows, memory_limit=memory_limit, temp_dir=temp_dir,
                        threads=threads, quiet=quiet)

@@ -17,7 +17,10 @@ from .ipnet import canonical_ip, parse_cidr
 
 NS_NAME_LABEL = "kubernetes.io/metadata.name"
 TERMINAL_PHASES = ("Succeeded", "Failed")
-_USED_KINDS = ("Pod", "Namespace", "Node", "Service", "EndpointSlice", "Endpoints")
+_USED_KINDS = ("Pod", "Namespace", "Node", "Service", "EndpointSlice", "Endpoints",
+               "ConfigMap")
+# the ConfigMap Cilium reads its configuration from (the cluster's name, among others)
+CILIUM_CONFIG = ("kube-system", "cilium-config")
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class Pod:
     created: float | None
     deleted: float | None
     phase: str | None
+    service_account: str = "default"
 
     @property
     def key(self) -> str:
@@ -59,6 +63,8 @@ class Service:
     namespace: str
     name: str
     cluster_ips: list[str]
+    labels: dict[str, str] = field(default_factory=dict)
+    selector: dict[str, str] | None = None  # None: a Service without selector
 
 
 @dataclass
@@ -67,6 +73,11 @@ class Cluster:
     namespaces: dict[str, dict[str, str]] = field(default_factory=dict)
     nodes: list[Node] = field(default_factory=list)
     services: list[Service] = field(default_factory=list)
+    # (namespace, service name) -> the addresses of its endpoints (EndpointSlices, or
+    # legacy Endpoints)
+    endpoints: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    legacy_endpoints: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    cilium_config: dict[str, str] | None = None
     files: list[str] = field(default_factory=list)
     ignored_kinds: Counter[str] = field(default_factory=Counter)
     # items that could not be understood, skipped: "file: document N (Kind ns/name): why"
@@ -80,6 +91,11 @@ class Cluster:
     @property
     def pod_cidrs(self) -> list[str]:
         return [c for n in self.nodes for c in n.pod_cidrs]
+
+    def service_endpoints(self, namespace: str, name: str) -> list[str]:
+        """A Service's endpoint addresses: its EndpointSlices, else legacy Endpoints."""
+        key = (namespace, name)
+        return self.endpoints.get(key) or self.legacy_endpoints.get(key, [])
 
 
 def parse_time(value: Any, doc: Document, field_name: str) -> float | None:
@@ -223,6 +239,8 @@ def _pod(doc: Document) -> Pod:
         created=parse_time(meta.get("creationTimestamp"), doc, "metadata.creationTimestamp"),
         deleted=deleted,
         phase=phase,
+        service_account=str(spec.get("serviceAccountName") or spec.get("serviceAccount")
+                            or "default"),
     )
 
 
@@ -247,8 +265,34 @@ def _service(doc: Document) -> Service:
     spec = _mapping(doc.obj.get("spec"), doc, "spec")
     ips = list(spec.get("clusterIPs") or ([spec["clusterIP"]] if spec.get("clusterIP") else []))
     ips = [i for i in ips if i and i != "None"]
+    selector = spec.get("selector")
+    if selector is not None and not isinstance(selector, dict):
+        raise InputError(doc.path, "spec.selector: expected a mapping", doc.where)
     return Service(str(meta.get("namespace") or "default"), _name(meta, doc),
-                   _ips(ips, doc, "spec.clusterIPs"))
+                   _ips(ips, doc, "spec.clusterIPs"), _labels(meta, doc),
+                   {str(k): str(v) for k, v in selector.items()} if selector else None)
+
+
+def _endpoint_slice(doc: Document) -> tuple[tuple[str, str], list[str]] | None:
+    meta = _mapping(doc.obj.get("metadata"), doc, "metadata")
+    service = _labels(meta, doc).get("kubernetes.io/service-name")
+    if not service:
+        return None
+    addrs: list[Any] = []
+    for ep in doc.obj.get("endpoints") or []:
+        addrs += list(_mapping(ep, doc, "endpoints[]").get("addresses") or [])
+    return ((str(meta.get("namespace") or "default"), service),
+            _ips(addrs, doc, "endpoints[].addresses"))
+
+
+def _legacy_endpoints(doc: Document) -> tuple[tuple[str, str], list[str]]:
+    meta = _mapping(doc.obj.get("metadata"), doc, "metadata")
+    addrs: list[Any] = []
+    for subset in doc.obj.get("subsets") or []:
+        for a in _mapping(subset, doc, "subsets[]").get("addresses") or []:
+            addrs.append(_mapping(a, doc, "subsets[].addresses[]").get("ip"))
+    return ((str(meta.get("namespace") or "default"), _name(meta, doc)),
+            _ips(addrs, doc, "subsets[].addresses[].ip"))
 
 
 def _item(cluster: Cluster, doc: Document) -> None:
@@ -262,6 +306,20 @@ def _item(cluster: Cluster, doc: Document) -> None:
         cluster.nodes.append(_node(doc))
     elif kind == "Service":
         cluster.services.append(_service(doc))
+    elif kind == "EndpointSlice":
+        found = _endpoint_slice(doc)
+        if found:
+            cluster.endpoints.setdefault(found[0], [])
+            cluster.endpoints[found[0]] += [a for a in found[1]
+                                            if a not in cluster.endpoints[found[0]]]
+    elif kind == "Endpoints":
+        key, addrs = _legacy_endpoints(doc)
+        cluster.legacy_endpoints[key] = addrs
+    elif kind == "ConfigMap":
+        meta = _mapping(doc.obj.get("metadata"), doc, "metadata")
+        if (meta.get("namespace"), meta.get("name")) == CILIUM_CONFIG:
+            data = _mapping(doc.obj.get("data"), doc, "data")
+            cluster.cilium_config = {str(k): str(v) for k, v in data.items()}
     elif kind not in _USED_KINDS:
         cluster.ignored_kinds[str(kind)] += 1
 
@@ -303,6 +361,12 @@ def merge_clusters(parts: Iterable[Cluster]) -> Cluster:
         cluster.namespaces.update(part.namespaces)
         cluster.nodes += part.nodes
         cluster.services += part.services
+        for key, addrs in part.endpoints.items():
+            cluster.endpoints.setdefault(key, [])
+            cluster.endpoints[key] += [a for a in addrs if a not in cluster.endpoints[key]]
+        cluster.legacy_endpoints.update(part.legacy_endpoints)
+        if part.cilium_config is not None:
+            cluster.cilium_config = part.cilium_config
         cluster.files += part.files
         cluster.ignored_kinds.update(part.ignored_kinds)
         cluster.skipped += part.skipped

@@ -85,20 +85,24 @@ def _measure(doc: Any, aliases: bool) -> tuple[int, int]:
     Stops early past MAX_DEPTH. Containers shared through aliases are counted once per
     use, from a memo (aliases=True), so that a bomb is measured without being walked."""
     if not aliases:
-        depth = 0
+        # only containers are walked (a snapshot's leaves outnumber them many times); the
+        # count is of containers, and only the alias case needs a count at all
+        if type(doc) is not dict and type(doc) is not list:
+            return 1, 1
+        depth = nodes = 0
         stack = [(doc, 1)]
-        nodes = 0
         while stack:
             node, d = stack.pop()
             nodes += 1
-            if d > depth:
-                depth = d
+            # a leaf below counts as a level, as a container does
+            level = d + 1 if node else d
+            if level > depth:
+                depth = level
                 if depth > MAX_DEPTH:
                     return depth, nodes
-            if isinstance(node, dict):
-                stack.extend((v, d + 1) for v in node.values())
-            elif isinstance(node, list):
-                stack.extend((v, d + 1) for v in node)
+            for v in node.values() if type(node) is dict else node:
+                if type(v) is dict or type(v) is list:
+                    stack.append((v, d + 1))
         return depth, nodes
     # post-order over distinct containers: size and height of each, memoised by identity
     memo: dict[int, tuple[int, int]] = {}

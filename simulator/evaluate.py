@@ -43,12 +43,14 @@ def _selector_match_sql(labels: str, subjects: str, subject_id: str) -> str:
 
 
 MATCH_SQL = f"""
-CREATE OR REPLACE TABLE pod_sel_match AS {_selector_match_sql('ident_label', 'ident', 'ident_id')};
+-- sel_label: a pod's labels and the identity labels Cilium derives (catalog.py)
+CREATE OR REPLACE TABLE pod_sel_match AS {_selector_match_sql('sel_label', 'ident', 'ident_id')};
 CREATE OR REPLACE TABLE ns_sel_match AS {_selector_match_sql('ns_label', 'ns', 'namespace')};
 
--- which policies select which identities, per direction they isolate
+-- which policies select which identities, per direction they apply in (isolates: and
+-- make the pod default-deny there)
 CREATE OR REPLACE TABLE target_ident AS
-SELECT t.pset, t.pol_id, t.direction, i.ident_id
+SELECT t.pset, t.pol_id, t.direction, i.ident_id, t.isolates
 FROM np_target t
 JOIN pod_sel_match m ON m.sel_id = t.pod_sel_id
 JOIN ident i ON i.ident_id = m.subj
@@ -56,6 +58,18 @@ LEFT JOIN ns_sel_match n ON n.sel_id = t.ns_sel_id AND n.subj = i.namespace
 WHERE i.namespace = t.ns_fixed OR n.sel_id IS NOT NULL;
 
 CREATE OR REPLACE TABLE node_sel_match AS {_selector_match_sql('node_label', 'nident', 'nident')};
+
+-- host policies (Cilium's nodeSelector): the node label sets they select
+CREATE OR REPLACE TABLE target_node AS
+SELECT t.pset, t.pol_id, t.direction, m.subj AS nident, t.isolates
+FROM np_target t JOIN node_sel_match m ON m.sel_id = t.node_sel_id;
+
+-- a key's subject (a pod identity, or a node label set) -> the policies applying to it
+CREATE OR REPLACE VIEW target_subj AS
+SELECT 'pod' AS subj_kind, ident_id AS subj, pset, pol_id, direction, isolates
+FROM target_ident
+UNION ALL
+SELECT 'node', nident, pset, pol_id, direction, isolates FROM target_node;
 
 -- node peers (of the cluster-scoped policies): the node label sets they select
 CREATE OR REPLACE TABLE peer_node AS
@@ -99,7 +113,11 @@ FROM np_except e JOIN peer_block pb USING (peer_id);
 -- Per distinct address: the blocks it lies in (outside their exceptions). Addresses with
 -- the same blocks form a class; a connection's peer is evaluated by its class.
 CREATE OR REPLACE TABLE addr_block AS
-WITH k AS (SELECT DISTINCT key FROM ep WHERE key IS NOT NULL),
+WITH k AS (   -- the addresses of the connections judged (a fix replay judges a few)
+    SELECT DISTINCT e.key FROM ep e
+    WHERE e.key IS NOT NULL
+      AND e.ep_id IN (SELECT src_ep FROM __CONNS__ UNION SELECT dst_ep FROM __CONNS__)
+),
 inside AS (SELECT k.key, b.block_id FROM k JOIN np_block b ON k.key BETWEEN b.lo AND b.hi),
 excepted AS (
     SELECT k.key, e.block_id FROM k JOIN block_except e ON k.key BETWEEN e.lo AND e.hi
@@ -148,18 +166,18 @@ FROM (SELECT DISTINCT dst_names AS names FROM __CONNS__ WHERE dst_names IS NOT N
 CREATE OR REPLACE TABLE domain_match AS
 WITH n AS (SELECT names_id, unnest(string_split(names, ',')) AS name FROM names_cls)
 SELECT DISTINCT p.peer_id, n.names_id
-FROM np_peer p JOIN n ON CASE WHEN starts_with(p.pattern, '*.')
-                              THEN ends_with(n.name, p.pattern[2:])
-                              ELSE n.name = p.pattern END
+FROM np_peer p JOIN n ON regexp_full_match(n.name, p.pattern)
 WHERE p.kind = 'domain';
 
 -- What a key takes from each endpoint, once per endpoint (connections then join on ids).
 -- ident: a pod's identity, or a node's label set (-1: unknown)
+-- api: an address behind default/kubernetes (Cilium's kube-apiserver entity)
 CREATE OR REPLACE TABLE ep_attr AS
 SELECT e.ep_id, e.kind,
     coalesce(CASE WHEN e.kind = 'node' THEN ni.nident ELSE e.ident_id END, -1) AS ident,
     e.node, coalesce(c.cls_id, -1) AS cls,
-    coalesce(CASE WHEN e.kind = 'pod' THEN pf.prof_id END, -1) AS prof
+    coalesce(CASE WHEN e.kind = 'pod' THEN pf.prof_id END, -1) AS prof,
+    e.family, e.ip IN (SELECT ip FROM apiserver_ip) AS api
 FROM ep e
 LEFT JOIN addr_cls c ON c.key = e.key
 LEFT JOIN pod_prof pf ON pf.pod_ref = e.pod_ref
@@ -167,58 +185,82 @@ LEFT JOIN (SELECT node, any_value(nident) AS nident FROM node_ident GROUP BY nod
     ON e.kind = 'node' AND ni.node = CAST(e.node AS VARCHAR);
 
 -- Per connection, what each direction's verdict depends on (its key): the subject's kind
--- (and, for a pod, its identity), the peer's kind, identity and address class, the
--- destination's port profile, port and protocol, whether the peer is the subject pod's
--- own node, and (egress to a non-pod) the class of names the destination was resolved
--- from. Keys have no NULLs (-1, false) so that they join on equality.
+-- and identity (a pod's, or a node's label set: host policies), the peer's kind,
+-- identity and address class, the destination's port profile, port and protocol,
+-- whether the peer is the subject pod's own node, the entities the peer belongs to
+-- (Cilium's: `?` where the peer is not known), and (egress to a non-pod) the class of
+-- names the destination was resolved from. Keys have no NULLs (-1, false, '') so that
+-- they join on equality.
 CREATE OR REPLACE TABLE conn_dkey AS
 WITH c AS (
     SELECT c.conn_id, coalesce(c.dst_port, -1) AS dst_port, coalesce(c.proto, -1) AS proto,
         s.kind AS s_kind, s.ident AS s_ident, s.node AS s_node, s.cls AS s_cls,
         d.kind AS d_kind, d.ident AS d_ident, d.node AS d_node, d.cls AS d_cls,
-        d.prof AS d_prof, coalesce(nc.names_id, -1) AS names
+        d.prof AS d_prof, coalesce(nc.names_id, -1) AS names,
+        s.kind IN ('pod', 'node') AS s_judged, d.kind IN ('pod', 'node') AS d_judged,
+        coalesce(s.node = d.node OR s.node = '(observing node)'
+                 OR d.node = '(observing node)', false) AS same_node,
+        s.family AS s_family, d.family AS d_family, s.api AS s_api, d.api AS d_api
     FROM __CONNS__ c
     JOIN ep_attr s ON s.ep_id = c.src_ep
     JOIN ep_attr d ON d.ep_id = c.dst_ep
     LEFT JOIN names_cls nc ON nc.names = c.dst_names
+),
+e AS (   -- the entities each side belongs to, as the other side sees it
+    SELECT *,
+        CASE d_kind WHEN 'pod' THEN 'cluster'
+                    WHEN 'node' THEN 'cluster,' || CASE WHEN same_node AND s_kind = 'pod'
+                                                        THEN 'host' ELSE 'remote-node' END
+                    WHEN 'external' THEN 'world,world-ipv' || d_family
+                    ELSE '?' END
+            || CASE WHEN d_api THEN ',kube-apiserver' ELSE '' END AS d_ents,
+        CASE s_kind WHEN 'pod' THEN 'cluster'
+                    WHEN 'node' THEN 'cluster,' || CASE WHEN same_node AND d_kind = 'pod'
+                                                        THEN 'host' ELSE 'remote-node' END
+                    WHEN 'external' THEN 'world,world-ipv' || s_family
+                    ELSE '?' END
+            || CASE WHEN s_api THEN ',kube-apiserver' ELSE '' END AS s_ents
+    FROM c
 )
 SELECT conn_id,
     s_kind AS e_subj_kind,
-    CASE WHEN s_kind = 'pod' THEN s_ident ELSE -1 END AS e_subj_ident,
+    CASE WHEN s_judged THEN s_ident ELSE -1 END AS e_subj_ident,
     false AS e_own_node,
-    CASE WHEN s_kind = 'pod' THEN d_kind ELSE '' END AS e_peer_kind,
-    CASE WHEN s_kind = 'pod' AND d_kind IN ('pod', 'node') THEN d_ident ELSE -1 END
+    CASE WHEN s_judged THEN d_kind ELSE '' END AS e_peer_kind,
+    CASE WHEN s_judged AND d_kind IN ('pod', 'node') THEN d_ident ELSE -1 END
         AS e_peer_ident,
-    CASE WHEN s_kind = 'pod' THEN d_cls ELSE -1 END AS e_peer_cls,
-    CASE WHEN s_kind = 'pod' THEN d_prof ELSE -1 END AS e_dst_prof,
-    CASE WHEN s_kind = 'pod' THEN dst_port ELSE -1 END AS e_dst_port,
-    CASE WHEN s_kind = 'pod' THEN proto ELSE -1 END AS e_proto,
-    CASE WHEN s_kind = 'pod' AND d_kind IN ('external', 'unresolved', 'service')
+    CASE WHEN s_judged THEN d_cls ELSE -1 END AS e_peer_cls,
+    CASE WHEN s_judged THEN d_prof ELSE -1 END AS e_dst_prof,
+    CASE WHEN s_judged THEN dst_port ELSE -1 END AS e_dst_port,
+    CASE WHEN s_judged THEN proto ELSE -1 END AS e_proto,
+    CASE WHEN s_judged AND d_kind IN ('external', 'unresolved', 'service')
          THEN names ELSE -1 END AS e_names,
+    CASE WHEN s_judged THEN d_ents ELSE '' END AS e_peer_ents,
     d_kind AS i_subj_kind,
-    CASE WHEN d_kind = 'pod' THEN d_ident ELSE -1 END AS i_subj_ident,
-    coalesce(d_kind = 'pod' AND s_kind = 'node'
-             AND (s_node = d_node OR s_node = '(observing node)'), false) AS i_own_node,
-    CASE WHEN d_kind = 'pod' THEN s_kind ELSE '' END AS i_peer_kind,
-    CASE WHEN d_kind = 'pod' AND s_kind IN ('pod', 'node') THEN s_ident ELSE -1 END
+    CASE WHEN d_judged THEN d_ident ELSE -1 END AS i_subj_ident,
+    coalesce(d_kind = 'pod' AND s_kind = 'node' AND same_node, false) AS i_own_node,
+    CASE WHEN d_judged THEN s_kind ELSE '' END AS i_peer_kind,
+    CASE WHEN d_judged AND s_kind IN ('pod', 'node') THEN s_ident ELSE -1 END
         AS i_peer_ident,
-    CASE WHEN d_kind = 'pod' THEN s_cls ELSE -1 END AS i_peer_cls,
-    CASE WHEN d_kind = 'pod' THEN d_prof ELSE -1 END AS i_dst_prof,
-    CASE WHEN d_kind = 'pod' THEN dst_port ELSE -1 END AS i_dst_port,
-    CASE WHEN d_kind = 'pod' THEN proto ELSE -1 END AS i_proto,
-    -1 AS i_names
-FROM c;
+    CASE WHEN d_judged THEN s_cls ELSE -1 END AS i_peer_cls,
+    CASE WHEN d_judged THEN d_prof ELSE -1 END AS i_dst_prof,
+    CASE WHEN d_judged THEN dst_port ELSE -1 END AS i_dst_port,
+    CASE WHEN d_judged THEN proto ELSE -1 END AS i_proto,
+    -1 AS i_names,
+    CASE WHEN d_judged THEN s_ents ELSE '' END AS i_peer_ents
+FROM e;
 
 CREATE OR REPLACE TABLE dir_key AS
 SELECT row_number() OVER () AS key_id, * FROM (
     SELECT DISTINCT 'egress' AS direction, e_subj_kind AS subj_kind,
         e_subj_ident AS subj_ident, e_own_node AS own_node, e_peer_kind AS peer_kind,
         e_peer_ident AS peer_ident, e_peer_cls AS peer_cls, e_dst_prof AS dst_prof,
-        e_dst_port AS dst_port, e_proto AS proto, e_names AS names
+        e_dst_port AS dst_port, e_proto AS proto, e_names AS names,
+        e_peer_ents AS peer_ents
     FROM conn_dkey
     UNION
     SELECT DISTINCT 'ingress', i_subj_kind, i_subj_ident, i_own_node, i_peer_kind,
-        i_peer_ident, i_peer_cls, i_dst_prof, i_dst_port, i_proto, i_names
+        i_peer_ident, i_peer_cls, i_dst_prof, i_dst_port, i_proto, i_names, i_peer_ents
     FROM conn_dkey
 );
 
@@ -230,26 +272,41 @@ JOIN dir_key e ON e.direction = 'egress' AND e.subj_kind = c.e_subj_kind
     AND e.peer_kind = c.e_peer_kind AND e.peer_ident = c.e_peer_ident
     AND e.peer_cls = c.e_peer_cls AND e.dst_prof = c.e_dst_prof
     AND e.dst_port = c.e_dst_port AND e.proto = c.e_proto AND e.names = c.e_names
+    AND e.peer_ents = c.e_peer_ents
 JOIN dir_key i ON i.direction = 'ingress' AND i.subj_kind = c.i_subj_kind
     AND i.subj_ident = c.i_subj_ident AND i.own_node = c.i_own_node
     AND i.peer_kind = c.i_peer_kind AND i.peer_ident = c.i_peer_ident
     AND i.peer_cls = c.i_peer_cls AND i.dst_prof = c.i_dst_prof
-    AND i.dst_port = c.i_dst_port AND i.proto = c.i_proto AND i.names = c.i_names;
+    AND i.dst_port = c.i_dst_port AND i.proto = c.i_proto AND i.names = c.i_names
+    AND i.peer_ents = c.i_peer_ents;
 
 -- which keys are judged under which set: every key under every set, or (replaying
 -- suggested fixes, one set per fix) only the keys of the connections each set is for
 CREATE OR REPLACE TABLE key_scope AS
 __SCOPE__;
 
--- the rules of the policies that apply to the key's subject pod in its direction (that
--- isolate it, in the NetworkPolicy tier)
+-- the rules of the policies that apply to the key's subject (a pod, or a node a host
+-- policy selects) in its direction
 CREATE OR REPLACE TABLE key_rule AS
 SELECT k.key_id, ti.pset, r.rule_id
 FROM dir_key k
-JOIN target_ident ti ON ti.ident_id = k.subj_ident AND ti.direction = k.direction
+JOIN target_subj ti ON ti.subj_kind = k.subj_kind AND ti.subj = k.subj_ident
+    AND ti.direction = k.direction
 JOIN key_scope ks ON ks.key_id = k.key_id AND ks.pset = ti.pset
-JOIN np_rule r ON r.pset = ti.pset AND r.pol_id = ti.pol_id AND r.direction = ti.direction
-WHERE k.subj_kind = 'pod';
+JOIN np_rule r ON r.pset = ti.pset AND r.pol_id = ti.pol_id AND r.direction = ti.direction;
+
+-- Cilium's fromRequires/toRequires: per key and set, whether the requirements of the
+-- subject's allow (deny) rules leave its endpoint peers unmatched: the peer is not a pod
+-- meeting every one of them
+CREATE OR REPLACE TABLE key_unmet AS
+SELECT DISTINCT kr.key_id, kr.pset, r.action = 'require-deny' AS for_deny
+FROM key_rule kr
+JOIN np_rule r ON r.rule_id = kr.rule_id AND r.action IN ('require', 'require-deny')
+JOIN dir_key k ON k.key_id = kr.key_id
+JOIN np_peer p ON p.rule_id = r.rule_id
+LEFT JOIN peer_ident pi ON pi.peer_id = p.peer_id AND pi.ident_id = k.peer_ident
+    AND k.peer_kind = 'pod'
+WHERE pi.peer_id IS NULL;
 
 -- which rules match each key: 'match', or 'maybe' where the key lacks what the peer
 -- needs (a pod behind an unresolved address, a node of unknown labels, a destination
@@ -257,8 +314,14 @@ WHERE k.subj_kind = 'pod';
 CREATE OR REPLACE TABLE key_hits AS
 WITH kr AS (
     SELECT kr.key_id, kr.rule_id, k.peer_kind, k.peer_ident, k.peer_cls, k.dst_prof,
-        NULLIF(k.dst_port, -1) AS dst_port, NULLIF(k.proto, -1) AS proto, k.names
+        NULLIF(k.dst_port, -1) AS dst_port, NULLIF(k.proto, -1) AS proto, k.names,
+        string_split(k.peer_ents, ',') AS ents,
+        -- an endpoint peer of this rule fails the subject's requirements
+        u.key_id IS NOT NULL AS unmet
     FROM key_rule kr JOIN dir_key k USING (key_id)
+    JOIN np_rule r ON r.rule_id = kr.rule_id AND r.action NOT IN ('require', 'require-deny')
+    LEFT JOIN key_unmet u ON u.key_id = kr.key_id AND u.pset = kr.pset
+        AND u.for_deny = (r.action = 'deny')
 ),
 peer_ok AS (
     SELECT kr.key_id, kr.rule_id
@@ -268,13 +331,19 @@ peer_ok AS (
     FROM kr
     JOIN np_peer p ON p.rule_id = kr.rule_id AND p.kind = 'pods'
     JOIN peer_ident pi ON pi.peer_id = p.peer_id AND pi.ident_id = kr.peer_ident
-    WHERE kr.peer_kind = 'pod'
+    WHERE kr.peer_kind = 'pod' AND NOT (p.requirable AND kr.unmet)
     UNION
     SELECT kr.key_id, kr.rule_id
     FROM kr
     JOIN np_peer p ON p.rule_id = kr.rule_id AND p.kind = 'cidr'
     JOIN peer_block pb ON pb.peer_id = p.peer_id
     JOIN cls_block cb ON cb.cls_id = kr.peer_cls AND cb.block_id = pb.block_id
+    WHERE NOT p.world_only OR kr.peer_kind = 'external'
+    UNION
+    SELECT kr.key_id, kr.rule_id
+    FROM kr JOIN np_peer p ON p.rule_id = kr.rule_id AND p.kind = 'entity'
+    WHERE (p.pattern = 'all' OR list_contains(kr.ents, p.pattern))
+      AND NOT (p.requirable AND kr.unmet)
     UNION
     SELECT kr.key_id, kr.rule_id
     FROM kr
@@ -299,6 +368,13 @@ peer_maybe AS (
     SELECT kr.key_id, kr.rule_id, 'destination name unknown'
     FROM kr JOIN np_peer p ON p.rule_id = kr.rule_id AND p.kind = 'domain'
     WHERE kr.peer_kind IN ('external', 'unresolved', 'service') AND kr.names = -1
+    UNION
+    -- an address not resolved: which entity it is, or whether it is outside the cluster
+    -- (a CIDR rule's condition), is not known
+    SELECT kr.key_id, kr.rule_id, 'unresolved peer'
+    FROM kr JOIN np_peer p ON p.rule_id = kr.rule_id
+    WHERE kr.peer_kind IN ('unresolved', 'service')
+      AND ((p.kind = 'entity' AND p.pattern <> 'all') OR (p.kind = 'cidr' AND p.world_only))
 ),
 port_ok AS (
     SELECT DISTINCT kr.key_id, kr.rule_id
@@ -319,12 +395,16 @@ SELECT pm.key_id, pm.rule_id, 'maybe', any_value(pm.why)
 FROM peer_maybe pm JOIN port_ok pt USING (key_id, rule_id)
 GROUP BY pm.key_id, pm.rule_id;
 
--- every hit with its rule and policy; label: the rule as a reason names it
+-- every hit with its rule and policy; rule_ref: how lists of rules name it; label: how
+-- a reason does (a Cilium rule by its section and what it says)
 CREATE OR REPLACE TABLE key_hit_rule AS
 SELECT h.key_id, h.rule_id, h.hit, h.why, r.pset, r.pol_id, r.rule_idx, r.action,
     r.direction, p.tier, p.priority, p.ref,
-    p.ref || ' ' || r.direction || '[' || r.rule_idx || ']' AS rule_ref,
-    CASE WHEN p.tier = 'namespace' THEN p.ref || ' ' || r.direction || '[' || r.rule_idx || ']'
+    CASE WHEN p.dialect = 'cilium' THEN p.ref || ' ' || r.name
+         ELSE p.ref || ' ' || r.direction || '[' || r.rule_idx || ']' END AS rule_ref,
+    CASE WHEN p.dialect = 'cilium'
+            THEN p.display || ' ' || r.name || coalesce(' (' || r.detail || ')', '')
+         WHEN p.tier = 'namespace' THEN p.ref || ' ' || r.direction || '[' || r.rule_idx || ']'
          ELSE p.kind || ' ' || split_part(p.ref, '/', 2)
               || CASE WHEN p.kind = 'BaselineAdminNetworkPolicy' THEN ''
                       ELSE ' (priority ' || p.priority || ')' END
@@ -374,39 +454,62 @@ SELECT o.key_id, o.pset, o.tier,
 FROM outcome o JOIN top t USING (key_id, pset, tier, priority)
 GROUP BY ALL;
 
+-- The NetworkPolicy tier (where Cilium's policies act too): the policies that isolate the
+-- subject; the allow rules that match (a union); the deny rules that match, which win
+-- over every allow, in any policy, isolated or not.
 CREATE OR REPLACE TABLE key_verdict AS
-WITH isolation AS (   -- NetworkPolicies only: a cluster-scoped policy isolates nothing
-    SELECT ti.ident_id, ti.direction, ti.pset, list(p.ref ORDER BY p.ref) AS isolated_by
-    FROM target_ident ti JOIN np_pol p ON p.pset = ti.pset AND p.pol_id = ti.pol_id
-    WHERE p.tier = 'namespace'
-    GROUP BY ti.ident_id, ti.direction, ti.pset
+WITH isolation AS (   -- a cluster-scoped (admin, baseline) policy isolates nothing
+    SELECT ti.subj_kind, ti.subj, ti.direction, ti.pset,
+        list(p.ref ORDER BY p.ref) AS isolated_by,
+        list(p.display ORDER BY p.ref) AS isolated_names
+    FROM target_subj ti JOIN np_pol p ON p.pset = ti.pset AND p.pol_id = ti.pol_id
+    WHERE p.tier = 'namespace' AND ti.isolates
+    GROUP BY ALL
 ),
 admission AS (
     SELECT key_id, pset,
         list(rule_ref ORDER BY ref, rule_idx) FILTER (WHERE hit = 'match') AS allowed_by,
-        bool_or(hit = 'maybe') AS maybe
-    FROM key_hit_rule WHERE tier = 'namespace'
+        list(label ORDER BY ref, rule_idx) FILTER (WHERE hit = 'match') AS allowed_labels,
+        bool_or(hit = 'maybe') AS maybe,
+        any_value(why) FILTER (WHERE hit = 'maybe') AS maybe_why,
+        list(label ORDER BY ref, rule_idx) FILTER (WHERE hit = 'maybe') AS maybe_labels
+    FROM key_hit_rule WHERE tier = 'namespace' AND action = 'allow'
+    GROUP BY ALL
+),
+denial AS (
+    SELECT key_id, pset,
+        list(label ORDER BY ref, rule_idx) FILTER (WHERE hit = 'match') AS denied_by,
+        list(rule_ref ORDER BY ref, rule_idx) FILTER (WHERE hit = 'match') AS deny_refs,
+        list(label ORDER BY ref, rule_idx) FILTER (WHERE hit = 'maybe') AS deny_maybe_by,
+        any_value(why) FILTER (WHERE hit = 'maybe') AS deny_why
+    FROM key_hit_rule WHERE tier = 'namespace' AND action = 'deny'
     GROUP BY ALL
 ),
 d AS (
     SELECT k.key_id, k.direction, k.subj_kind, k.own_node, ps.pset, i.isolated_by,
-        a.allowed_by, a.maybe,
+        i.isolated_names, a.allowed_by, a.allowed_labels, a.maybe, a.maybe_why,
+        a.maybe_labels, coalesce(len(dn.denied_by), 0) > 0 AS denied, dn.denied_by,
+        dn.deny_refs, coalesce(len(dn.deny_maybe_by), 0) > 0 AS deny_maybe,
+        dn.deny_maybe_by, dn.deny_why,
         ad.decision AS adm, ad.labels AS adm_labels, ad.why AS adm_why,
         ad.rule_refs AS adm_refs,
         bl.decision AS bas, bl.labels AS bas_labels, bl.why AS bas_why,
         bl.rule_refs AS bas_refs,
         -- the tier that decides: the admin tier unless it passes or matches nothing,
-        -- then NetworkPolicies if one isolates the pod, then the baseline, then none
-        CASE WHEN k.subj_kind <> 'pod' OR k.own_node THEN 'default'
+        -- then NetworkPolicies (and Cilium's) if one isolates the subject or a deny rule
+        -- matches, then the baseline, then none
+        CASE WHEN k.subj_kind NOT IN ('pod', 'node') OR k.own_node THEN 'default'
              WHEN ad.decision IN ('allow', 'deny', 'maybe', 'ambiguous') THEN 'admin'
-             WHEN i.isolated_by IS NOT NULL THEN 'networkpolicy'
+             WHEN i.isolated_by IS NOT NULL OR len(dn.denied_by) > 0
+                  OR len(dn.deny_maybe_by) > 0 THEN 'networkpolicy'
              WHEN bl.decision IN ('allow', 'deny', 'maybe', 'ambiguous') THEN 'baseline'
              ELSE 'default' END AS tier
     FROM dir_key k
     JOIN key_scope ps USING (key_id)
-    LEFT JOIN isolation i ON k.subj_kind = 'pod' AND i.ident_id = k.subj_ident
+    LEFT JOIN isolation i ON i.subj_kind = k.subj_kind AND i.subj = k.subj_ident
         AND i.direction = k.direction AND i.pset = ps.pset
     LEFT JOIN admission a ON a.key_id = k.key_id AND a.pset = ps.pset
+    LEFT JOIN denial dn ON dn.key_id = k.key_id AND dn.pset = ps.pset
     LEFT JOIN key_first ad ON ad.key_id = k.key_id AND ad.pset = ps.pset
         AND ad.tier = 'admin'
     LEFT JOIN key_first bl ON bl.key_id = k.key_id AND bl.pset = ps.pset
@@ -422,19 +525,21 @@ said AS (
 )
 SELECT key_id, pset, tier,
     CASE
-        WHEN subj_kind IN ('node', 'external') THEN 'allow'
-        WHEN subj_kind <> 'pod' THEN 'unknown'
+        WHEN subj_kind = 'external' OR (subj_kind = 'node' AND tier = 'default') THEN 'allow'
+        WHEN subj_kind NOT IN ('pod', 'node') THEN 'unknown'
         WHEN own_node THEN 'allow'
         WHEN tier IN ('admin', 'baseline') THEN CASE decision
             WHEN 'allow' THEN 'allow' WHEN 'deny' THEN 'deny' ELSE 'unknown' END
         WHEN tier = 'networkpolicy' THEN CASE
+            WHEN denied THEN 'deny' WHEN deny_maybe THEN 'unknown'
+            WHEN isolated_by IS NULL THEN 'allow'
             WHEN len(allowed_by) > 0 THEN 'allow' WHEN maybe THEN 'unknown' ELSE 'deny' END
         ELSE 'allow'
     END AS verdict,
     CASE
-        WHEN subj_kind IN ('node', 'external')
+        WHEN subj_kind = 'external' OR (subj_kind = 'node' AND tier = 'default')
             THEN direction || ': ' || subj_kind || ' endpoint, no policy applies'
-        WHEN subj_kind <> 'pod'
+        WHEN subj_kind NOT IN ('pod', 'node')
             THEN direction || ': ' || subj_kind || ' endpoint, policies not known'
         WHEN own_node
             THEN 'ingress: from the pod''s own node (kubelet probes), always allowed'
@@ -454,11 +559,21 @@ SELECT key_id, pset, tier,
                     || CASE WHEN tier = 'baseline' THEN ' (no NetworkPolicy isolates it)'
                             ELSE '' END
                 WHEN tier = 'networkpolicy' THEN CASE
+                    WHEN denied THEN 'denied by ' || array_to_string(denied_by, ', ')
+                        || ' (a deny rule wins over every allow)'
+                    WHEN deny_maybe THEN deny_why || ': '
+                        || array_to_string(deny_maybe_by, ', ') || ' might deny it'
+                    WHEN isolated_by IS NULL THEN 'not isolated; no deny rule matches'
                     WHEN len(allowed_by) > 0
-                        THEN 'allowed by ' || array_to_string(allowed_by, ', ')
-                    WHEN maybe THEN 'isolated by ' || array_to_string(isolated_by, ', ')
+                        THEN 'allowed by ' || array_to_string(allowed_labels, ', ')
+                    WHEN maybe_why = 'unresolved peer' AND NOT list_contains(
+                            list_transform(maybe_labels, lambda x: x LIKE 'Cilium%'), true)
+                        THEN 'isolated by ' || array_to_string(isolated_names, ', ')
                         || '; a pod-selector rule might admit the unresolved peer'
-                    ELSE 'isolated by ' || array_to_string(isolated_by, ', ')
+                    WHEN maybe THEN 'isolated by ' || array_to_string(isolated_names, ', ')
+                        || '; ' || maybe_why || ': ' || array_to_string(maybe_labels, ', ')
+                        || ' might admit it'
+                    ELSE 'isolated by ' || array_to_string(isolated_names, ', ')
                         || '; no ' || direction || ' rule admits it' END
                 WHEN bas = 'pass' THEN 'not isolated; passed by ' || bas_labels
                     || ' to the default (allowed)'
@@ -467,17 +582,23 @@ SELECT key_id, pset, tier,
     END AS reason,
     -- why an unknown verdict is unknown
     CASE
-        WHEN subj_kind IN ('node', 'external') OR own_node THEN NULL
-        WHEN subj_kind <> 'pod' THEN 'endpoint not resolved'
+        WHEN subj_kind = 'external' OR (subj_kind = 'node' AND tier = 'default') OR own_node
+            THEN NULL
+        WHEN subj_kind NOT IN ('pod', 'node') THEN 'endpoint not resolved'
         WHEN tier IN ('admin', 'baseline') AND decision = 'ambiguous' THEN 'ambiguous priority'
         WHEN tier IN ('admin', 'baseline') AND decision = 'maybe' THEN why
-        WHEN tier = 'networkpolicy' AND coalesce(len(allowed_by), 0) = 0 AND maybe
-            THEN 'unresolved peer'
+        WHEN tier = 'networkpolicy' AND denied THEN NULL
+        WHEN tier = 'networkpolicy' AND deny_maybe THEN deny_why
+        WHEN tier = 'networkpolicy' AND isolated_by IS NOT NULL
+             AND coalesce(len(allowed_by), 0) = 0 AND maybe THEN maybe_why
     END AS undecided,
     -- what the tiers below the admin tier say (an admin Pass would leave it to them)
     CASE
-        WHEN subj_kind IN ('node', 'external') OR own_node THEN 'allow'
-        WHEN subj_kind <> 'pod' THEN 'unknown'
+        WHEN subj_kind = 'external' OR (subj_kind = 'node' AND tier = 'default') OR own_node
+            THEN 'allow'
+        WHEN subj_kind NOT IN ('pod', 'node') THEN 'unknown'
+        WHEN denied THEN 'deny'
+        WHEN deny_maybe THEN 'unknown'
         WHEN isolated_by IS NOT NULL THEN CASE
             WHEN len(allowed_by) > 0 THEN 'allow' WHEN maybe THEN 'unknown' ELSE 'deny' END
         WHEN bas IN ('allow', 'deny') THEN bas
@@ -486,8 +607,10 @@ SELECT key_id, pset, tier,
     END AS below_admin,
     coalesce(isolated_by, []) AS isolated_by,
     coalesce(allowed_by, []) AS allowed_by,
-    -- the first-match rules that decided, or passed it on
-    CASE WHEN subj_kind <> 'pod' OR own_node THEN []
+    -- the first-match rules that decided, or passed it on; the deny rules that decided
+    CASE WHEN subj_kind NOT IN ('pod', 'node') OR own_node THEN []
+         WHEN tier = 'networkpolicy' AND denied
+             THEN list_concat(coalesce(adm_refs, []), deny_refs)
          ELSE list_concat(coalesce(adm_refs, []),
                           CASE WHEN tier = 'baseline' OR (tier = 'default' AND bas = 'pass')
                                THEN bas_refs ELSE [] END) END AS decided_by
@@ -575,13 +698,14 @@ per_rule AS (
         arg_max(decider, n) FILTER (WHERE NOT decided) AS shadowed_by
     FROM judged GROUP BY rule_id
 )
-SELECT p.pset, p.ref, r.direction, r.rule_idx,
+SELECT p.pset, p.ref, r.direction, r.rule_idx, r.name,
     coalesce(pr.decided, 0)::BIGINT AS connections,
     coalesce(pr.matched, 0)::BIGINT AS matched,
     CASE WHEN coalesce(pr.decided, 0) = 0 THEN pr.shadowed_by END AS shadowed_by
 FROM np_rule r
 JOIN np_pol p ON p.pset = r.pset AND p.pol_id = r.pol_id
 LEFT JOIN per_rule pr ON pr.rule_id = r.rule_id
+WHERE r.action NOT IN ('require', 'require-deny')   -- conditions, not rules of their own
 """
 
 

@@ -24,6 +24,7 @@ from .ipnet import parse_cidr
 from .manifests import PendingManifests
 from .output.files import atomic_output
 from .policy.loader import PolicySet
+from .policy.services import bind_services
 from .policy.tables import register_policy_tables
 from .progress import Progress
 from .summary import build_summary
@@ -43,6 +44,8 @@ class Options:
     temp_dir: str | None = None
     threads: int | None = None
     quiet: bool = True
+    # Cilium's cluster name, where the snapshot holds no cilium-config ConfigMap
+    cilium_cluster_name: str = "default"
 
 
 @dataclass
@@ -168,6 +171,12 @@ def run(opts: Options, pending: PendingManifests | None = None) -> Result:
         raise
 
 
+def cilium_cluster_name(cluster: Cluster, opts: Options) -> str:
+    """The cluster's name as Cilium labels every pod with it: cilium-config's, else the
+    option's."""
+    return (cluster.cilium_config or {}).get("cluster-name") or opts.cilium_cluster_name
+
+
 def _run(con: duckdb.DuckDBPyConnection, tmp: str, opts: Options, progress: Progress,
          candidate: PolicySet, baseline: PolicySet | None, cluster: Cluster) -> Result:
     idents = catalog.Identities()
@@ -210,7 +219,7 @@ def _run(con: duckdb.DuckDBPyConnection, tmp: str, opts: Options, progress: Prog
         note["count"] = int(n[0] or 0)
     with progress.phase("resolving endpoints") as note:
         bad_label_pods = catalog.register_flow_pods(con, idents)
-        catalog.register_identities(con, idents)
+        catalog.register_identities(con, idents, cilium_cluster_name(cluster, opts))
         resplit = connections.resolve(con, sources, server_ports)
         connections.orient(con)
         n = db.one(con, "SELECT count(*) FROM conns")
@@ -219,6 +228,10 @@ def _run(con: duckdb.DuckDBPyConnection, tmp: str, opts: Options, progress: Prog
     if not evaluated_records(con):
         raise nothing_to_judge(*accounting, opened.skipped_files)
     with progress.phase("evaluating policies"):
+        for pset in (candidate, baseline):
+            if pset is not None:
+                pset.policies, notes = bind_services(pset.policies, cluster)
+                pset.notes += notes
         sets = [("candidate", candidate.policies)]
         if baseline is not None:
             sets.append(("baseline", baseline.policies))

@@ -39,6 +39,24 @@ selected namespaces), `pods` (namespace AND pod selector), `nodes` (the addresse
 nodes whose labels match), `networks` (CIDRs, matching any address). Their ports:
 `portNumber`, `namedPort` (the destination pod's, any protocol it declares), `portRange`,
 or ClusterNetworkPolicy's `protocols`.
+CiliumNetworkPolicy and CiliumClusterwideNetworkPolicy (cilium.io/v2) act beside the
+NetworkPolicies, as Cilium enforces both (one rule set per item of `spec`/`specs`):
+
+* a rule set applies to the pods its endpointSelector selects (a CiliumNetworkPolicy's
+  only in its own namespace); selector keys may carry a `k8s:`/`any:` source prefix and
+  see Cilium's identity labels (io.kubernetes.pod.namespace, io.cilium.k8s.namespace.
+  labels.<key>, io.cilium.k8s.policy.cluster "default", ...serviceaccount "default");
+* a non-empty ingress/ingressDeny section makes the pod default-deny for ingress unless
+  enableDefaultDeny.ingress is false (egress alike);
+* allows of every policy (NetworkPolicies included) are one union; a matching deny rule
+  denies, whatever allows;
+* peers: fromEndpoints/toEndpoints (pods; in a CiliumNetworkPolicy of its namespace
+  unless the selector names the namespace or namespace labels; in a cluster-wide one any
+  pod), entities (world = not a pod or node; host = the pod's own node; remote-node =
+  the other nodes; cluster = pods and nodes; all), CIDRs (only addresses that are not
+  pods or nodes); a rule without any of them admits its ports from/to everyone, and one
+  without ports either admits nothing;
+* toPorts: a port without protocol (or ANY) is TCP, UDP and SCTP; port 0 every port.
 """
 
 from __future__ import annotations
@@ -382,6 +400,184 @@ def _decided(decision: str | None, tier: str) -> Side | None:
     return None
 
 
+# --------------------------------------------------------------------------- Cilium
+
+CILIUM_KINDS = ("CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy")
+CILIUM_NS = "io.kubernetes.pod.namespace"
+CILIUM_NS_LABELS = "io.cilium.k8s.namespace.labels."
+
+
+def is_cilium(policy: Mapping[str, Any]) -> bool:
+    return policy.get("kind") in CILIUM_KINDS
+
+
+def _source_key(key: str) -> tuple[str, str]:
+    for source in ("k8s", "any", "reserved"):
+        if key.startswith(source + ":"):
+            return source, key[len(source) + 1:]
+    return "any", key
+
+
+def identity_labels(world: World, pod: Pod) -> dict[str, str]:
+    labels = dict(pod.labels)
+    labels[CILIUM_NS] = pod.namespace
+    for k, v in namespace_labels(world, pod.namespace).items():
+        labels[CILIUM_NS_LABELS + k] = v
+    labels["io.cilium.k8s.policy.cluster"] = "default"
+    labels["io.cilium.k8s.policy.serviceaccount"] = "default"
+    return labels
+
+
+def _cilium_requirements(selector: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The selector as requirements on source-less keys (reserved ones keep `reserved:`)."""
+    reqs = []
+    for key, value in (selector.get("matchLabels") or {}).items():
+        source, name = _source_key(key)
+        reqs.append({"key": name if source != "reserved" else key, "operator": "In",
+                     "values": [value]})
+    for r in selector.get("matchExpressions") or []:
+        source, name = _source_key(r["key"])
+        reqs.append(dict(r, key=name if source != "reserved" else r["key"]))
+    return reqs
+
+
+def cilium_rule_sets(policy: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return ([policy["spec"]] if policy.get("spec") else []) + list(policy.get("specs") or [])
+
+
+def cilium_selects(world: World, policy: Mapping[str, Any], rule_set: Mapping[str, Any],
+                   pod: Pod) -> bool:
+    ns = policy.get("metadata", {}).get("namespace")
+    if policy["kind"] == "CiliumNetworkPolicy" and pod.namespace != (ns or "default"):
+        return False
+    labels = identity_labels(world, pod)
+    return all(requirement_matches(r, labels)
+               for r in _cilium_requirements(rule_set.get("endpointSelector") or {})
+               if not (ns and r["key"] == CILIUM_NS and r["operator"] == "In"))
+
+
+def _node_of(world: World, ip: str) -> str | None:
+    for name, node_ip in world.nodes.items():
+        if same_ip(ip, node_ip):
+            return name
+    return None
+
+
+def _entities(world: World, pod: Pod, remote_ip: str, remote_pod: Pod | None) -> set[str]:
+    if remote_pod is not None:
+        return {"cluster"}
+    node = _node_of(world, remote_ip)
+    if node is not None:
+        return {"cluster", "host" if node == pod.node else "remote-node"}
+    return {"world", f"world-ipv{ipaddress.ip_address(remote_ip).version}"}
+
+
+def _in_cidr(ip: str, cidr: str, excepts: Sequence[str] = ()) -> bool:
+    addr, net = ipaddress.ip_address(ip), ipaddress.ip_network(cidr, strict=False)
+    if addr.version != net.version or addr not in net:
+        return False
+    return not any(addr.version == ipaddress.ip_network(e).version
+                   and addr in ipaddress.ip_network(e) for e in excepts)
+
+
+def cilium_peer_matches(world: World, policy: Mapping[str, Any], rule: Mapping[str, Any],
+                        direction: str, pod: Pod, remote_ip: str,
+                        remote_pod: Pod | None) -> bool | None:
+    """Whether the rule's L3 part matches the remote end; None: the rule has none."""
+    pre = "from" if direction == INGRESS else "to"
+    fields = [f"{pre}Endpoints", f"{pre}Entities", f"{pre}CIDR", f"{pre}CIDRSet"]
+    if not any(rule.get(f) for f in fields):
+        return None
+    ns = policy.get("metadata", {}).get("namespace")
+    entities = _entities(world, pod, remote_ip, remote_pod)
+    for sel in rule.get(f"{pre}Endpoints") or []:
+        reqs = _cilium_requirements(sel)
+        reserved = [r["key"][len("reserved:"):] for r in reqs
+                    if r["key"].startswith("reserved:")]
+        if reserved:
+            if len(reserved) == 1 and len(reqs) == 1 and (
+                    reserved[0] == "all" or reserved[0] in entities):
+                return True
+            continue
+        if remote_pod is None:
+            continue
+        keys = {r["key"] for r in reqs}
+        scoped = (policy["kind"] == "CiliumNetworkPolicy" and CILIUM_NS not in keys
+                  and not any(k.startswith(CILIUM_NS_LABELS) for k in keys))
+        if scoped and remote_pod.namespace != (ns or "default"):
+            continue
+        labels = identity_labels(world, remote_pod)
+        if all(requirement_matches(r, labels) for r in reqs):
+            return True
+    for e in rule.get(f"{pre}Entities") or []:
+        if e == "all" or e in entities:
+            return True
+    outside = remote_pod is None and _node_of(world, remote_ip) is None
+    for c in rule.get(f"{pre}CIDR") or []:
+        if outside and _in_cidr(remote_ip, c):
+            return True
+    for item in rule.get(f"{pre}CIDRSet") or []:
+        if outside and _in_cidr(remote_ip, item["cidr"], item.get("except") or []):
+            return True
+    return False
+
+
+def cilium_ports_match(rule: Mapping[str, Any], protocol: str, port: int,
+                       dst_pod: Pod | None) -> bool | None:
+    """Whether the rule's toPorts admit the port; None: the rule has no toPorts."""
+    if not rule.get("toPorts"):
+        return None
+    for entry in rule["toPorts"]:
+        items = entry.get("ports") or []
+        if not items:
+            return True
+        for item in items:
+            proto = (item.get("protocol") or "ANY").upper()
+            protos = ("TCP", "UDP", "SCTP") if proto == "ANY" else (proto,)
+            if protocol.upper() not in protos:
+                continue
+            want = str(item.get("port", "0"))
+            if want.isdigit():
+                lo = int(want)
+                hi = int(item.get("endPort") or lo)
+                if lo == 0 or lo <= port <= hi:
+                    return True
+            elif dst_pod is not None and any(cp.name == want and cp.protocol == protocol
+                                             and cp.number == port for cp in dst_pod.ports):
+                return True
+    return False
+
+
+def cilium_rule_matches(world: World, policy: Mapping[str, Any], rule: Mapping[str, Any],
+                        direction: str, pod: Pod, remote_ip: str, remote_pod: Pod | None,
+                        protocol: str, port: int, dst_pod: Pod | None) -> bool:
+    peers = cilium_peer_matches(world, policy, rule, direction, pod, remote_ip, remote_pod)
+    ports = cilium_ports_match(rule, protocol, port, dst_pod)
+    if peers is None and ports is None:
+        return False  # an empty rule admits nothing
+    return peers is not False and ports is not False
+
+
+def cilium_side(world: World, policy: Mapping[str, Any], pod: Pod, direction: str,
+                remote_ip: str, remote_pod: Pod | None, protocol: str, port: int,
+                dst_pod: Pod | None) -> tuple[bool, list[str], list[str]]:
+    """(isolates, admitting rules, denying rules) of one Cilium policy for `pod`."""
+    allow_key = "ingress" if direction == INGRESS else "egress"
+    isolates, admits, denies = False, [], []
+    for n, rs in enumerate(cilium_rule_sets(policy)):
+        if not cilium_selects(world, policy, rs, pod):
+            continue
+        if (rs.get(allow_key) or rs.get(allow_key + "Deny")) and \
+                (rs.get("enableDefaultDeny") or {}).get(allow_key) is not False:
+            isolates = True
+        for key, out in ((allow_key, admits), (allow_key + "Deny", denies)):
+            for i, rule in enumerate(rs.get(key) or []):
+                if cilium_rule_matches(world, policy, rule, direction, pod, remote_ip,
+                                       remote_pod, protocol, port, dst_pod):
+                    out.append(f"{policy_id(policy)}#{n}.{key}[{i}]")
+    return isolates, admits, denies
+
+
 def is_resident_node(world: World, ip: str, pod: Pod) -> bool:
     """Is `ip` the address of the node `pod` runs on?"""
     node_ip = world.nodes.get(pod.node)
@@ -412,7 +608,16 @@ def evaluate_side(
     rules_key, peers_key = ("ingress", "from") if direction == INGRESS else ("egress", "to")
     isolated_by: list[str] = []
     admitted_by: list[str] = []
+    denied_by: list[str] = []
     for policy in world.policies:
+        if is_cilium(policy):
+            isolates, admits, denies = cilium_side(world, policy, pod, direction, remote_ip,
+                                                   remote_pod, protocol, port, dst_pod)
+            if isolates:
+                isolated_by.append(policy_id(policy))
+            admitted_by += admits
+            denied_by += denies
+            continue
         spec = policy["spec"]
         if cluster_tier(policy) is not None:
             continue
@@ -425,6 +630,8 @@ def evaluate_side(
                 world, rule, peers_key, policy_ns, remote_ip, remote_pod, protocol, port, dst_pod
             ):
                 admitted_by.append(f"{policy_id(policy)}#{rules_key}[{i}]")
+    if denied_by:  # a Cilium deny rule wins over every allow
+        return Side(False, tuple(isolated_by), (), tier="networkpolicy")
     if isolated_by:
         return Side(bool(admitted_by), tuple(isolated_by), tuple(admitted_by),
                     tier="networkpolicy")

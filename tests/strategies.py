@@ -420,6 +420,104 @@ def cluster_policies(draw: st.DrawFn, ns_labels: Mapping[str, Mapping[str, str]]
     return cluster_policy(real_kind, f"cp-{index}", spec)
 
 
+# ------------------------------------------------------------------ Cilium policies
+
+ENTITY_CHOICES = ("world", "cluster", "host", "remote-node", "all", "world-ipv6")
+
+
+@st.composite
+def cilium_selectors(draw: st.DrawFn, ns_palette: Mapping[str, tuple[str, ...]]
+                     ) -> dict[str, Any]:
+    """An endpoint selector: pod labels, maybe with a `k8s:` source prefix, maybe naming
+    the namespace or a namespace label (which lifts the namespace scoping)."""
+    sel = draw(label_selectors(POD_LABELS))
+    how = draw(st.sampled_from(("plain", "plain", "prefix", "namespace", "ns-label")))
+    labels = dict(sel.get("matchLabels") or {})
+    if how == "prefix":
+        labels = {f"k8s:{k}": v for k, v in labels.items()}
+    elif how == "namespace":
+        labels["k8s:io.kubernetes.pod.namespace"] = draw(st.sampled_from(NAMESPACE_NAMES))
+    elif how == "ns-label":
+        key = draw(st.sampled_from(sorted(ns_palette)))
+        labels[f"io.cilium.k8s.namespace.labels.{key}"] = draw(st.sampled_from(
+            ns_palette[key]))
+    if labels:
+        sel["matchLabels"] = labels
+    return sel
+
+
+@st.composite
+def cilium_ports(draw: st.DrawFn) -> dict[str, Any]:
+    item: dict[str, Any] = {}
+    kind = draw(st.sampled_from(("number", "number", "range", "name", "zero")))
+    if kind in ("number", "range"):
+        item["port"] = str(draw(st.sampled_from(PORT_NUMBERS)))
+        if kind == "range":
+            item["endPort"] = int(item["port"]) + draw(st.sampled_from((0, 1, 100)))
+    elif kind == "name":
+        item["port"] = draw(st.sampled_from(PORT_NAMES))
+    else:
+        item["port"] = "0"
+    proto = draw(st.sampled_from((None, None, "TCP", "UDP", "SCTP", "ANY")))
+    if proto:
+        item["protocol"] = proto
+    return item
+
+
+@st.composite
+def cilium_rules(draw: st.DrawFn, direction: str, ns_palette: Mapping[str, tuple[str, ...]],
+                 world_ips: list[str]) -> dict[str, Any]:
+    pre = "from" if direction == "ingress" else "to"
+    rule: dict[str, Any] = {}
+    for what in draw(st.lists(st.sampled_from(("Endpoints", "Endpoints", "Entities",
+                                               "CIDR", "CIDRSet", "reserved")),
+                              unique=True, max_size=2)):
+        if what == "Endpoints":
+            rule[f"{pre}Endpoints"] = draw(st.lists(cilium_selectors(ns_palette),
+                                                    min_size=1, max_size=2))
+        elif what == "reserved":
+            rule.setdefault(f"{pre}Endpoints", []).append(
+                {"matchLabels": {f"reserved:{draw(st.sampled_from(ENTITY_CHOICES))}": ""}})
+        elif what == "Entities":
+            rule[f"{pre}Entities"] = draw(st.lists(st.sampled_from(ENTITY_CHOICES),
+                                                   min_size=1, max_size=2, unique=True))
+        elif what == "CIDR":
+            rule[f"{pre}CIDR"] = [draw(ip_blocks(world_ips))["cidr"]]
+        else:
+            rule[f"{pre}CIDRSet"] = [draw(ip_blocks(world_ips))]
+    if draw(st.integers(0, 2)):
+        rule["toPorts"] = [{"ports": draw(st.lists(cilium_ports(), min_size=1,
+                                                   max_size=2))}]
+    return rule
+
+
+@st.composite
+def cilium_policies(draw: st.DrawFn, ns_labels: Mapping[str, Mapping[str, str]],
+                    world_ips: list[str], index: int) -> dict[str, Any]:
+    """A CiliumNetworkPolicy (in a namespace) or a CiliumClusterwideNetworkPolicy: allow
+    and deny sections, sometimes without default deny."""
+    ns_palette: dict[str, tuple[str, ...]] = dict(NAMESPACE_LABELS)
+    ns_palette["kubernetes.io/metadata.name"] = (*NAMESPACE_NAMES,)
+    spec: dict[str, Any] = {"endpointSelector": {} if draw(st.integers(0, 2)) == 0
+                            else draw(label_selectors(POD_LABELS))}
+    for section, direction in (("ingress", "ingress"), ("egress", "egress"),
+                               ("ingressDeny", "ingress"), ("egressDeny", "egress")):
+        if draw(st.integers(0, 3 if section.endswith("Deny") else 1)) == 0:
+            spec[section] = draw(st.lists(cilium_rules(direction, ns_palette, world_ips),
+                                          min_size=1, max_size=2))
+    if not any(k in spec for k in ("ingress", "egress", "ingressDeny", "egressDeny")):
+        spec["ingress"] = [{}]
+    if draw(st.integers(0, 4)) == 0:
+        spec["enableDefaultDeny"] = {"ingress": draw(st.booleans()),
+                                     "egress": draw(st.booleans())}
+    kind = draw(st.sampled_from(("CiliumNetworkPolicy", "CiliumNetworkPolicy",
+                                 "CiliumClusterwideNetworkPolicy")))
+    meta: dict[str, Any] = {"name": f"cil-{index}"}
+    if kind == "CiliumNetworkPolicy":
+        meta["namespace"] = draw(st.sampled_from(sorted(ns_labels)))
+    return {"apiVersion": "cilium.io/v2", "kind": kind, "metadata": meta, "spec": spec}
+
+
 # ------------------------------------------------------------------ flows
 
 
@@ -624,6 +722,13 @@ def cases(draw: st.DrawFn) -> Case:
     world_ips = endpoint_ips(base)
     count = draw(st.integers(0 if draw(st.booleans()) else 1, 5))
     the_policies = tuple(draw(policies(ns_labels, world_ips, i)) for i in range(count))
+    if draw(st.integers(0, 3)) == 0:
+        # a Cilium cluster: its own policies beside the NetworkPolicies (no admin tiers)
+        the_policies += tuple(draw(cilium_policies(ns_labels, world_ips, i))
+                              for i in range(draw(st.integers(1, 3))))
+        world = World(ns_labels, the_pods, dict(NODES), the_policies,
+                      {k: dict(v) for k, v in NODE_LABELS.items()})
+        return Case(world, draw(flows(world)), dict(NODE_POD_CIDRS))
     # cluster-scoped policies in two cases of three: admin and baseline tiers of every shape
     kinds = draw(st.lists(st.sampled_from(("AdminNetworkPolicy", "AdminNetworkPolicy",
                                            "CNP-Admin", "CNP-Baseline")),
@@ -658,6 +763,21 @@ def features(case: Case) -> set[str]:
             seen.add("dual-stack pod")
     priorities: dict[str, list[int]] = {}
     for pol in case.world.policies:
+        if pol["kind"].startswith("Cilium"):
+            seen.add(pol["kind"])
+            spec = pol["spec"]
+            if "enableDefaultDeny" in spec:
+                seen.add("cilium enableDefaultDeny")
+            for section in ("ingress", "egress", "ingressDeny", "egressDeny"):
+                for rule in spec.get(section) or []:
+                    seen.add(f"cilium {section}")
+                    for key, value in rule.items():
+                        seen.add(f"cilium {key[2:] if key.startswith('to') else key[4:]}")
+                        if key.endswith("Endpoints") and any(
+                                k.startswith("reserved:") for v in value
+                                for k in v.get("matchLabels", {})):
+                            seen.add("cilium reserved label")
+            continue
         spec = pol["spec"]
         if pol["kind"] != "NetworkPolicy":
             kind = pol["kind"] + (f" {spec['tier']}" if "tier" in spec else "")
@@ -735,4 +855,8 @@ ALL_FEATURES = frozenset({
     "cluster peer networks", "cluster port portNumber", "cluster port portRange",
     "cluster port namedPort", "cluster port protocols", "cluster port destinationNamedPort",
     "priority tie",
+    "CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy", "cilium enableDefaultDeny",
+    "cilium ingress", "cilium egress", "cilium ingressDeny", "cilium egressDeny",
+    "cilium Endpoints", "cilium Entities", "cilium CIDR", "cilium CIDRSet", "cilium Ports",
+    "cilium reserved label",
 })

@@ -56,8 +56,8 @@ def apply_fix(policies: list[dict[str, Any]], fix_yaml: str) -> list[dict[str, A
 
     fixed = {key(d): d for d in yaml.safe_load_all(fix_yaml)}
     out = [fixed.pop(key(p), p) for p in policies]
-    # what is left is new: only a NetworkPolicy a fix adds
-    assert all(k[0] == "NetworkPolicy" for k in fixed), sorted(fixed)
+    # what is left is new: a NetworkPolicy, or a CiliumNetworkPolicy where Cilium isolates
+    assert all(k[0] in ("NetworkPolicy", "CiliumNetworkPolicy") for k in fixed), sorted(fixed)
     return out + list(fixed.values())
 
 
@@ -130,8 +130,14 @@ def test_fixes_restore_their_group_and_blast_radius_matches_a_fresh_replay(
         # no baseline set: every flow was ACCEPTed, so each denied connection breaks
         report, before = run_report(paths["flows"], paths["cluster"], paths["policies"], work)
         # breaks a first-match tier decided first: they are the rarer ones
+        # a break a Cilium deny rule decided has no allow to add: its fix names the deny
+        # rule to edit instead
+        for g in report["breaks"]["groups"]:
+            if g["fix"]["deny_rules"]:
+                assert "only editing that deny rule" in g["fix"]["notes"][0]
         groups = sorted((g for g in report["breaks"]["groups"]
-                         if g["connections"] == len(g["connection_rows"])),
+                         if g["connections"] == len(g["connection_rows"])
+                         and not g["fix"]["deny_rules"]),
                         key=lambda g: not first_match_decided(g))
         assume(groups)
         problems = []

@@ -217,8 +217,8 @@ def test_what_was_not_judged_is_in_every_headline(tmp_path, world_files):
     d = tmp_path / "cand"
     write_policies(d, [deny_all_ingress("y")])
     (d / "cilium.yaml").write_text(
-        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: c, namespace: y}"
-        "\nspec: {endpointSelector: {}}\n---\napiVersion: v1\nkind: ConfigMap\n"
+        "apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: c, namespace: y}"
+        "\nspec: {selector: all()}\n---\napiVersion: v1\nkind: ConfigMap\n"
         "metadata: {name: not-a-policy}\n")
     out = {k: tmp_path / f"r.{k}" for k in ("json", "html", "md")}
     args = ["--flows", world_files["good"], "--policies", d, "--json", out["json"],
@@ -227,13 +227,13 @@ def test_what_was_not_judged_is_in_every_headline(tmp_path, world_files):
     doc = summary_of(r, out["json"])
     codes = [w["code"] for w in doc["warnings"]]
     assert codes == ["ignored_policy_kinds", "no_pod_identity"]  # the ConfigMap is no policy
-    assert "cilium.io/v2 CiliumNetworkPolicy ×1" in doc["warnings"][0]["message"]
+    assert "projectcalico.org/v3 NetworkPolicy ×1" in doc["warnings"][0]["message"]
     verdict = r.output.splitlines().index(next(x for x in r.output.splitlines()
                                                if x.startswith("Verdict:")))
     assert "partial judgement, 2 warnings" in r.output.splitlines()[verdict]
     assert doc["report"]["headline"].endswith("— partial judgement: 2 warnings")
     html, md = out["html"].read_text(), out["md"].read_text()
-    assert 'id="warnings"' in html and "CiliumNetworkPolicy" in html
+    assert 'id="warnings"' in html and "projectcalico.org/v3 NetworkPolicy" in html
     assert md.splitlines()[0].endswith("partial judgement: 2 warnings")
     assert "**Not judged**" in md and "no endpoint could be mapped to a pod" in md
     strict = invoke("--flows", world_files["good"], "--policies", d, "--strict", "-q")

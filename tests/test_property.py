@@ -217,7 +217,7 @@ def test_engine_agrees_with_reference(case: strategies.Case) -> None:
 def test_strategies_cover_every_feature() -> None:
     seen: set[str] = set()
 
-    @settings(max_examples=120, deadline=None, database=None, derandomize=True,
+    @settings(max_examples=200, deadline=None, database=None, derandomize=True,
               suppress_health_check=list(HealthCheck))
     @given(strategies.cases())
     def collect(case: strategies.Case) -> None:

@@ -60,6 +60,7 @@ def pod(
     deleted: str | None = None,
     owner: tuple[str, str] | None = None,
     phase: str = "Running",
+    service_account: str | None = None,
 ) -> dict[str, Any]:
     """A Pod as `kubectl get pod -o json` prints it. ports: (name|None, number, protocol)."""
     ips = [ip] if isinstance(ip, str) else list(ip)
@@ -89,6 +90,7 @@ def pod(
             "nodeName": node,
             "hostNetwork": host_network,
             "containers": [{"name": "main", "image": "agnhost", "ports": container_ports}],
+            **({"serviceAccountName": service_account} if service_account else {}),
         },
         "status": {
             "phase": phase,
@@ -108,6 +110,51 @@ def node(name: str, ip: str, pod_cidrs: Sequence[str] = (),
         "spec": {"podCIDR": pod_cidrs[0] if pod_cidrs else None, "podCIDRs": list(pod_cidrs)},
         "status": {"addresses": [{"type": "InternalIP", "address": ip}]},
     }
+
+
+def service(ns: str, name: str, cluster_ip: str, selector: Mapping[str, str] | None,
+            labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"clusterIP": cluster_ip, "clusterIPs": [cluster_ip],
+                            "ports": [{"port": 80, "protocol": "TCP"}]}
+    if selector is not None:
+        spec["selector"] = dict(selector)
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": ns, "labels": dict(labels or {})},
+            "spec": spec}
+
+
+def endpoint_slice(ns: str, service_name: str, addresses: Sequence[str]) -> dict[str, Any]:
+    """An EndpointSlice of a Service (discovery.k8s.io/v1), one endpoint per address."""
+    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": f"{service_name}-abcde", "namespace": ns,
+                         "labels": {"kubernetes.io/service-name": service_name}},
+            "addressType": "IPv6" if ":" in addresses[0] else "IPv4",
+            "endpoints": [{"addresses": [a], "conditions": {"ready": True}}
+                          for a in addresses],
+            "ports": [{"port": 6443, "protocol": "TCP", "name": "https"}]}
+
+
+def config_map(ns: str, name: str, data: Mapping[str, str]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": ns}, "data": dict(data)}
+
+
+def cilium_policy(name: str, spec: Mapping[str, Any] | None = None, *,
+                  ns: str | None = None, specs: Sequence[Mapping[str, Any]] | None = None
+                  ) -> dict[str, Any]:
+    """A CiliumNetworkPolicy in `ns`, or (ns None) a CiliumClusterwideNetworkPolicy."""
+    meta: dict[str, Any] = {"name": name}
+    if ns is not None:
+        meta["namespace"] = ns
+    doc: dict[str, Any] = {
+        "apiVersion": "cilium.io/v2",
+        "kind": "CiliumNetworkPolicy" if ns is not None else "CiliumClusterwideNetworkPolicy",
+        "metadata": meta}
+    if spec is not None:
+        doc["spec"] = dict(spec)
+    if specs is not None:
+        doc["specs"] = [dict(s) for s in specs]
+    return doc
 
 
 def write_cluster(path: Path, objects: Iterable[Mapping[str, Any]]) -> Path:

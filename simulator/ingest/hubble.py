@@ -187,12 +187,17 @@ def measures(params: dict[str, str]) -> dict[str, str]:
 def _labels_json(labels: str, ns: bool) -> str:
     """Pod labels (ns=False) or the namespace's labels (ns=True) as a JSON object."""
     prefix = "k8s:io.cilium.k8s.namespace.labels." if ns else "k8s:"
+    # the service account is part of the identity; it goes to catalog.register_flow_pods
+    # under Cilium's own key space
+    sa = "k8s:io.cilium.k8s.policy.serviceaccount="
     keep = (f"starts_with(x, '{prefix}')" if ns else
             "starts_with(x, 'k8s:') AND NOT starts_with(x, 'k8s:io.kubernetes.pod.namespace=')"
-            " AND NOT starts_with(x, 'k8s:io.cilium.k8s.')")
+            f" AND (NOT starts_with(x, 'k8s:io.cilium.k8s.') OR starts_with(x, '{sa}'))")
     n = len(prefix) + 1
+    key = (f"CASE WHEN starts_with(x, '{sa}') THEN 'cilium:' ELSE '' END "
+           f"|| split_part(x[{n}:], '=', 1)")
     entries = (f"list_transform(list_filter({labels}, lambda x: {keep} AND contains(x, '=')), "
-               f"lambda x: struct_pack(key := split_part(x[{n}:], '=', 1), "
+               f"lambda x: struct_pack(key := {key}, "
                f"value := x[{n} + length(split_part(x[{n}:], '=', 1)) + 1:]))")
     return f"CASE WHEN {labels} IS NOT NULL THEN CAST(to_json(map_from_entries({entries})) " \
            f"AS VARCHAR) END"

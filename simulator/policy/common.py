@@ -84,6 +84,24 @@ def label_string(ctx: Ctx, value: Any, field: str) -> str:
     return value
 
 
+def expression(ctx: Ctx, raw: Any, f: str) -> tuple[Any, str, list[str]]:
+    """One matchExpressions item: its key (unchecked: dialects spell keys differently),
+    operator and values, the operator and values validated."""
+    expr = mapping(ctx, raw, f)
+    no_unknown(ctx, expr, {"key", "operator", "values"}, f)
+    op = expr.get("operator")
+    if op not in OPERATORS:
+        raise ctx.fail(f"{f}.operator", f"unsupported operator {op!r}; "
+                                        f"expected one of {', '.join(OPERATORS)}")
+    values = [label_string(ctx, v, f"{f}.values[{j}]")
+              for j, v in enumerate(as_list(ctx, expr.get("values"), f"{f}.values"))]
+    if op in ("In", "NotIn") and not values:
+        raise ctx.fail(f"{f}.values", f"must be non-empty when operator is {op}")
+    if op in ("Exists", "DoesNotExist") and values:
+        raise ctx.fail(f"{f}.values", f"must be empty when operator is {op}")
+    return expr.get("key"), str(op), values
+
+
 def selector(ctx: Ctx, raw: Any, field: str) -> Selector:
     raw = mapping(ctx, raw, field)
     no_unknown(ctx, raw, _SELECTOR_FIELDS, field)
@@ -98,20 +116,9 @@ def selector(ctx: Ctx, raw: Any, field: str) -> Selector:
     for i, expr in enumerate(as_list(ctx, raw.get("matchExpressions"),
                                    f"{field}.matchExpressions")):
         f = f"{field}.matchExpressions[{i}]"
-        expr = mapping(ctx, expr, f)
-        no_unknown(ctx, expr, {"key", "operator", "values"}, f)
-        key, op = expr.get("key"), expr.get("operator")
+        key, op, values = expression(ctx, expr, f)
         if not isinstance(key, str) or not valid_label_key(key):
             raise ctx.fail(f"{f}.key", f"invalid label key {key!r}")
-        if op not in OPERATORS:
-            raise ctx.fail(f"{f}.operator", f"unsupported operator {op!r}; "
-                                            f"expected one of {', '.join(OPERATORS)}")
-        values = [label_string(ctx, v, f"{f}.values[{j}]")
-                  for j, v in enumerate(as_list(ctx, expr.get("values"), f"{f}.values"))]
-        if op in ("In", "NotIn") and not values:
-            raise ctx.fail(f"{f}.values", f"must be non-empty when operator is {op}")
-        if op in ("Exists", "DoesNotExist") and values:
-            raise ctx.fail(f"{f}.values", f"must be empty when operator is {op}")
         for j, v in enumerate(values):
             if not valid_label_value(v):
                 raise ctx.fail(f"{f}.values[{j}]", f"invalid label value {v!r}")

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 Direction = Literal["ingress", "egress"]
-Action = Literal["allow", "deny", "pass"]
+# require / require-deny: Cilium's fromRequires/toRequires, which a selected pod's allow
+# (deny) rules' endpoint peers must also satisfy, whichever policy they are in
+Action = Literal["allow", "deny", "pass", "require", "require-deny"]
 DIRECTIONS: tuple[Direction, ...] = ("ingress", "egress")
 
 
@@ -43,12 +45,18 @@ class PodPeer:
     pod_selector: Selector
     namespace: str | None = None
     namespace_selector: Selector | None = None
+    # a Cilium endpoint peer: the subject's requirements (fromRequires) apply to it
+    requirable: bool = False
 
 
 @dataclass(frozen=True)
 class CidrPeer:
+    """world_only: the prefix matches only addresses outside the cluster (Cilium's CIDR
+    rules never select a pod or node, whatever its address)."""
+
     cidr: str
     excepts: tuple[str, ...] = ()
+    world_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -71,9 +79,39 @@ class DomainPeer:
     which name the address was resolved from."""
 
     pattern: str
+    # the pattern as a regular expression over lower-case names without the final dot,
+    # where a dialect's wildcards differ (Cilium's `*` stays inside one label)
+    regex: str | None = None
 
 
-Peer = PodPeer | CidrPeer | AnyPeer | NodePeer | DomainPeer
+ENTITIES = ("all", "world", "world-ipv4", "world-ipv6", "cluster", "host", "remote-node",
+            "kube-apiserver", "health", "init", "ingress", "unmanaged", "none")
+
+
+@dataclass(frozen=True)
+class EntityPeer:
+    """A class of peer without labels of its own (Cilium's entities): `world` is every
+    address outside the cluster, `host` the subject's own node, `remote-node` the other
+    nodes, `cluster` every pod and node, `kube-apiserver` the addresses behind
+    default/kubernetes, `all` everything; `health`, `init`, `ingress`, `unmanaged` and
+    `none` name Cilium-internal endpoints no flow record resolves to."""
+
+    entity: str
+    requirable: bool = False  # named by a `reserved:` endpoint selector
+
+
+@dataclass(frozen=True)
+class ServicePeer:
+    """A Service's backends: by name, or every Service in `namespace` (None: any) whose
+    labels match `selector`. Bound to pods or addresses against the cluster snapshot
+    before evaluation (policy/services.py)."""
+
+    namespace: str | None
+    name: str | None = None
+    selector: Selector | None = None
+
+
+Peer = PodPeer | CidrPeer | AnyPeer | NodePeer | DomainPeer | EntityPeer | ServicePeer
 
 
 @dataclass(frozen=True)
@@ -99,13 +137,19 @@ class Rule:
     peers: tuple[Peer, ...]
     ports: tuple[PortMatch, ...]
     name: str | None = None  # a rule's own name, where the dialect has one
+    # what the rule says, in a few words, where reasons quote it (Cilium: its peers)
+    detail: str | None = None
 
 
 @dataclass(frozen=True)
 class Subject:
+    """Pods (pod_selector in `namespace` or in namespaces matching namespace_selector),
+    or, with node_selector set, the nodes it matches (Cilium's host policies)."""
+
     pod_selector: Selector
     namespace: str | None = None
     namespace_selector: Selector | None = None
+    node_selector: Selector | None = None
 
 
 # The tiers a connection passes, in order: first-match tiers decide by their first

@@ -12,18 +12,23 @@ from typing import Any
 
 from ..documents import Document, read_documents
 from ..errors import PolicyError
-from . import anp_v1alpha1, banp_v1alpha1, cnp
+from . import anp_v1alpha1, banp_v1alpha1, cilium_v2, cnp
 from .ir import Policy
 from .netpol_v1 import API_VERSION, KIND, compile_networkpolicy
 from .npapi import Notes
 
-# (apiVersion, kind) -> compiler. A new dialect is a new module and one line here.
-DIALECTS: dict[tuple[str, str], Callable[[Document, Notes], Policy]] = {
+# (apiVersion, kind) -> compiler (one manifest may hold several rule sets, as Cilium's
+# `specs` do). A new dialect is a new module and one line here.
+DIALECTS: dict[tuple[str, str], Callable[[Document, Notes], Policy | list[Policy]]] = {
     (API_VERSION, KIND): lambda doc, notes: compile_networkpolicy(doc),
     (anp_v1alpha1.API_VERSION, anp_v1alpha1.KIND): anp_v1alpha1.compile_anp,
     (banp_v1alpha1.API_VERSION, banp_v1alpha1.KIND): banp_v1alpha1.compile_banp,
     **{(v, cnp.KIND): cnp.compile_cnp for v in cnp.API_VERSIONS},
+    (cilium_v2.API_VERSION, cilium_v2.CNP): cilium_v2.compile_cilium,
+    (cilium_v2.API_VERSION, cilium_v2.CCNP): cilium_v2.compile_cilium,
 }
+# objects policies refer to by name (cidrGroupRef), read apart and bound at merge
+REFERENCED = {(v, cilium_v2.CIDR_GROUP) for v in cilium_v2.CIDR_GROUP_VERSIONS}
 
 
 @dataclass
@@ -36,19 +41,23 @@ class PolicySet:
     manifests: dict[str, dict[str, Any]] = field(default_factory=dict)
     # how the set was read, worth a warning (e.g. peers of a newer API, failing closed)
     notes: list[str] = field(default_factory=list)
+    # CiliumCIDRGroup name -> its CIDRs
+    cidr_groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def count(self, kind: str) -> int:
         return sum(p.kind == kind for p in self.policies)
 
 
-# One file's share of a set: its policies with their manifests, the ignored kinds, and
-# the notes of its reading.
-PolicyFile = tuple[list[tuple[Policy, dict[str, Any]]], Counter[str], list[str]]
+# One file's share of a set: its policies with their manifests, the ignored kinds, the
+# notes of its reading, and the CIDR groups it defines.
+PolicyFile = tuple[list[tuple[Policy, dict[str, Any]]], Counter[str], list[str],
+                   dict[str, tuple[str, ...]]]
 
 
 def read_policy_file(path: Path) -> PolicyFile:
     compiled: list[tuple[Policy, dict[str, Any]]] = []
     ignored: Counter[str] = Counter()
+    groups: dict[str, tuple[str, ...]] = {}
     notes = Notes()
     for doc in read_documents(path):
         for key_field in ("apiVersion", "kind"):
@@ -57,11 +66,16 @@ def read_policy_file(path: Path) -> PolicyFile:
                                         f"{doc.obj[key_field]!r}", doc.where)
         key = (str(doc.obj.get("apiVersion", "")), str(doc.obj.get("kind", "")))
         compiler = DIALECTS.get(key)
-        if compiler is None:
+        if key in REFERENCED:
+            name, cidrs = cilium_v2.read_cidr_group(doc)
+            groups[name] = cidrs
+        elif compiler is None:
             ignored[f"{key[0]} {key[1]}".strip() or "(no kind)"] += 1
         else:
-            compiled.append((compiler(doc, notes), doc.obj))
-    return compiled, ignored, notes.lines
+            out = compiler(doc, notes)
+            for policy in out if isinstance(out, list) else [out]:
+                compiled.append((policy, doc.obj))
+    return compiled, ignored, notes.lines, groups
 
 
 def merge_policy_files(name: str, parts: Iterable[tuple[Path, PolicyFile]]) -> PolicySet:
@@ -70,7 +84,7 @@ def merge_policy_files(name: str, parts: Iterable[tuple[Path, PolicyFile]]) -> P
     second is refused, as the API server would (its name is always `default`)."""
     pset = PolicySet(name)
     baseline_at: str | None = None
-    for path, (compiled, ignored, notes) in parts:
+    for path, (compiled, ignored, notes, groups) in parts:
         pset.files.append(str(path))
         for policy, manifest in compiled:
             if policy.kind == banp_v1alpha1.KIND:
@@ -83,4 +97,11 @@ def merge_policy_files(name: str, parts: Iterable[tuple[Path, PolicyFile]]) -> P
             pset.manifests.setdefault(policy.ref, manifest)
         pset.ignored.update(ignored)
         pset.notes += notes
+        pset.cidr_groups.update(groups)
+    missing = sorted({p.group for pol in pset.policies for r in pol.rules for p in r.peers
+                      if isinstance(p, cilium_v2.CidrGroupRef)} - set(pset.cidr_groups))
+    if missing:
+        pset.notes.append(f"{name}: cidrGroupRef to {', '.join(missing)}: no such "
+                          "CiliumCIDRGroup in the set; the reference matches nothing")
+    pset.policies = [cilium_v2.bind_cidr_groups(p, pset.cidr_groups) for p in pset.policies]
     return pset

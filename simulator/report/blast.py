@@ -30,7 +30,7 @@ from ..policy.ir import Direction, Policy
 from ..policy.tables import register_policy_tables
 
 # one evaluation holds at most this many fixes, and this many policies over all of them
-BATCH_FIXES = 64
+BATCH_FIXES = 1024
 BATCH_POLICIES = 20_000
 ITEMS = 10
 

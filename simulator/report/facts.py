@@ -3,6 +3,7 @@ far the result can be trusted, and the namespace matrix."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import duckdb
@@ -66,18 +67,30 @@ def dead_rules(con: duckdb.DuckDBPyConnection, candidate: PolicySet) -> dict[str
     (dead), or every connection they matched was decided first by another rule or tier
     (shadowed, with the rule that decided instead)."""
     total, rows = 0, []
-    for ref, direction, idx, shadowed_by in con.execute("""
-            SELECT ref, direction, rule_idx, shadowed_by FROM rule_use
+    for ref, direction, idx, name, shadowed_by in con.execute("""
+            SELECT ref, direction, rule_idx, name, shadowed_by FROM rule_use
             WHERE pset = 'candidate' AND connections = 0
             ORDER BY ref, direction, rule_idx""").fetchall():
         total += 1
         if len(rows) < LIST_LIMIT:
-            spec = (candidate.manifests.get(ref) or {}).get("spec") or {}
+            manifest = candidate.manifests.get(ref) or {}
+            path = _CILIUM_RULE.fullmatch(name or "")
+            if path:  # a Cilium rule, by its section path: [specs[i].]section[j]
+                specs = manifest.get("specs")
+                spec = (specs[int(path[1])] if path[1] is not None and isinstance(specs, list)
+                        and int(path[1]) < len(specs) else manifest.get("spec"))
+                direction, idx = path[2], int(path[3])
+            else:
+                spec = manifest.get("spec")
             section = spec.get(direction) if isinstance(spec, dict) else None
             rule = section[idx] if isinstance(section, list) and idx < len(section) else None
             rows.append({"policy": ref, "direction": direction, "index": int(idx),
                          "rule": rule, "shadowed_by": shadowed_by})
     return {"total": total, "rules": rows}
+
+
+_CILIUM_RULE = re.compile(r"(?:specs\[(\d+)\]\.)?(ingress|egress|ingressDeny|egressDeny)"
+                          r"\[(\d+)\]")
 
 
 def trust(con: duckdb.DuckDBPyConnection, summary: dict[str, Any]) -> dict[str, Any]:

@@ -105,6 +105,29 @@ def np_rule(group: dict[str, Any], direction: str, policy_ns: str | None,
     return rule
 
 
+def cilium_rule(group: dict[str, Any], direction: str,
+                sides: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A CiliumNetworkPolicy allow rule admitting the group's peer on its port: a pod by
+    its namespace and stable labels, a node by entity, anything else by exact CIDRs
+    (Cilium's CIDR rules match outside addresses only)."""
+    side = peer_side(group, direction)
+    ent, info = _entity(group, side), sides[side]
+    pre = "to" if direction == "egress" else "from"
+    rule: dict[str, Any]
+    if ent["kind"] == "pod":
+        rule = {f"{pre}Endpoints": [{"matchLabels": {
+            **info["labels"], "k8s:io.kubernetes.pod.namespace": ent["namespace"]}}]}
+    elif ent["kind"] == "node":
+        rule = {f"{pre}Entities": ["host", "remote-node"]}
+    else:
+        rule = {f"{pre}CIDRSet": [{"cidr": c} for c in ip_blocks(info["addresses"])]}
+    if group["protocol"] in PORT_PROTOCOLS and group["port"] is not None:
+        rule["toPorts"] = [{"ports": [{
+            "port": str(sides["dst"].get("port_name") or group["port"]),
+            "protocol": group["protocol"]}]}]
+    return rule
+
+
 def port_shape(manifest: dict[str, Any]) -> str:
     """`ports` (v1alpha1, and early v1alpha2 ClusterNetworkPolicies) or `protocols`: the
     shape the policy's own rules use, else its kind's."""

@@ -29,7 +29,7 @@ import yaml
 from .. import db
 from ..documents import Document
 from ..errors import PolicyError
-from ..policy import netpol_v1
+from ..policy import cilium_v2, netpol_v1
 from ..policy.ir import Policy
 from ..policy.loader import DIALECTS, PolicySet
 from ..policy.npapi import Notes
@@ -37,6 +37,7 @@ from . import blast
 from .fix_rules import (
     ALLOW_WORD,
     PORT_PROTOCOLS,
+    cilium_rule,
     clean_manifest,
     cluster_rule,
     insert_rule,
@@ -171,6 +172,7 @@ class _Fixer:
         self.candidate = candidate
         self.by_ref = {p.ref: p for p in candidate.policies}
         self.size = size
+        self.deny_rules: list[str] = []  # of the group being fixed
 
     def edits(self, g: dict[str, Any], rows: dict[str, list[dict[str, Any]]],
               sides: dict[str, dict[str, Any]]) -> tuple[list[dict[str, Any]],
@@ -186,7 +188,14 @@ class _Fixer:
                 by_tier.setdefault(r["tier"], []).append(r)
             tier_edits = []
             if "networkpolicy" in by_tier:
-                tier_edits += self._np_edits(g, direction, by_tier["networkpolicy"], sides)
+                # a Cilium deny rule that matched: no allow overrides it
+                denied = sorted({ref for r in by_tier["networkpolicy"]
+                                 for ref in r["decided_by"] or ()})
+                if denied:
+                    self.deny_rules += denied
+                isolated = [r for r in by_tier["networkpolicy"] if not r["decided_by"]]
+                if isolated:
+                    tier_edits += self._np_edits(g, direction, isolated, sides)
             if "admin" in by_tier:
                 tier_edits += self._first_match_edits(g, direction, by_tier["admin"], sides,
                                                       "admin", problems)
@@ -209,6 +218,12 @@ class _Fixer:
         for ref in _cover(lists, self.size, preferred):
             manifest = self.candidate.manifests.get(ref)
             if manifest is None:
+                continue
+            if manifest.get("apiVersion") == cilium_v2.API_VERSION:
+                # Cilium's allows are a union: a policy of its own for the workload,
+                # which isolates nothing more (enableDefaultDeny off)
+                if not any(e["kind"] == cilium_v2.CNP for e in out):
+                    out.append(self._new_cnp(g, direction, sides))
                 continue
             ns = str((manifest.get("metadata") or {}).get("namespace") or "default")
             out.append({"policy": ref, "kind": netpol_v1.KIND, "namespace": ns,
@@ -241,13 +256,22 @@ class _Fixer:
                         "rule": rule})
         return out
 
+    def _new_cnp(self, g: dict[str, Any], direction: str,
+                 sides: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        ns, labels, name = _new_policy_subject(g, direction, sides)
+        rule = cilium_rule(g, direction, sides)
+        manifest = {"apiVersion": cilium_v2.API_VERSION, "kind": cilium_v2.CNP,
+                    "metadata": {"name": name, "namespace": ns},
+                    "spec": {"endpointSelector": {"matchLabels": labels} if labels else {},
+                             direction: [rule],
+                             "enableDefaultDeny": {direction: False}}}
+        return {"policy": f"{ns}/{name}", "kind": cilium_v2.CNP, "namespace": ns,
+                "tier": "networkpolicy", "direction": direction, "action": "allow",
+                "at": None, "rule": rule, "new": manifest}
+
     def _new_np(self, g: dict[str, Any], direction: str,
                 sides: dict[str, dict[str, Any]]) -> dict[str, Any]:
-        subject = "src" if direction == "egress" else "dst"
-        ent = g["source" if subject == "src" else "destination"]
-        ns = str(ent["namespace"])
-        labels = sides[subject]["labels"]
-        name = FIX_NAME.format(g["id"].lower())
+        ns, labels, name = _new_policy_subject(g, direction, sides)
         manifest = {"apiVersion": netpol_v1.API_VERSION, "kind": netpol_v1.KIND,
                     "metadata": {"name": name, "namespace": ns},
                     "spec": {"podSelector": {"matchLabels": labels} if labels else {},
@@ -256,6 +280,15 @@ class _Fixer:
         return {"policy": f"{ns}/{name}", "kind": netpol_v1.KIND, "namespace": ns,
                 "tier": "networkpolicy", "direction": direction, "action": "allow",
                 "at": None, "rule": manifest["spec"][direction][0], "new": manifest}
+
+
+def _new_policy_subject(g: dict[str, Any], direction: str,
+                        sides: dict[str, dict[str, Any]]) -> tuple[str, dict[str, str], str]:
+    """A new policy for the denied side: its namespace, the workload's stable labels and
+    the policy's name."""
+    subject = "src" if direction == "egress" else "dst"
+    ent = g["source" if subject == "src" else "destination"]
+    return str(ent["namespace"]), sides[subject]["labels"], FIX_NAME.format(g["id"].lower())
 
 
 def _apply(edits: list[dict[str, Any]], candidate: PolicySet) -> dict[str, dict[str, Any]]:
@@ -274,7 +307,9 @@ def _compile(ref_manifests: dict[str, dict[str, Any]], fix_no: int) -> dict[str,
     out = {}
     for ref, manifest in ref_manifests.items():
         key = (str(manifest.get("apiVersion")), str(manifest.get("kind")))
-        out[ref] = DIALECTS[key](Document(manifest, Path("(suggested fix)"), fix_no), Notes())
+        compiled = DIALECTS[key](Document(manifest, Path("(suggested fix)"), fix_no), Notes())
+        # a fix's manifest is one rule set (Cilium's `specs` are never written)
+        out[ref] = compiled[0] if isinstance(compiled, list) else compiled
     return out
 
 
@@ -313,7 +348,7 @@ def _document(g: dict[str, Any], edits: list[dict[str, Any]],
     if any(e["action"] == "pass" for e in edits):
         notes.append("the Pass hands this traffic to the NetworkPolicy and baseline tiers, "
                      "which admit it; the guardrail's other rules keep their effect")
-    if any("new" in e for e in edits):
+    if any("new" in e and e["kind"] == netpol_v1.KIND for e in edits):
         d = next(e["direction"] for e in edits if "new" in e)
         notes.append(f"a new NetworkPolicy isolates the pods it selects for {d}: every "
                      f"other {d} connection of theirs is then denied unless a "
@@ -353,6 +388,7 @@ def suggest_fixes(con: duckdb.DuckDBPyConnection, groups: list[dict[str, Any]],
         sides = {s: info.get((g["gkey"], s), {"labels": {}, "addresses": []})
                  for s in ("src", "dst")}
         rows = {d: denied.get((g["gkey"], d), []) for d in ("egress", "ingress")}
+        fixer.deny_rules = []
         edits, alternative, problems = fixer.edits(g, rows, sides)
         docs = [("fix", edits)] + ([("alternative", alternative)] if alternative else [])
         for which, some in docs:
@@ -362,6 +398,13 @@ def suggest_fixes(con: duckdb.DuckDBPyConnection, groups: list[dict[str, Any]],
                 g["fix"] = doc
                 if problems:
                     doc["problem"] = "; ".join(problems)
+                # a deny rule decided: no allow anywhere overrides it
+                doc["deny_rules"] = sorted(set(fixer.deny_rules))
+                if doc["deny_rules"]:
+                    doc["notes"].insert(0, "denied by the deny rule "
+                                        + ", ".join(doc["deny_rules"]) + ": a deny wins over "
+                                        "every allow, so only editing that deny rule can "
+                                        "admit this traffic")
             else:
                 g["fix"]["alternative"] = doc
             if not manifests:

@@ -7,7 +7,9 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from ..policy import cilium_v2
 from ..policy.ir import Policy
+from ..policy.tables import display_name
 
 DIRECTIONS = ("egress", "ingress")
 SHOWN_NAMES = 3
@@ -47,6 +49,19 @@ class RuleNames:
     def __init__(self, policies: Iterable[Policy] = ()) -> None:
         self.by_ref = {p.ref: p for p in policies}
 
+    def _cilium(self, rule_ref: str) -> tuple[Policy, Any] | None:
+        """A Cilium rule (`ns/name egressDeny[0]`): its policy and rule."""
+        ref, _, path = rule_ref.rpartition(" ")
+        policy = self.by_ref.get(ref)
+        if policy is None or policy.dialect != cilium_v2.DIALECT:
+            return None
+        return policy, next((r for r in policy.rules if r.name == path), None)
+
+    def policy(self, ref: str) -> str:
+        """How a sentence names a policy: a Cilium one with its kind."""
+        policy = self.by_ref.get(ref)
+        return display_name(policy) if policy is not None else ref
+
     def _find(self, rule_ref: str) -> tuple[Policy | None, str, int]:
         m = _RULE_REF.match(rule_ref)
         if m is None:
@@ -54,10 +69,16 @@ class RuleNames:
         return self.by_ref.get(m["ref"]), m["direction"], int(m["idx"])
 
     def tier(self, rule_ref: str) -> str | None:
-        policy = self._find(rule_ref)[0]
+        found = self._cilium(rule_ref)
+        policy = found[0] if found else self._find(rule_ref)[0]
         return None if policy is None else policy.tier
 
     def label(self, rule_ref: str) -> str:
+        found = self._cilium(rule_ref)
+        if found is not None:
+            policy, rule = found
+            detail = f" ({rule.detail})" if rule is not None and rule.detail else ""
+            return f"{display_name(policy)} {rule_ref.rpartition(' ')[2]}{detail}"
         policy, direction, idx = self._find(rule_ref)
         if policy is None or policy.tier == "namespace":
             return rule_ref
@@ -93,11 +114,16 @@ def _judged(subject: str, direction: str, v: dict[str, Any], port: str, peer: st
         return f"{_passed(v, rules)}{what} is {word} by {names(deciders)} ({where})"
     if word == "allowed":
         if v.get("allowed_by"):
-            return f"{_passed(v, rules)}{what} is admitted by {names(v['allowed_by'])}"
+            admitted = [rules.label(r) for r in v["allowed_by"]]
+            return f"{_passed(v, rules)}{what} is admitted by {names(admitted)}"
         return f"{_passed(v, rules)}{subject} is not isolated for {direction}"
+    deny_rules = rules.of_tier(v.get("decided_by") or [], "namespace")
+    if deny_rules:  # Cilium's deny rules: no allow overrides them
+        return (f"{_passed(v, rules)}{what} is denied by {names(deny_rules)}: a deny rule "
+                "wins over every allow")
+    isolating = [rules.policy(r) for r in v.get("isolated_by") or []]
     return (f"{_passed(v, rules)}{subject} is isolated for {direction} by "
-            f"{names(v.get('isolated_by') or [])}; no {direction} rule admits {port} {to} "
-            f"{peer}")
+            f"{names(isolating)}; no {direction} rule admits {port} {to} {peer}")
 
 
 def reason_sentence(change: str, src: dict[str, Any], dst: dict[str, Any], protocol: str,
