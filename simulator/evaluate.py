@@ -113,11 +113,7 @@ FROM np_except e JOIN peer_block pb USING (peer_id);
 -- Per distinct address: the blocks it lies in (outside their exceptions). Addresses with
 -- the same blocks form a class; a connection's peer is evaluated by its class.
 CREATE OR REPLACE TABLE addr_block AS
-WITH k AS (   -- the addresses of the connections judged (a fix replay judges a few)
-    SELECT DISTINCT e.key FROM ep e
-    WHERE e.key IS NOT NULL
-      AND e.ep_id IN (SELECT src_ep FROM __CONNS__ UNION SELECT dst_ep FROM __CONNS__)
-),
+WITH k AS (SELECT DISTINCT key FROM __ADDRESSED__ WHERE key IS NOT NULL),
 inside AS (SELECT k.key, b.block_id FROM k JOIN np_block b ON k.key BETWEEN b.lo AND b.hi),
 excepted AS (
     SELECT k.key, e.block_id FROM k JOIN block_except e ON k.key BETWEEN e.lo AND e.hi
@@ -187,10 +183,10 @@ LEFT JOIN (SELECT node, any_value(nident) AS nident FROM node_ident GROUP BY nod
 -- Per connection, what each direction's verdict depends on (its key): the subject's kind
 -- and identity (a pod's, or a node's label set: host policies), the peer's kind,
 -- identity and address class, the destination's port profile, port and protocol,
--- whether the peer is the subject pod's own node, the entities the peer belongs to
--- (Cilium's: `?` where the peer is not known), and (egress to a non-pod) the class of
--- names the destination was resolved from. Keys have no NULLs (-1, false, '') so that
--- they join on equality.
+-- whether the peer is the subject pod's own node, what else Cilium's entities need of
+-- the peer (bits: 1 the subject pod's own node, 2 an IPv6 address, 4 an API server
+-- address), and (egress to a non-pod) the class of names the destination was resolved
+-- from. Keys have no NULLs (-1, false) so that they join on equality.
 CREATE OR REPLACE TABLE conn_dkey AS
 WITH c AS (
     SELECT c.conn_id, coalesce(c.dst_port, -1) AS dst_port, coalesce(c.proto, -1) AS proto,
@@ -206,20 +202,14 @@ WITH c AS (
     JOIN ep_attr d ON d.ep_id = c.dst_ep
     LEFT JOIN names_cls nc ON nc.names = c.dst_names
 ),
-e AS (   -- the entities each side belongs to, as the other side sees it
+e AS (   -- the entity bits of each side, as the other side sees it
     SELECT *,
-        CASE d_kind WHEN 'pod' THEN 'cluster'
-                    WHEN 'node' THEN 'cluster,' || CASE WHEN same_node AND s_kind = 'pod'
-                                                        THEN 'host' ELSE 'remote-node' END
-                    WHEN 'external' THEN 'world,world-ipv' || d_family
-                    ELSE '?' END
-            || CASE WHEN d_api THEN ',kube-apiserver' ELSE '' END AS d_ents,
-        CASE s_kind WHEN 'pod' THEN 'cluster'
-                    WHEN 'node' THEN 'cluster,' || CASE WHEN same_node AND d_kind = 'pod'
-                                                        THEN 'host' ELSE 'remote-node' END
-                    WHEN 'external' THEN 'world,world-ipv' || s_family
-                    ELSE '?' END
-            || CASE WHEN s_api THEN ',kube-apiserver' ELSE '' END AS s_ents
+        CASE WHEN same_node AND s_kind = 'pod' THEN 1 ELSE 0 END
+            + CASE WHEN d_family = 6 THEN 2 ELSE 0 END
+            + CASE WHEN d_api THEN 4 ELSE 0 END AS d_ents,
+        CASE WHEN same_node AND d_kind = 'pod' THEN 1 ELSE 0 END
+            + CASE WHEN s_family = 6 THEN 2 ELSE 0 END
+            + CASE WHEN s_api THEN 4 ELSE 0 END AS s_ents
     FROM c
 )
 SELECT conn_id,
@@ -235,7 +225,7 @@ SELECT conn_id,
     CASE WHEN s_judged THEN proto ELSE -1 END AS e_proto,
     CASE WHEN s_judged AND d_kind IN ('external', 'unresolved', 'service')
          THEN names ELSE -1 END AS e_names,
-    CASE WHEN s_judged THEN d_ents ELSE '' END AS e_peer_ents,
+    CASE WHEN s_judged THEN d_ents ELSE 0 END AS e_peer_ents,
     d_kind AS i_subj_kind,
     CASE WHEN d_judged THEN d_ident ELSE -1 END AS i_subj_ident,
     coalesce(d_kind = 'pod' AND s_kind = 'node' AND same_node, false) AS i_own_node,
@@ -247,7 +237,7 @@ SELECT conn_id,
     CASE WHEN d_judged THEN dst_port ELSE -1 END AS i_dst_port,
     CASE WHEN d_judged THEN proto ELSE -1 END AS i_proto,
     -1 AS i_names,
-    CASE WHEN d_judged THEN s_ents ELSE '' END AS i_peer_ents
+    CASE WHEN d_judged THEN s_ents ELSE 0 END AS i_peer_ents
 FROM e;
 
 CREATE OR REPLACE TABLE dir_key AS
@@ -315,7 +305,15 @@ CREATE OR REPLACE TABLE key_hits AS
 WITH kr AS (
     SELECT kr.key_id, kr.rule_id, k.peer_kind, k.peer_ident, k.peer_cls, k.dst_prof,
         NULLIF(k.dst_port, -1) AS dst_port, NULLIF(k.proto, -1) AS proto, k.names,
-        string_split(k.peer_ents, ',') AS ents,
+        -- the peer's entities (Cilium's; `?`: not known)
+        CASE k.peer_kind
+            WHEN 'pod' THEN ['cluster']
+            WHEN 'node' THEN ['cluster', CASE WHEN k.peer_ents & 1 = 1 THEN 'host'
+                                              ELSE 'remote-node' END]
+            WHEN 'external' THEN ['world', CASE WHEN k.peer_ents & 2 = 2 THEN 'world-ipv6'
+                                                ELSE 'world-ipv4' END]
+            ELSE ['?'] END
+            || CASE WHEN k.peer_ents & 4 = 4 THEN ['kube-apiserver'] ELSE [] END AS ents,
         -- an endpoint peer of this rule fails the subject's requirements
         u.key_id IS NOT NULL AS unmet
     FROM key_rule kr JOIN dir_key k USING (key_id)
@@ -734,7 +732,12 @@ def match_selectors(con: duckdb.DuckDBPyConnection) -> None:
 def judge(con: duckdb.DuckDBPyConnection, psets: Sequence[str], conns: str = "conns",
           scope: str | None = None) -> None:
     """evaluate() after match_selectors()."""
-    sql = EVAL_SQL.replace("__CONNS__", conns).replace(
+    # the addresses to class: every endpoint's, or (a fix replay judging a few
+    # connections) only those of the connections judged
+    addressed = "ep" if conns == "conns" else (
+        f"(SELECT e.key FROM ep e SEMI JOIN (SELECT src_ep AS ep_id FROM {conns} UNION "
+        f"SELECT dst_ep FROM {conns}) c USING (ep_id))")
+    sql = EVAL_SQL.replace("__CONNS__", conns).replace("__ADDRESSED__", addressed).replace(
         "__SCOPE__", SCOPED_KEYS.format(scope=scope) if scope else ALL_KEYS)
     for statement in sql.split(";\n\n"):
         if statement.strip():

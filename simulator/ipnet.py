@@ -10,6 +10,7 @@ IPv6 string goes through Python's ipaddress once.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -34,8 +35,15 @@ def key_of(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
     return f"{addr.version}{int(addr):0{width}x}"
 
 
+# an IPv4 address already in canonical spelling (no leading zeros): most of a snapshot's
+_CANONICAL_V4 = re.compile(r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}"
+                           r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)")
+
+
 def canonical_ip(text: str) -> str | None:
     """The canonical spelling of an IP address, or None if it is not one."""
+    if _CANONICAL_V4.fullmatch(text):
+        return text
     if "%" in text:  # an IPv6 zone id: a link, not an address a policy can match
         return None
     try:
