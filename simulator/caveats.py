@@ -92,11 +92,18 @@ def collect_warnings(summary: dict[str, Any], sources: Sequence[FlowSource]
             warn("empty_policy_set",
                  f"the {name} set holds no policy: every pod is open in both directions "
                  "under it")
-        if pset.get("notes"):
-            n = len(pset["notes"])
+        closed = [x for x in pset.get("notes") or [] if "fails closed" in x]
+        other = [x for x in pset.get("notes") or [] if "fails closed" not in x]
+        if closed:
+            n = len(closed)
             warn("fail_closed_peers",
                  f"{name}: {n} peer{'s' if n != 1 else ''} of a newer API than this version "
-                 f"reads, failing closed as the API says (e.g. {pset['notes'][0]})")
+                 f"reads, failing closed as the API says (e.g. {closed[0]})")
+        if other:  # e.g. a Cilium reference to a Service or CIDR group that is not there
+            n = len(other)
+            warn("policy_notes",
+                 f"{name}: {n} thing{'s' if n != 1 else ''} to know about how its policies "
+                 f"were read (e.g. {other[0]})")
     if not conns["with_pod"]:
         why = ("no address in the flows is a pod of the cluster snapshot, and the flows "
                "carry no pod identity" if inputs["cluster"]["pods"] else

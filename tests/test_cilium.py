@@ -440,3 +440,16 @@ def test_the_cilium_demo_shows_its_three_traps_and_their_fixes(tmp_path):
     # the card processor's name is recorded, so its toFQDNs rule admits it
     rows = {(c["dst_ip"], c["dst_port"]): c for c in doc["connections"]}
     assert rows[("151.101.1.22", 443)]["candidate"] == "allow"
+
+
+def test_how_cilium_policies_were_read_is_a_warning_of_its_own(simulate_world, tmp_path):
+    pol = cilium_policy("client-egress", {
+        "endpointSelector": CLIENT_SEL,
+        "egress": [{"toServices": [{"k8sService": {"serviceName": "nowhere"}}]},
+                   {"toCIDRSet": [{"cidrGroupRef": "no-such-group"}]}]}, ns=NS)
+    js = tmp_path / "w.json"
+    simulate_world(objects(), [pol], FLOWS, extra=["--json", str(js)])
+    warnings = json.loads(js.read_text())["warnings"]
+    notes = [w for w in warnings if w["code"] == "policy_notes"]
+    assert len(notes) == 1 and "2 things to know" in notes[0]["message"]
+    assert not any(w["code"] == "fail_closed_peers" for w in warnings)
