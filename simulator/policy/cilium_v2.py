@@ -57,6 +57,7 @@ from .ir import (
     Selector,
     ServicePeer,
     Subject,
+    expand_peers,
 )
 from .npapi import Notes
 
@@ -274,21 +275,28 @@ def fqdn_regex(pattern: str) -> str:
         for label in p.split("."))
 
 
+def _one_of(ctx: Ctx, raw: Any, f: str, fields: tuple[str, ...]) -> tuple[dict[str, Any], str]:
+    """An item that must set exactly one of `fields` (unknown fields refused): the item
+    and the field it sets."""
+    item = mapping(ctx, raw, f)
+    no_unknown(ctx, item, set(fields), f)
+    present = [k for k in fields if item.get(k)]
+    if len(present) != 1:
+        raise ctx.fail(f, f"must set exactly one of {', '.join(fields)}")
+    return item, present[0]
+
+
 def _fqdns(ctx: Ctx, raw: Any, field: str) -> list[Peer]:
     out: list[Peer] = []
     for j, item in enumerate(as_list(ctx, raw, field)):
         f = f"{field}[{j}]"
-        item = mapping(ctx, item, f)
-        no_unknown(ctx, item, {"matchName", "matchPattern"}, f)
-        present = [k for k in ("matchName", "matchPattern") if item.get(k)]
-        if len(present) != 1:
-            raise ctx.fail(f, "must set exactly one of matchName, matchPattern")
-        text = item[present[0]]
-        rx = _FQDN_NAME if present[0] == "matchName" else _FQDN_PATTERN
+        item, which = _one_of(ctx, item, f, ("matchName", "matchPattern"))
+        text = item[which]
+        rx = _FQDN_NAME if which == "matchName" else _FQDN_PATTERN
         if not isinstance(text, str) or len(text) > 255 or not rx.fullmatch(text):
-            raise ctx.fail(f"{f}.{present[0]}", f"invalid {present[0]} {text!r}")
+            raise ctx.fail(f"{f}.{which}", f"invalid {which} {text!r}")
         name = text.lower().rstrip(".")
-        out.append(DomainPeer(name, re.escape(name) if present[0] == "matchName"
+        out.append(DomainPeer(name, re.escape(name) if which == "matchName"
                               else fqdn_regex(text)))
     return out
 
@@ -297,16 +305,12 @@ def _services(ctx: Ctx, raw: Any, field: str, namespace: str | None) -> list[Pee
     out: list[Peer] = []
     for j, item in enumerate(as_list(ctx, raw, field)):
         f = f"{field}[{j}]"
-        item = mapping(ctx, item, f)
-        no_unknown(ctx, item, {"k8sService", "k8sServiceSelector"}, f)
-        present = [k for k in ("k8sService", "k8sServiceSelector") if item.get(k)]
-        if len(present) != 1:
-            raise ctx.fail(f, "must set exactly one of k8sService, k8sServiceSelector")
-        body = mapping(ctx, item[present[0]], f"{f}.{present[0]}")
+        item, which = _one_of(ctx, item, f, ("k8sService", "k8sServiceSelector"))
+        body = mapping(ctx, item[which], f"{f}.{which}")
         ns = body.get("namespace") or namespace
         if ns is not None and (not isinstance(ns, str) or not valid_dns_label(ns)):
-            raise ctx.fail(f"{f}.{present[0]}.namespace", f"invalid namespace {ns!r}")
-        if present[0] == "k8sService":
+            raise ctx.fail(f"{f}.{which}.namespace", f"invalid namespace {ns!r}")
+        if which == "k8sService":
             no_unknown(ctx, body, {"serviceName", "namespace"}, f"{f}.k8sService")
             name = body.get("serviceName")
             if not isinstance(name, str) or not valid_dns_label(name):
@@ -631,21 +635,14 @@ def read_cidr_group(doc: Document) -> tuple[str, tuple[str, ...]]:
 def bind_cidr_groups(policy: Policy, groups: dict[str, tuple[str, ...]]) -> Policy:
     """Replace cidrGroupRef placeholders by the groups' CIDRs (minus the rule's
     excepts that fall inside each)."""
-    if policy.dialect != DIALECT or not any(
-            isinstance(p, CidrGroupRef) for r in policy.rules for p in r.peers):
-        return policy
-    rules = []
-    for r in policy.rules:
-        peers: list[Peer] = []
-        for p in r.peers:
-            if not isinstance(p, CidrGroupRef):
-                peers.append(p)
-                continue
-            for c in groups.get(p.group, ()):
-                net = ipaddress.ip_network(c)
-                inside = tuple(e for e in p.excepts
-                               if ipaddress.ip_network(e).version == net.version
-                               and ipaddress.ip_network(e).subnet_of(net))  # type: ignore[arg-type]
-                peers.append(CidrPeer(c, inside, world_only=True))
-        rules.append(replace(r, peers=tuple(peers)))
-    return replace(policy, rules=tuple(rules))
+    def cidrs(ref: CidrGroupRef) -> list[Peer]:
+        out: list[Peer] = []
+        for c in groups.get(ref.group, ()):
+            net = ipaddress.ip_network(c)
+            inside = tuple(e for e in ref.excepts
+                           if ipaddress.ip_network(e).version == net.version
+                           and ipaddress.ip_network(e).subnet_of(net))  # type: ignore[arg-type]
+            out.append(CidrPeer(c, inside, world_only=True))
+        return out
+
+    return expand_peers(policy, CidrGroupRef, cidrs)

@@ -10,8 +10,9 @@ fit the same shape without reshaping it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 Direction = Literal["ingress", "egress"]
 # require / require-deny: Cilium's fromRequires/toRequires, which a selected pod's allow
@@ -188,3 +189,17 @@ class Policy:
     def directions(self) -> frozenset[Direction]:
         """The directions in which the policy's rules apply to its subject."""
         return self.isolates | self.applies
+
+
+def expand_peers(policy: Policy, kind: type, expand: Callable[[Any], Iterable[Peer]]
+                 ) -> Policy:
+    """The policy with every peer of `kind` (a reference bound after reading: a Service,
+    a CIDR group) replaced by what `expand` makes of it; the same policy when it has
+    none."""
+    if not any(isinstance(p, kind) for r in policy.rules for p in r.peers):
+        return policy
+    rules = tuple(replace(r, peers=tuple(q for p in r.peers
+                                         for q in (expand(p) if isinstance(p, kind)
+                                                   else (p,))))
+                  for r in policy.rules)
+    return replace(policy, rules=rules)

@@ -6,10 +6,17 @@ only. A Service the snapshot does not hold matches nothing, and the set says so.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from ..cluster import Cluster, Service
-from .ir import CidrPeer, Peer, PodPeer, Policy, Requirement, Selector, ServicePeer
+from .ir import (
+    CidrPeer,
+    Peer,
+    PodPeer,
+    Policy,
+    Requirement,
+    Selector,
+    ServicePeer,
+    expand_peers,
+)
 
 
 def _matches(selector: Selector, labels: dict[str, str]) -> bool:
@@ -48,24 +55,14 @@ def bind_services(policies: list[Policy], cluster: Cluster) -> tuple[list[Policy
     notes: list[str] = []
     out = []
     for policy in policies:
-        if not any(isinstance(p, ServicePeer) for r in policy.rules for p in r.peers):
-            out.append(policy)
-            continue
-        rules = []
-        for r in policy.rules:
-            peers: list[Peer] = []
-            for p in r.peers:
-                if not isinstance(p, ServicePeer):
-                    peers.append(p)
-                    continue
-                found = _services(p, cluster)
-                if not found:
-                    what = (f"{p.namespace or '*'}/{p.name}" if p.name
-                            else f"the selector in {p.namespace or 'any namespace'}")
-                    notes.append(f"{policy.source}: toServices: no Service {what} in the "
-                                 "cluster snapshot; the peer matches nothing")
-                for s in found:
-                    peers += _backends(s, cluster)
-            rules.append(replace(r, peers=tuple(peers)))
-        out.append(replace(policy, rules=tuple(rules)))
+        def backends(p: ServicePeer, source: str = policy.source) -> list[Peer]:
+            found = _services(p, cluster)
+            if not found:
+                what = (f"{p.namespace or '*'}/{p.name}" if p.name
+                        else f"the selector in {p.namespace or 'any namespace'}")
+                notes.append(f"{source}: toServices: no Service {what} in the cluster "
+                             "snapshot; the peer matches nothing")
+            return [b for s in found for b in _backends(s, cluster)]
+
+        out.append(expand_peers(policy, ServicePeer, backends))
     return out, notes
