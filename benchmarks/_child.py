@@ -7,10 +7,25 @@ driver's pages in its RSS."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
+
+
+def simulate_cmd() -> list[str]:
+    """The console script if installed, else the module's main() under this Python. The
+    one beside this Python comes first: a version manager's shim found on PATH (pyenv's
+    runs two shell scripts, ~0.1 s) is not the tool's time."""
+    beside = Path(sys.executable).with_name("simulate")
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return [str(beside)]
+    exe = shutil.which("simulate")
+    if exe:
+        return [exe]
+    return [sys.executable, "-c", "import sys; from simulator.cli import main; sys.exit(main())"]
 
 
 def run_child(cmd: list[str], timeout: float | None = None) -> dict[str, Any]:

@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _child import run_child
+from _child import run_child, simulate_cmd
 
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
@@ -84,13 +84,6 @@ def fmt_s(x: float | None) -> str:
 
 def fmt_mib(x: float | None) -> str:
     return "-" if x is None else f"{x / 2**20:,.0f} MiB"
-
-
-def simulate_cmd() -> list[str]:
-    exe = shutil.which("simulate")
-    if exe:
-        return [exe]
-    return [PY, "-c", "import sys; from simulator.cli import main; sys.exit(main())"]
 
 
 def ensure(data: Path, name: str, regenerate: bool) -> dict[str, Any]:

@@ -24,7 +24,6 @@ import json
 import os
 import platform
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -37,7 +36,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import generate  # noqa: E402
-from _child import run_child  # noqa: E402
+from _child import run_child, simulate_cmd  # noqa: E402
 
 TARGET_RATIO = 3.0  # simulate wall time / floor at 10M flows
 TARGET_HELP_S = 0.5
@@ -53,14 +52,6 @@ GROUP BY srcaddr, dstaddr, dstport, protocol, action
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def simulate_cmd() -> list[str]:
-    """The console script if installed, else the module's main() under this Python."""
-    exe = shutil.which("simulate")
-    if exe:
-        return [exe]
-    return [sys.executable, "-c", "import sys; from simulator.cli import main; sys.exit(main())"]
 
 
 def fmt_s(x: float | None) -> str:

@@ -447,7 +447,8 @@ def _side_hash(columns: Sequence[str], salt: int) -> str:
     return f"(hash({', '.join(columns)}, {salt}) >> 1)::BIGINT"
 
 
-def _run_resolve(con: duckdb.DuckDBPyConnection) -> None:
+def _side_keys(con: duckdb.DuckDBPyConnection) -> int:
+    """side_key and tuple_side (RESOLVE_SQL's first two statements): the salt used."""
     statements = RESOLVE_SQL.split(";\n\n")
     for salt in range(8):
         db.run(con, statements[0].replace("{side_hash}", _side_hash(SIDE_KEY_COLUMNS, salt)))
@@ -458,21 +459,33 @@ def _run_resolve(con: duckdb.DuckDBPyConnection) -> None:
     db.run(con, statements[1]
            .replace("{src_hash}", _side_hash([c.format(p="src") for c in SIDE_COLUMNS], salt))
            .replace("{dst_hash}", _side_hash([c.format(p="dst") for c in SIDE_COLUMNS], salt)))
-    for statement in statements[2:]:
+    return salt
+
+
+def _resolve_sides(con: duckdb.DuckDBPyConnection) -> None:
+    """The rest of RESOLVE_SQL, after _side_keys() and the address table ip_info."""
+    for statement in RESOLVE_SQL.split(";\n\n")[2:]:
         db.run(con, statement, {"epoch": TIME_KNOWN_FROM} if "$epoch" in statement else None)
 
 
-def resolve(con: duckdb.DuckDBPyConnection, sources: Sequence[FlowSource],
-            server_ports: Sequence[int]) -> int:
-    """Resolve tuple endpoints; re-split tuples whose addresses changed hands inside their
-    time span. Returns the number of tuples re-split."""
+def _address_info(con: duckdb.DuckDBPyConnection) -> None:
+    """ip_info: every address the tuples name, parsed, and whether a pod CIDR holds it."""
     db.run(con, IP_RAW_SQL)
     v6 = [r[0] for r in con.execute(
         "SELECT ip_raw FROM ip_raw WHERE contains(ip_raw, ':')").fetchall()]
     con.register("ipv6", ipnet.ipv6_table(v6))
     db.run(con, IP_INFO_SQL)
     con.unregister("ipv6")
-    _run_resolve(con)
+
+
+def resolve(con: duckdb.DuckDBPyConnection, sources: Sequence[FlowSource],
+            server_ports: Sequence[int]) -> int:
+    """Resolve tuple endpoints; re-split tuples whose addresses changed hands inside their
+    time span. Returns the number of tuples re-split."""
+    # the addresses (on this connection: it registers an Arrow table) while the side keys
+    # are hashed, neither needing the other
+    db.in_parallel(con, [_address_info, _side_keys])
+    _resolve_sides(con)
     n = db.one(con, "SELECT count(DISTINCT tuple_id) FROM tuple_ep WHERE ambiguous")
     ambiguous = int(n[0]) if n else 0
     if not ambiguous:
@@ -498,5 +511,6 @@ def resolve(con: duckdb.DuckDBPyConnection, sources: Sequence[FlowSource],
             SELECT s.* EXCLUDE (t_start)
             FROM ({split}) s
             WHERE EXISTS (SELECT 1 FROM ambiguous_tuples a WHERE {same})""")
-    _run_resolve(con)
+    _side_keys(con)
+    _resolve_sides(con)
     return ambiguous

@@ -59,68 +59,91 @@ def _create_enums(con: duckdb.DuckDBPyConnection) -> None:
         UNION SELECT unnest([{_sql_list(tuple(OBSERVED_REASONS.values()))}])""")
 
 
+# Per pair of keys: the verdict columns `result` copies to each of its connections, cast
+# to their ENUMs once per pair instead of once per connection.
+PAIR_VERDICT_COLUMNS = {"": "verdict", "_egress": "verdict", "_ingress": "verdict",
+                        "_tier": "decision_tier", "_egress_tier": "decision_tier",
+                        "_ingress_tier": "decision_tier"}
+_SOURCE = {"": "verdict", "_egress": "egress", "_ingress": "ingress", "_tier": "tier",
+           "_egress_tier": "egress_tier", "_ingress_tier": "ingress_tier"}
+
+
+def _pair_columns(alias: str, name: str) -> str:
+    return ", ".join(f"{alias}.{_SOURCE[suffix]}::{enum} AS {name}{suffix}"
+                     for suffix, enum in PAIR_VERDICT_COLUMNS.items())
+
+
 def build_result(con: duckdb.DuckDBPyConnection, has_baseline_set: bool) -> None:
     _create_enums(con)
     how = "CASE c.how " + " ".join(
         f"WHEN {i} THEN '{name}'" for i, name in enumerate(DIRECTION_SOURCES)) + " END"
     guessed = _sql_list(GUESSED)
-    lists = ", ".join(f"{c}::policy_ref[] AS {c}" for c in EXPLAINED[1:])
-    db.run(con, f"""CREATE OR REPLACE TABLE explanation AS
-                    SELECT ekey, ikey, pset, reason::reason_text AS reason, {lists}
-                    FROM pair_verdict""")
+    # one row per pair of keys with both sets' explanations side by side: the result view
+    # joins it once
+    cand_lists = ", ".join(f"k.{c}::policy_ref[] AS candidate_{c}" for c in EXPLAINED[1:])
     if has_baseline_set:
-        baseline = """b.verdict AS baseline, b.egress AS baseline_egress,
-            b.ingress AS baseline_ingress, b.tier AS baseline_tier,
-            b.egress_tier AS baseline_egress_tier, b.ingress_tier AS baseline_ingress_tier"""
-        join = """LEFT JOIN pair_verdict b ON b.ekey = ck.ekey AND b.ikey = ck.ikey
-                      AND b.pset = 'baseline'"""
-        base_expl = "xb.reason AS baseline_reason, " + ", ".join(
-            f"xb.{c} AS baseline_{c}" for c in EXPLAINED[1:])
-        base_join = """LEFT JOIN explanation xb ON xb.ekey = r.ekey AND xb.ikey = r.ikey
-                           AND xb.pset = 'baseline'"""
+        base_lists = "b.reason::reason_text AS baseline_reason, " + ", ".join(
+            f"b.{c}::policy_ref[] AS baseline_{c}" for c in EXPLAINED[1:])
+        base_pair = _pair_columns("b", "baseline")
+        base_join = """LEFT JOIN pair_verdict b ON b.ekey = k.ekey AND b.ikey = k.ikey
+                           AND b.pset = 'baseline'"""
+    else:
+        base_lists = base_pair = "NULL AS no_baseline_set"
+        base_join = ""
+    db.run(con, f"""CREATE OR REPLACE TABLE explanation AS
+                    SELECT k.ekey, k.ikey, k.reason::reason_text AS candidate_reason,
+                        {cand_lists}, {base_lists}
+                    FROM pair_verdict k {base_join}
+                    WHERE k.pset = 'candidate'""")
+    db.run(con, f"""CREATE OR REPLACE TABLE pair_result AS
+                    SELECT k.ekey, k.ikey, {_pair_columns("k", "candidate")}, {base_pair}
+                    FROM pair_verdict k {base_join}
+                    WHERE k.pset = 'candidate'""")
+    if has_baseline_set:
+        baseline = ", ".join(f"pr.baseline{s}" for s in PAIR_VERDICT_COLUMNS)
+        base_expl = "xk.baseline_reason, " + ", ".join(
+            f"xk.baseline_{c}" for c in EXPLAINED[1:])
     else:
         # Without a baseline set, the baseline is what the dataplane did.
-        baseline = """CASE c.observed WHEN 'denied' THEN 'deny' ELSE 'allow' END AS baseline,
-            NULL::VARCHAR AS baseline_egress, NULL::VARCHAR AS baseline_ingress,
-            NULL::VARCHAR AS baseline_tier, NULL::VARCHAR AS baseline_egress_tier,
-            NULL::VARCHAR AS baseline_ingress_tier"""
-        join = ""
+        baseline = ("CASE c.observed WHEN 'denied' THEN 'deny' ELSE 'allow' END::verdict "
+                    "AS baseline, " + ", ".join(f"NULL::{enum} AS baseline{s}"
+                                               for s, enum in PAIR_VERDICT_COLUMNS.items()
+                                               if s))
         base_expl = ("CASE r.observed " + " ".join(
             f"WHEN '{k}' THEN '{v}'" for k, v in OBSERVED_REASONS.items() if k)
             + f" ELSE '{OBSERVED_REASONS[None]}' END::reason_text AS baseline_reason, "
             + ", ".join(f"NULL::policy_ref[] AS baseline_{c}" for c in EXPLAINED[1:]))
-        base_join = ""
+    candidate = ", ".join(f"pr.candidate{s}" for s in PAIR_VERDICT_COLUMNS)
     unresolved = _sql_list(UNRESOLVED_KINDS)
     db.run(con, f"""
     CREATE OR REPLACE TABLE result AS
-    WITH joined AS (
+    WITH endpoint AS (   -- cast once per endpoint, not per connection
+        SELECT ep_id, ip, kind::endpoint_kind AS kind, namespace, pod, workload, node
+        FROM ep
+    ),
+    joined AS (
         SELECT c.*, {how} AS direction, ck.ekey, ck.ikey,
             s.ip AS src_ip, s.kind AS src_kind, s.namespace AS src_namespace,
             s.pod AS src_pod, s.workload AS src_workload, s.node AS src_node,
             d.ip AS dst_ip, d.kind AS dst_kind, d.namespace AS dst_namespace,
             d.pod AS dst_pod, d.workload AS dst_workload, d.node AS dst_node,
-            {baseline},
-            k.verdict AS candidate, k.tier AS candidate_tier,
-            k.egress_tier AS candidate_egress_tier, k.ingress_tier AS candidate_ingress_tier,
-            k.egress AS candidate_egress, k.ingress AS candidate_ingress
+            {baseline}, {candidate}
         FROM conns c
-        JOIN ep s ON s.ep_id = c.src_ep
-        JOIN ep d ON d.ep_id = c.dst_ep
+        JOIN endpoint s ON s.ep_id = c.src_ep
+        JOIN endpoint d ON d.ep_id = c.dst_ep
         JOIN conn_key ck ON ck.conn_id = c.conn_id
-        JOIN pair_verdict k ON k.ekey = ck.ekey AND k.ikey = ck.ikey
-            AND k.pset = 'candidate'
-        {join}
+        JOIN pair_result pr ON pr.ekey = ck.ekey AND pr.ikey = ck.ikey
     )
     SELECT
         conn_id, src_ep, dst_ep, ekey, ikey,
         src_ip, dst_ip, dst_port, {PROTO_NAME_SQL.format(col='proto')} AS protocol,
-        src_kind::endpoint_kind AS src_kind, dst_kind::endpoint_kind AS dst_kind,
+        src_kind, dst_kind,
         src_namespace, src_pod, src_workload,
         dst_namespace, dst_pod, dst_workload,
         flows, packets, bytes,
         to_timestamp(first_seen) AS first_seen, to_timestamp(last_seen) AS last_seen,
         observed::observed_verdict AS observed, observed_policies,
-        baseline::verdict AS baseline, candidate::verdict AS candidate,
+        baseline, candidate,
         CASE
             WHEN src_kind IN ({unresolved}) OR dst_kind IN ({unresolved})
                  OR baseline = 'unknown' OR candidate = 'unknown' THEN 'unresolved'
@@ -134,27 +157,19 @@ def build_result(con: duckdb.DuckDBPyConnection, has_baseline_set: bool) -> None
         CASE WHEN {'true' if has_baseline_set else 'false'} AND observed <> 'unknown'
                   AND baseline <> 'unknown'
              THEN (observed = 'allowed') = (baseline = 'allow') END AS baseline_agrees,
-        candidate_egress::verdict AS candidate_egress,
-        candidate_ingress::verdict AS candidate_ingress,
-        baseline_egress::verdict AS baseline_egress,
-        baseline_ingress::verdict AS baseline_ingress,
-        candidate_tier::decision_tier AS candidate_tier,
-        baseline_tier::decision_tier AS baseline_tier,
-        candidate_egress_tier::decision_tier AS candidate_egress_tier,
-        candidate_ingress_tier::decision_tier AS candidate_ingress_tier,
-        baseline_egress_tier::decision_tier AS baseline_egress_tier,
-        baseline_ingress_tier::decision_tier AS baseline_ingress_tier
+        candidate_egress, candidate_ingress, baseline_egress, baseline_ingress,
+        candidate_tier, baseline_tier, candidate_egress_tier, candidate_ingress_tier,
+        baseline_egress_tier, baseline_ingress_tier
     FROM joined
     """)
-    cand_expl = ", ".join(f"xk.{c} AS candidate_{c}" for c in EXPLAINED[1:])
+    cand_expl = "xk.candidate_reason, " + ", ".join(
+        f"xk.candidate_{c}" for c in EXPLAINED[1:])
     db.run(con, f"""
     CREATE OR REPLACE VIEW {FULL_RESULT} AS
     WITH x AS (
-        SELECT r.*, xk.reason AS candidate_reason, {cand_expl}, {base_expl}
+        SELECT r.*, {cand_expl}, {base_expl}
         FROM result r
         JOIN explanation xk ON xk.ekey = r.ekey AND xk.ikey = r.ikey
-            AND xk.pset = 'candidate'
-        {base_join}
     )
     SELECT conn_id, src_ep, dst_ep,
         src_ip, dst_ip, dst_port, protocol, src_kind, dst_kind, src_namespace, src_pod,

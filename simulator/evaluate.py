@@ -10,6 +10,8 @@ keys), and the views verdicts (the same per connection) and rule_hits.
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Sequence
 
 import duckdb
@@ -719,8 +721,7 @@ def evaluate(con: duckdb.DuckDBPyConnection, psets: Sequence[str],
     """Verdicts of the connections in `conns` (a table or view shaped like `conns`)
     under the registered policy sets named in `psets`; replaces the tables above.
     scope: a table of (conn_id, pset) to judge each connection only under those sets."""
-    match_selectors(con)
-    judge(con, psets, conns, scope)
+    judge(con, psets, conns, scope, match=True)
 
 
 def match_selectors(con: duckdb.DuckDBPyConnection) -> None:
@@ -729,9 +730,46 @@ def match_selectors(con: duckdb.DuckDBPyConnection) -> None:
     db.run(con, MATCH_SQL)
 
 
+# The tables judged per policy set, from key_scope on. With two sets or more, two halves
+# of the sets are judged at once on two cursors: these statements each run on one core
+# (their tables are small, one row group), so both halves take the wall time of one. Each
+# part writes its own tables (name_partN); the names themselves are views of the parts.
+PER_SET_TABLES = ("key_scope", "key_rule", "key_unmet", "key_hits", "key_hit_rule",
+                  "key_first", "key_verdict", "pair_verdict")
+_PER_SET_NAME = re.compile(r"\b(" + "|".join(PER_SET_TABLES) + r")\b")
+
+
+def _creates(statement: str) -> str | None:
+    m = re.search(r"CREATE OR REPLACE (?:TEMP )?(?:TABLE|VIEW) (\w+)", statement)
+    return m.group(1) if m else None
+
+
+def _run_part(cur: duckdb.DuckDBPyConnection, *, statements: list[str], part: int) -> None:
+    for statement in statements:
+        db.run(cur, _PER_SET_NAME.sub(lambda m: f"{m.group(1)}_part{part}", statement))
+
+
+def _judge_per_set(con: duckdb.DuckDBPyConnection, statements: list[str],
+                   psets: Sequence[str]) -> None:
+    """The statements after key_scope, for the sets in one part or two at once."""
+    parts = ([list(psets[0::2]), list(psets[1::2])]
+             if len(psets) > 1 and db.threads(con) > 1 else [list(psets)])
+    for n, part in enumerate(parts):
+        db.run(con, f"""CREATE OR REPLACE TABLE key_scope_part{n} AS
+                        SELECT * FROM key_scope WHERE pset IN (SELECT unnest($sets))""",
+               {"sets": part})
+    db.in_parallel(con, [functools.partial(_run_part, statements=statements, part=n)
+                         for n in range(len(parts))])
+    for name in filter(None, map(_creates, statements)):
+        union = " UNION ALL ".join(f"SELECT * FROM {name}_part{n}" for n in range(len(parts)))
+        db.run(con, f"CREATE OR REPLACE VIEW {name} AS {union}")
+
+
 def judge(con: duckdb.DuckDBPyConnection, psets: Sequence[str], conns: str = "conns",
-          scope: str | None = None) -> None:
-    """evaluate() after match_selectors()."""
+          scope: str | None = None, match: bool = False, hits_only: bool = False) -> None:
+    """evaluate() after match_selectors() (match: match the selectors here, on a cursor of
+    its own while the keys are built: neither needs the other). hits_only: only which
+    rules match each connection (key_hits, rule_hits), no verdicts."""
     # the addresses to class: every endpoint's, or (a fix replay judging a few
     # connections) only those of the connections judged
     addressed = "ep" if conns == "conns" else (
@@ -739,9 +777,21 @@ def judge(con: duckdb.DuckDBPyConnection, psets: Sequence[str], conns: str = "co
         f"SELECT dst_ep FROM {conns}) c USING (ep_id))")
     sql = EVAL_SQL.replace("__CONNS__", conns).replace("__ADDRESSED__", addressed).replace(
         "__SCOPE__", SCOPED_KEYS.format(scope=scope) if scope else ALL_KEYS)
-    for statement in sql.split(";\n\n"):
-        if statement.strip():
-            db.run(con, statement, {"psets": list(psets)} if "$psets" in statement else None)
+    statements = [st for st in sql.split(";\n\n") if st.strip()]
+    creates = [_creates(st) for st in statements]
+    first = creates.index("key_scope") + 1
+    last = creates.index("key_hits" if hits_only else "pair_verdict") + 1
+
+    def shared(c: duckdb.DuckDBPyConnection) -> None:
+        for statement in statements[:first]:
+            db.run(c, statement, {"psets": list(psets)} if "$psets" in statement else None)
+
+    # the keys on this connection (a fix replay's connections are its temporary tables)
+    db.in_parallel(con, [shared, match_selectors] if match else [shared])
+    _judge_per_set(con, statements[first:last], psets)
+    for statement, name in zip(statements, creates, strict=True):
+        if name in ("rule_hits", *(() if hits_only else ("verdicts",))):
+            db.run(con, statement)
 
 
 def record_usage(con: duckdb.DuckDBPyConnection) -> None:

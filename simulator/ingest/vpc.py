@@ -86,6 +86,13 @@ _DST = "NULLIF(trim(coalesce(NULLIF(trim(r_pkt_dst), '-'), r_dst)), '-')"
 _PROTO = proto_sql("r_proto")
 
 
+def proto_for(columns: dict[str, str]) -> str:
+    """`proto` of a group: r_proto is an integer already where the file's protocol column
+    is a number (see raw_columns), and then no text of it is made per group."""
+    numeric = _is_integer(columns.get("protocol")) or family(columns.get("protocol")) == "float"
+    return proto_sql("r_proto", "INTEGER") if numeric else _PROTO
+
+
 def post_columns() -> dict[str, str]:
     """name -> expression over raw_columns(), evaluated per group."""
     status = "upper(trim(r_status))"

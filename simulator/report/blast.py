@@ -184,7 +184,7 @@ def replay(con: duckdb.DuckDBPyConnection, plans: list[Plan],
     evaluate.match_selectors(con)
     for statement in PROBE_CONNS_SQL.split(";\n\n"):
         db.run(con, statement)
-    evaluate.judge(con, ["probe"], conns="probe_conns")
+    evaluate.judge(con, ["probe"], conns="probe_conns", hits_only=True)
     db.run(con, AFFECTED_SQL)
     relevant: dict[int, set[str]] = {}
     for plan, ref in con.execute(RELEVANT_SQL).fetchall():

@@ -285,10 +285,12 @@ class _Fixer:
 def _new_policy_subject(g: dict[str, Any], direction: str,
                         sides: dict[str, dict[str, Any]]) -> tuple[str, dict[str, str], str]:
     """A new policy for the denied side: its namespace, the workload's stable labels and
-    the policy's name."""
+    the policy's name. The name says the direction: a connection denied both ways (a pod
+    to itself, or to a pod of the same labels) gets a new policy for each."""
     subject = "src" if direction == "egress" else "dst"
     ent = g["source" if subject == "src" else "destination"]
-    return str(ent["namespace"]), sides[subject]["labels"], FIX_NAME.format(g["id"].lower())
+    return (str(ent["namespace"]), sides[subject]["labels"],
+            FIX_NAME.format(g["id"].lower()) + f"-{direction}")
 
 
 def _apply(edits: list[dict[str, Any]], candidate: PolicySet) -> dict[str, dict[str, Any]]:
