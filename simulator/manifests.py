@@ -13,7 +13,10 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import os
-from collections.abc import Iterator, Sequence
+import pickle
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -61,16 +64,34 @@ def _take(counter: Any, n: int) -> int | None:
         return i
 
 
-def _work(chunks: list[list[Task]], counter: Any) -> dict[int, list[Any]]:
+def _work(chunks: list[list[Task]], counter: Any,
+          each: Callable[[int, list[Any]], None] | None = None) -> dict[int, list[Any]]:
+    """Parse chunks until none is left; each(i, parsed) after every chunk."""
     done = {}
     while (i := _take(counter, len(chunks))) is not None:
         done[i] = _read(chunks[i])
+        if each is not None:
+            each(i, done[i])
     return done
 
 
 def _worker(chunks: list[list[Task]], counter: Any, send: Any) -> None:
     gc.disable()  # a short-lived process that makes no garbage cycles (see no_gc)
-    send.send(_work(chunks, counter))
+    # Each chunk goes back as soon as it is parsed, so the caller unpickles it while this
+    # parses on; written by a thread, so a full pipe (the caller is busy parsing a chunk
+    # of its own) never holds up the parsing.
+    outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+
+    def post() -> None:
+        while (data := outbox.get()) is not None:
+            send.send_bytes(data)
+
+    poster = threading.Thread(target=post)
+    poster.start()
+    _work(chunks, counter, lambda i, parsed: outbox.put(pickle.dumps({i: parsed}, -1)))
+    outbox.put(None)
+    poster.join()
+    send.send_bytes(pickle.dumps(None))  # no more
     send.close()
 
 
@@ -121,13 +142,24 @@ class PendingManifests:
 
     def _gather(self) -> dict[Task, Any]:
         done: dict[int, list[Any]] = {}
+        open_pipes = list(self._pipes)
+
+        def receive(block: bool) -> None:
+            """What the workers sent (all of it when block, else what has arrived)."""
+            for pipe in list(open_pipes):
+                while block or pipe.poll():
+                    try:
+                        message = pickle.loads(pipe.recv_bytes())
+                    except EOFError:  # a worker died: what it took is parsed below
+                        message = None
+                    if message is None:
+                        open_pipes.remove(pipe)
+                        break
+                    done.update(message)
+
         if self._counter is not None:
-            done.update(_work(self._chunks, self._counter))
-        for pipe in self._pipes:
-            try:
-                done.update(pipe.recv())
-            except EOFError:  # a worker died: what it took is parsed below
-                pass
+            done.update(_work(self._chunks, self._counter, lambda i, parsed: receive(False)))
+        receive(True)
         parsed: dict[Task, Any] = {}
         for i, chunk in enumerate(self._chunks):
             parsed.update(zip(chunk, done.get(i) or _read(chunk), strict=True))
@@ -171,9 +203,12 @@ def start_reading(candidate: Sequence[str | Path], baseline: Sequence[str | Path
                else 0)
     if not workers:
         return PendingManifests(sets, cluster_files, [], 0)
-    # a few chunks per process, dealt biggest file first, so that the last ones are small
-    ordered = sorted(tasks, key=lambda t: (-sizes[t], t))
+    # a few chunks per process, dealt biggest file first, so that the last ones are small;
+    # each snapshot file a chunk of its own, first (the biggest, and sent back at once)
+    ordered = sorted((t for t in tasks if t[0] == "policy"), key=lambda t: (-sizes[t], t))
     chunks: list[list[Task]] = [[] for _ in range(min(len(ordered), 4 * (workers + 1)))]
     for i, task in enumerate(ordered):
         chunks[i % len(chunks)].append(task)
-    return PendingManifests(sets, cluster_files, chunks, workers)
+    snapshot = [[t] for t in sorted((t for t in tasks if t[0] == "cluster"),
+                                    key=lambda t: (-sizes[t], t))]
+    return PendingManifests(sets, cluster_files, snapshot + chunks, workers)
