@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -57,18 +58,28 @@ def in_parallel(con: duckdb.DuckDBPyConnection,
 
     def on_cursor(work: Callable[[duckdb.DuckDBPyConnection], T],
                   cur: duckdb.DuckDBPyConnection) -> T:
-        try:
-            run(cur, "SET enable_progress_bar = false")
-            return work(cur)
-        finally:
-            cur.close()
+        run(cur, "SET enable_progress_bar = false")
+        return work(cur)
 
-    with ThreadPoolExecutor(max_workers=len(works) - 1) as pool:
-        others = [pool.submit(on_cursor, work, con.cursor()) for work in works[1:]]
-        try:
-            first = works[0](con)
-        finally:
+    cursors = [con.cursor() for _ in works[1:]]
+    try:
+        with ThreadPoolExecutor(max_workers=len(cursors)) as pool:
+            others = [pool.submit(on_cursor, work, cur)
+                      for work, cur in zip(works[1:], cursors, strict=True)]
+            try:
+                first = works[0](con)
+            except BaseException:  # a signal too: the others' statements are stopped
+                for cur in cursors:
+                    with contextlib.suppress(duckdb.Error):
+                        cur.interrupt()
+                for f in others:
+                    with contextlib.suppress(Exception):
+                        f.result()
+                raise
             done = [f.result() for f in others]
+    finally:
+        for cur in cursors:
+            cur.close()
     return [first, *done]
 
 
