@@ -61,16 +61,16 @@ def _create_enums(con: duckdb.DuckDBPyConnection) -> None:
 
 # Per pair of keys: the verdict columns `result` copies to each of its connections, cast
 # to their ENUMs once per pair instead of once per connection.
-PAIR_VERDICT_COLUMNS = {"": "verdict", "_egress": "verdict", "_ingress": "verdict",
-                        "_tier": "decision_tier", "_egress_tier": "decision_tier",
-                        "_ingress_tier": "decision_tier"}
-_SOURCE = {"": "verdict", "_egress": "egress", "_ingress": "ingress", "_tier": "tier",
-           "_egress_tier": "egress_tier", "_ingress_tier": "ingress_tier"}
+# suffix of the result column -> (pair_verdict's column, its ENUM)
+PAIR_VERDICT_COLUMNS = {"": ("verdict", "verdict"), "_egress": ("egress", "verdict"),
+                        "_ingress": ("ingress", "verdict"), "_tier": ("tier", "decision_tier"),
+                        "_egress_tier": ("egress_tier", "decision_tier"),
+                        "_ingress_tier": ("ingress_tier", "decision_tier")}
 
 
 def _pair_columns(alias: str, name: str) -> str:
-    return ", ".join(f"{alias}.{_SOURCE[suffix]}::{enum} AS {name}{suffix}"
-                     for suffix, enum in PAIR_VERDICT_COLUMNS.items())
+    return ", ".join(f"{alias}.{source}::{enum} AS {name}{suffix}"
+                     for suffix, (source, enum) in PAIR_VERDICT_COLUMNS.items())
 
 
 def build_result(con: duckdb.DuckDBPyConnection, has_baseline_set: bool) -> None:
@@ -107,7 +107,7 @@ def build_result(con: duckdb.DuckDBPyConnection, has_baseline_set: bool) -> None
         # Without a baseline set, the baseline is what the dataplane did.
         baseline = ("CASE c.observed WHEN 'denied' THEN 'deny' ELSE 'allow' END::verdict "
                     "AS baseline, " + ", ".join(f"NULL::{enum} AS baseline{s}"
-                                               for s, enum in PAIR_VERDICT_COLUMNS.items()
+                                               for s, (_, enum) in PAIR_VERDICT_COLUMNS.items()
                                                if s))
         base_expl = ("CASE r.observed " + " ".join(
             f"WHEN '{k}' THEN '{v}'" for k, v in OBSERVED_REASONS.items() if k)

@@ -5,7 +5,8 @@ distinct address, and only then joined to connections; nothing here runs per flo
 Reads: conns, ep, ident, ident_label, ns, ns_label, pod_port, np_* (policy/tables.py).
 Writes: pair_verdict (per pair of egress/ingress evaluation keys and policy set: the
 verdict, per-direction verdicts, reasons and policy lists), conn_key (conn_id -> its two
-keys), and the views verdicts (the same per connection) and rule_hits.
+keys), and the views verdicts (the same per connection) and rule_hits. The per-set
+tables are views of their parts (PER_SET_TABLES).
 """
 
 from __future__ import annotations
