@@ -83,6 +83,43 @@ def in_parallel(con: duckdb.DuckDBPyConnection,
     return [first, *done]
 
 
+class Background:
+    """A piece of work running on a cursor of its own in another thread (see start())."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection,
+                 work: Callable[[duckdb.DuckDBPyConnection], T]) -> None:
+        self._cur = con.cursor()
+        self._pool = ThreadPoolExecutor(max_workers=1)
+        run(self._cur, "SET enable_progress_bar = false")
+        self._future = self._pool.submit(work, self._cur)
+
+    def wait(self) -> Any:
+        """The work's result; its exception is raised here."""
+        try:
+            return self._future.result()
+        finally:
+            self._close()
+
+    def stop(self) -> None:
+        """Interrupt the work's statement and wait for it to end; its outcome is dropped."""
+        with contextlib.suppress(duckdb.Error):
+            self._cur.interrupt()
+        with contextlib.suppress(BaseException):
+            self._future.result()
+        self._close()
+
+    def _close(self) -> None:
+        self._pool.shutdown()
+        self._cur.close()
+
+
+def start(con: duckdb.DuckDBPyConnection,
+          work: Callable[[duckdb.DuckDBPyConnection], T]) -> Background:
+    """Start work(cursor) in another thread while this one goes on (DuckDB releases the
+    GIL while it runs a statement). What work creates is seen by `con` once it ends."""
+    return Background(con, work)
+
+
 def enum_type(con: duckdb.DuckDBPyConnection, name: str, values_sql: str) -> None:
     """(Re)create ENUM type `name` from a query of its distinct, non-NULL text values.
 

@@ -120,9 +120,14 @@ class PendingManifests:
                 self._procs.append(proc)
                 self._pipes.append(recv)
 
-    def result(self) -> tuple[PolicySet, PolicySet | None, Cluster]:
+    def result(self, on_cluster: Callable[[Cluster], None] | None = None
+               ) -> tuple[PolicySet, PolicySet | None, Cluster]:
         """(candidate, baseline or None, cluster snapshot); raises the first bad file's
-        error."""
+        error. on_cluster(snapshot): called once, as soon as the snapshot is read without
+        error (while workers may still parse policies; when everything is parsed in this
+        process, at the end), so that the caller can start what needs only the snapshot."""
+        self._on_cluster = on_cluster
+        self._early: Cluster | None = None
         try:
             with no_gc():
                 parsed = self._gather()
@@ -137,7 +142,10 @@ class PendingManifests:
 
         sets = [merge_policy_files(name, [(p, part("policy", p)) for p in paths])
                 for name, paths in self._sets]
-        cluster = merge_clusters(part("cluster", p) for p in self._cluster)
+        cluster = self._early or merge_clusters(part("cluster", p) for p in self._cluster)
+        if self._on_cluster is not None:  # read last, or in this process alone
+            on_cluster, self._on_cluster = self._on_cluster, None
+            on_cluster(cluster)
         return sets[0], sets[1] if len(sets) > 1 else None, cluster
 
     def _gather(self) -> dict[Task, Any]:
@@ -157,8 +165,26 @@ class PendingManifests:
                         break
                     done.update(message)
 
+        snapshot = [i for i, chunk in enumerate(self._chunks) if chunk[0][0] == "cluster"]
+
+        def check() -> None:
+            """Hand over the snapshot as soon as all of it is in (and none of it failed)."""
+            if self._on_cluster is None or not all(i in done for i in snapshot):
+                return
+            on_cluster, self._on_cluster = self._on_cluster, None
+            got = {t: r for i in snapshot for t, r in zip(self._chunks[i], done[i], strict=True)}
+            parts = [got[("cluster", p)] for p in self._cluster]
+            if snapshot and not any(isinstance(p, Exception) for p in parts):
+                self._early = merge_clusters(parts)
+                on_cluster(self._early)
+
+        def between(i: int | None = None, parsed: Any = None) -> None:
+            receive(False)
+            check()
+
         if self._counter is not None:
-            done.update(_work(self._chunks, self._counter, lambda i, parsed: receive(False)))
+            between()
+            done.update(_work(self._chunks, self._counter, between))
         receive(True)
         parsed: dict[Task, Any] = {}
         for i, chunk in enumerate(self._chunks):

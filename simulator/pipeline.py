@@ -145,30 +145,85 @@ def run(opts: Options, pending: PendingManifests | None = None) -> Result:
     """The run; `pending`: its manifests, if manifests.start_reading() was called earlier
     (before DuckDB starts its threads)."""
     progress = Progress(not opts.quiet)
+    tmp: str | None = None
+    con = early = None
     try:
-        _check_cidrs(opts.pod_cidrs)
-        if pending is None:
-            pending = manifests.start_reading(opts.policies, opts.baseline or None,
-                                              opts.cluster)
-        with progress.phase("loading policies and cluster snapshot"):
-            candidate, baseline, cluster = pending.result()
-    finally:
-        if pending is not None:
-            pending.close()
-    tmp = _run_dir(opts)
-    con = None
-    try:
-        con = _connect(opts, tmp)
+        try:
+            _check_cidrs(opts.pod_cidrs)
+            if pending is None:
+                pending = manifests.start_reading(opts.policies, opts.baseline or None,
+                                                  opts.cluster)
+            try:
+                tmp = _run_dir(opts)
+            except InputError:
+                pending.result()  # a bad manifest is reported first, as it always was
+                raise
+            con = _connect(opts, tmp)
+            early = _EarlyScan(con, tmp, opts)
+            with progress.phase("loading policies and cluster snapshot"):
+                candidate, baseline, cluster = pending.result(on_cluster=early.start)
+        finally:
+            if pending is not None:
+                pending.close()
         # The manifests' millions of objects live as long as the run: kept out of the
         # collector's sight, every later Python step stops paying to walk them again.
         gc.freeze()
-        return _run(con, tmp, opts, progress, candidate, baseline, cluster)
+        return _run(con, tmp, opts, progress, candidate, baseline, cluster, early)
     except BaseException:  # a signal included: the run's directory never outlives it
+        if early is not None:
+            early.stop()
         gc.unfreeze()
         if con is not None:
             con.close()
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _server_ports(cluster: Cluster) -> list[int]:
+    """Ports in the ephemeral range that pods declare: never folded as a client's."""
+    return [cp.port for p in cluster.pods for cp in p.ports if cp.port >= EPHEMERAL_MIN]
+
+
+class _EarlyScan:
+    """The flow records' scan, started as soon as the cluster snapshot is read (it needs
+    the snapshot's declared ports, nothing else) while workers still parse the policies.
+    Not on a terminal that shows DuckDB's progress bar: there the scan starts in turn, with
+    its bar. A flow file that cannot be opened is reported after the manifests are read,
+    so that a bad manifest is still the first error named."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, tmp: str, opts: Options) -> None:
+        self.con, self.tmp, self.opts = con, tmp, opts
+        self.opened: Any = None
+        self.error: Exception | None = None
+        self.scan: db.Background | None = None
+
+    def start(self, cluster: Cluster) -> None:
+        if self.opts.save_flows or db.one(self.con, "SELECT current_setting("
+                                                    "'enable_progress_bar')")[0]:
+            return
+        try:
+            self.opened = _open_flows(self.con, self.tmp, self.opts)
+        except Exception as e:  # raised in turn, after the manifests
+            self.error = e
+            return
+        sources, ports = self.opened.sources, _server_ports(cluster)
+        if sources:
+            self.scan = db.start(self.con,
+                                 lambda cur: connections.build_tuples(cur, sources, ports))
+
+    def take(self) -> db.Background | None:
+        scan, self.scan = self.scan, None
+        return scan
+
+    def stop(self) -> None:
+        if self.scan is not None:
+            self.take().stop()
+
+
+def _open_flows(con: duckdb.DuckDBPyConnection, tmp: str, opts: Options) -> Any:
+    return open_flow_sources(con, expand_flow_paths(opts.flows, tmp), opts.flows_format,
+                             tmp, opts.vpc_fields)
 
 
 def cilium_cluster_name(cluster: Cluster, opts: Options) -> str:
@@ -178,12 +233,14 @@ def cilium_cluster_name(cluster: Cluster, opts: Options) -> str:
 
 
 def _run(con: duckdb.DuckDBPyConnection, tmp: str, opts: Options, progress: Progress,
-         candidate: PolicySet, baseline: PolicySet | None, cluster: Cluster) -> Result:
+         candidate: PolicySet, baseline: PolicySet | None, cluster: Cluster,
+         early: _EarlyScan) -> Result:
     idents = catalog.Identities()
     # detection; captures are parsed here (into the normalized form the SQL path reads)
     with progress.phase("opening flow files") as note:
-        opened = open_flow_sources(con, expand_flow_paths(opts.flows, tmp),
-                                   opts.flows_format, tmp, opts.vpc_fields)
+        if early.error is not None:
+            raise early.error
+        opened = early.opened if early.opened is not None else _open_flows(con, tmp, opts)
         sources = opened.sources
         note["done"] = ", ".join(f"{len(s.files)} {s.format}" for s in sources)
     if not sources:
@@ -195,11 +252,15 @@ def _run(con: duckdb.DuckDBPyConnection, tmp: str, opts: Options, progress: Prog
             except duckdb.Error as e:  # a flow file that cannot be read to its end
                 raise _read_error(sources, e) from None
     catalog.register_cluster(con, cluster, opts.pod_cidrs, idents)
-    server_ports = [cp.port for p in cluster.pods for cp in p.ports if cp.port >= EPHEMERAL_MIN]
+    server_ports = _server_ports(cluster)
     with progress.phase("reading flows") as note:
         while True:
             try:
-                connections.build_tuples(con, sources, server_ports)
+                scan = early.take()
+                if scan is not None:
+                    scan.wait()
+                else:
+                    connections.build_tuples(con, sources, server_ports)
                 break
             except duckdb.Error as e:
                 # a file that fails only past its head (a gzip stream cut short): named

@@ -60,3 +60,27 @@ def test_a_failing_first_piece_stops_the_others_and_raises():
         db.in_parallel(con, [fail_later, lambda c: db.run(c, slow)])
     # the slow statement was interrupted, not waited for (it runs for minutes to its end)
     assert time.perf_counter() - t0 < 10
+
+
+def test_work_started_in_the_background_is_seen_once_waited_for():
+    con = _connect(2)
+    job = db.start(con, lambda c: db.run(c, "CREATE TABLE bg AS SELECT 5 AS x") or "done")
+    assert job.wait() == "done"
+    assert db.one(con, "SELECT x FROM bg") == (5,)
+
+
+def test_background_errors_are_raised_by_wait():
+    con = _connect(2)
+    job = db.start(con, lambda c: db.run(c, "SELECT * FROM no_such_table"))
+    with pytest.raises(duckdb.CatalogException, match="no_such_table"):
+        job.wait()
+
+
+def test_stopping_background_work_interrupts_its_statement():
+    con = _connect(2)
+    job = db.start(con, lambda c: db.run(
+        c, "SELECT count(*) FROM range(30000000000) a WHERE a.range % 7 = 3"))
+    time.sleep(0.3)
+    t0 = time.perf_counter()
+    job.stop()
+    assert time.perf_counter() - t0 < 10  # the statement alone would run for minutes

@@ -114,3 +114,87 @@ def test_a_bad_policy_is_reported_before_a_bad_snapshot(tmp_path, monkeypatch):
                                        "--policies", str(cand)])
     assert result.exit_code == 2, result.output
     assert "0001-bad.yaml" in result.output and "cluster.json" not in result.output
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_the_snapshot_is_handed_over_once_and_whole(tmp_path, monkeypatch, parallel):
+    cand = many_policies(tmp_path / "candidate")
+    snapshot = [REPO / "flows" / "demo-cluster.json"]
+    monkeypatch.setattr(manifests, "PARALLEL_MIN_BYTES", 0 if parallel else 1 << 60)
+    pending = manifests.start_reading([cand], None, snapshot)
+    seen = []
+    candidate, _, cluster = pending.result(on_cluster=seen.append)
+    assert len(seen) == 1 and seen[0] is cluster
+    serial = load({"candidate": [cand]}, False, monkeypatch, snapshot)
+    assert as_data([cluster]) == as_data([serial[-1]])
+    assert as_data([candidate]) == as_data([serial[0]])
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_a_bad_snapshot_is_never_handed_over(tmp_path, monkeypatch, parallel):
+    monkeypatch.setattr(manifests, "PARALLEL_MIN_BYTES", 0 if parallel else 1 << 60)
+    cand = many_policies(tmp_path / "candidate")
+    cluster = tmp_path / "cluster.json"
+    cluster.write_text("{not json")
+    seen: list[Any] = []
+    with pytest.raises(InputError, match="invalid JSON"):
+        manifests.start_reading([cand], None, [cluster]).result(on_cluster=seen.append)
+    assert seen == []
+
+
+def _demo_run(tmp_path: Path, name: str, flows: Path | None = None,
+              policies: Path | None = None, save: bool = False) -> Any:
+    out = tmp_path / f"{name}.parquet"
+    saved = ["--save-flows", str(tmp_path / f"{name}-flows.parquet")] if save else []
+    result = CliRunner().invoke(main, [*saved,
+        "--flows", str(flows or REPO / "flows" / "demo-vpc.parquet"),
+        "--cluster", str(REPO / "flows" / "demo-cluster.json"),
+        "--policies", str(policies or REPO / "policies" / "candidate"),
+        "--baseline", str(REPO / "policies" / "current"), "--out", str(out), "--quiet"])
+    return result, out
+
+
+@pytest.mark.skipif(manifests._workers() == 0, reason="needs fork and a second CPU")
+def test_flows_scanned_while_policies_are_read_give_the_same_connections(tmp_path,
+                                                                          monkeypatch):
+    import duckdb
+
+    from simulator import db
+
+    started: list[Any] = []
+    real_start = db.start
+
+    def spy(con: Any, work: Any) -> Any:
+        started.append(work)
+        return real_start(con, work)
+
+    monkeypatch.setattr(db, "start", spy)
+    monkeypatch.setattr(manifests, "PARALLEL_MIN_BYTES", 1 << 60)
+    serial, serial_out = _demo_run(tmp_path, "serial", save=True)
+    assert serial.exit_code in (0, 1), serial.output
+    assert started == []  # the flows are saved first: the scan starts in turn
+    monkeypatch.setattr(manifests, "PARALLEL_MIN_BYTES", 0)
+    early, early_out = _demo_run(tmp_path, "early")
+    assert early.exit_code == serial.exit_code, early.output
+    assert len(started) == 1  # the scan ran on a cursor of its own
+    con = duckdb.connect()
+    a, b = (f"read_parquet('{p}')" for p in (serial_out, early_out))
+    assert con.execute(f"SELECT count(*) FROM {a}").fetchone()[0] > 10
+    assert con.execute(f"SELECT count(*) FROM (SELECT * FROM {a} EXCEPT ALL "
+                       f"SELECT * FROM {b})").fetchone()[0] == 0
+    assert con.execute(f"SELECT count(*) FROM (SELECT * FROM {b} EXCEPT ALL "
+                       f"SELECT * FROM {a})").fetchone()[0] == 0
+
+
+def test_a_bad_policy_is_reported_before_a_bad_flow_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(manifests, "PARALLEL_MIN_BYTES", 0)
+    cand = many_policies(tmp_path / "candidate")
+    (cand / "0001-bad.yaml").write_text("kind: [unclosed\n")
+    flows = tmp_path / "flows.parquet"
+    flows.write_bytes(b"PAR1 not really parquet")
+    result, _ = _demo_run(tmp_path, "bad", flows=flows, policies=cand)
+    assert result.exit_code == 2, result.output
+    assert "0001-bad.yaml" in result.output and "flows.parquet" not in result.output
+    # and with good policies the flow file is the one named
+    result, _ = _demo_run(tmp_path, "bad", flows=flows)
+    assert result.exit_code == 2 and "flows.parquet" in result.output, result.output
