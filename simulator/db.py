@@ -50,37 +50,20 @@ def in_parallel(con: duckdb.DuckDBPyConnection,
                 works: Sequence[Callable[[duckdb.DuckDBPyConnection], T]]) -> list[T]:
     """Run independent pieces of work at once, each given a connection: the first this
     one (what only it sees, its registered Arrow tables and temporary tables, stays
-    usable), the others a cursor of their own in another thread. Worth it where each piece
-    runs on one core (statements over small tables, one row group each: DuckDB scans a
-    row group on one thread). With DuckDB on one thread, one after the other."""
+    usable), the others a cursor of their own in another thread (start()). Worth it where
+    each piece runs on one core (statements over small tables, one row group each: DuckDB
+    scans a row group on one thread). With DuckDB on one thread, one after the other. A
+    failing piece (or a signal) stops the others' statements before it is raised."""
     if len(works) < 2 or threads(con) < 2:
         return [work(con) for work in works]
-
-    def on_cursor(work: Callable[[duckdb.DuckDBPyConnection], T],
-                  cur: duckdb.DuckDBPyConnection) -> T:
-        run(cur, "SET enable_progress_bar = false")
-        return work(cur)
-
-    cursors = [con.cursor() for _ in works[1:]]
+    others = [start(con, work) for work in works[1:]]
     try:
-        with ThreadPoolExecutor(max_workers=len(cursors)) as pool:
-            others = [pool.submit(on_cursor, work, cur)
-                      for work, cur in zip(works[1:], cursors, strict=True)]
-            try:
-                first = works[0](con)
-            except BaseException:  # a signal too: the others' statements are stopped
-                for cur in cursors:
-                    with contextlib.suppress(duckdb.Error):
-                        cur.interrupt()
-                for f in others:
-                    with contextlib.suppress(Exception):
-                        f.result()
-                raise
-            done = [f.result() for f in others]
-    finally:
-        for cur in cursors:
-            cur.close()
-    return [first, *done]
+        first = works[0](con)
+        return [first, *[other.wait() for other in others]]
+    except BaseException:
+        for other in others:
+            other.stop()
+        raise
 
 
 class Background:
@@ -89,6 +72,7 @@ class Background:
     def __init__(self, con: duckdb.DuckDBPyConnection,
                  work: Callable[[duckdb.DuckDBPyConnection], T]) -> None:
         self._cur = con.cursor()
+        self._closed = False
         self._pool = ThreadPoolExecutor(max_workers=1)
         run(self._cur, "SET enable_progress_bar = false")
         self._future = self._pool.submit(work, self._cur)
@@ -101,7 +85,10 @@ class Background:
             self._close()
 
     def stop(self) -> None:
-        """Interrupt the work's statement and wait for it to end; its outcome is dropped."""
+        """Interrupt the work's statement and wait for it to end; its outcome is dropped.
+        (After wait(), nothing is left to stop.)"""
+        if self._closed:
+            return
         with contextlib.suppress(duckdb.Error):
             self._cur.interrupt()
         with contextlib.suppress(BaseException):
@@ -109,6 +96,7 @@ class Background:
         self._close()
 
     def _close(self) -> None:
+        self._closed = True
         self._pool.shutdown()
         self._cur.close()
 

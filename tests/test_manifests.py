@@ -157,26 +157,28 @@ def _demo_run(tmp_path: Path, name: str, flows: Path | None = None,
 @pytest.mark.skipif(manifests._workers() == 0, reason="needs fork and a second CPU")
 def test_flows_scanned_while_policies_are_read_give_the_same_connections(tmp_path,
                                                                           monkeypatch):
+    import threading
+
     import duckdb
 
-    from simulator import db
+    from simulator import connections
 
-    started: list[Any] = []
-    real_start = db.start
+    started: list[bool] = []  # per scan: whether it ran beside the main thread
+    real_scan = connections.build_tuples
 
-    def spy(con: Any, work: Any) -> Any:
-        started.append(work)
-        return real_start(con, work)
+    def spy(*args: Any) -> Any:
+        started.append(threading.current_thread() is not threading.main_thread())
+        return real_scan(*args)
 
-    monkeypatch.setattr(db, "start", spy)
+    monkeypatch.setattr(connections, "build_tuples", spy)
     monkeypatch.setattr(manifests, "PARALLEL_MIN_BYTES", 1 << 60)
     serial, serial_out = _demo_run(tmp_path, "serial", save=True)
     assert serial.exit_code in (0, 1), serial.output
-    assert started == []  # the flows are saved first: the scan starts in turn
+    assert started == [False]  # the flows are saved first: the scan starts in turn
     monkeypatch.setattr(manifests, "PARALLEL_MIN_BYTES", 0)
     early, early_out = _demo_run(tmp_path, "early")
     assert early.exit_code == serial.exit_code, early.output
-    assert len(started) == 1  # the scan ran on a cursor of its own
+    assert started == [False, True]  # the scan ran in a thread of its own
     con = duckdb.connect()
     a, b = (f"read_parquet('{p}')" for p in (serial_out, early_out))
     assert con.execute(f"SELECT count(*) FROM {a}").fetchone()[0] > 10
