@@ -174,7 +174,7 @@ class PendingManifests:
             on_cluster, self._on_cluster = self._on_cluster, None
             got = {t: r for i in snapshot for t, r in zip(self._chunks[i], done[i], strict=True)}
             parts = [got[("cluster", p)] for p in self._cluster]
-            if snapshot and not any(isinstance(p, Exception) for p in parts):
+            if not any(isinstance(p, Exception) for p in parts):  # (no snapshot: empty)
                 self._early = merge_clusters(parts)
                 on_cluster(self._early)
 

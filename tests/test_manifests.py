@@ -131,6 +131,15 @@ def test_the_snapshot_is_handed_over_once_and_whole(tmp_path, monkeypatch, paral
 
 
 @pytest.mark.parametrize("parallel", [False, True])
+def test_without_a_snapshot_an_empty_one_is_handed_over(tmp_path, monkeypatch, parallel):
+    monkeypatch.setattr(manifests, "PARALLEL_MIN_BYTES", 0 if parallel else 1 << 60)
+    cand = many_policies(tmp_path / "candidate")
+    seen: list[Any] = []
+    _, _, cluster = manifests.start_reading([cand], None, []).result(on_cluster=seen.append)
+    assert seen == [cluster] and cluster.pods == []
+
+
+@pytest.mark.parametrize("parallel", [False, True])
 def test_a_bad_snapshot_is_never_handed_over(tmp_path, monkeypatch, parallel):
     monkeypatch.setattr(manifests, "PARALLEL_MIN_BYTES", 0 if parallel else 1 << 60)
     cand = many_policies(tmp_path / "candidate")
