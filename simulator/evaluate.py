@@ -45,9 +45,11 @@ def _selector_match_sql(labels: str, subjects: str, subject_id: str) -> str:
     """
 
 
+# __LABELS__ and __IDENTS__: sel_label and ident, or only the identities a replay judges
 MATCH_SQL = f"""
 -- sel_label: a pod's labels and the identity labels Cilium derives (catalog.py)
-CREATE OR REPLACE TABLE pod_sel_match AS {_selector_match_sql('sel_label', 'ident', 'ident_id')};
+CREATE OR REPLACE TABLE pod_sel_match AS
+{_selector_match_sql('__LABELS__', '__IDENTS__', 'ident_id')};
 CREATE OR REPLACE TABLE ns_sel_match AS {_selector_match_sql('ns_label', 'ns', 'namespace')};
 
 -- which policies select which identities, per direction they apply in (isolates: and
@@ -725,10 +727,15 @@ def evaluate(con: duckdb.DuckDBPyConnection, psets: Sequence[str],
     judge(con, psets, conns, scope, match=True)
 
 
-def match_selectors(con: duckdb.DuckDBPyConnection) -> None:
+def match_selectors(con: duckdb.DuckDBPyConnection, only: str | None = None) -> None:
     """Which identities, namespaces and nodes each registered selector matches: what each
-    policy selects (target_ident) and each peer admits."""
-    db.run(con, MATCH_SQL)
+    policy selects (target_ident) and each peer admits. only: a table of the ident_ids
+    that matter (a replay's endpoints); the others are left unmatched."""
+    labels, idents = "sel_label", "ident"
+    if only is not None:
+        labels, idents = (f"(SELECT * FROM {t} SEMI JOIN {only} USING (ident_id))"
+                          for t in (labels, idents))
+    db.run(con, MATCH_SQL.replace("__LABELS__", labels).replace("__IDENTS__", idents))
 
 
 # The tables judged per policy set, from key_scope on. With two sets or more, two halves
@@ -787,8 +794,16 @@ def judge(con: duckdb.DuckDBPyConnection, psets: Sequence[str], conns: str = "co
         for statement in statements[:first]:
             db.run(c, statement, {"psets": list(psets)} if "$psets" in statement else None)
 
+    only = None
+    if match and conns != "conns":  # a replay: only its endpoints' identities matter
+        only = "judged_ident"
+        db.run(con, f"""CREATE OR REPLACE TABLE {only} AS
+            SELECT DISTINCT e.ident_id FROM ep e SEMI JOIN (SELECT src_ep AS ep_id FROM {conns}
+                UNION SELECT dst_ep FROM {conns}) c USING (ep_id)
+            WHERE e.ident_id IS NOT NULL""")
     # the keys on this connection (a fix replay's connections are its temporary tables)
-    db.in_parallel(con, [shared, match_selectors] if match else [shared])
+    db.in_parallel(con, [shared, functools.partial(match_selectors, only=only)] if match
+                   else [shared])
     _judge_per_set(con, statements[first:last], psets)
     for statement, name in zip(statements, creates, strict=True):
         if name in ("rule_hits", *(() if hits_only else ("verdicts",))):
