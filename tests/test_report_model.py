@@ -121,6 +121,11 @@ def test_report_groups_reasons_and_fixes(tmp_path):
                                  "kubernetes.io/metadata.name": "shop"}}}]
     assert rule["ports"] == [{"protocol": "TCP", "port": "postgres"}]
     for g in groups.values():
+        # the sample is the group's first connection, ties (dns: one flow each) included,
+        # so that the same input gives the same report
+        first = g["connection_rows"][0]
+        assert (g["sample"]["src_ip"], g["sample"]["dst_ip"]) == (first["src_ip"],
+                                                                  first["dst_ip"])
         assert g["fix"]["restores"] == {"connections": g["connections"],
                                         "of": g["connections"]}
         assert g["fix"]["blast_radius"]["connections"] == 0

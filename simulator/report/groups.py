@@ -48,7 +48,9 @@ WITH agg AS (
         min(r.first_seen) AS first_seen, max(r.last_seen) AS last_seen,
         count(DISTINCT r.src_pod) AS src_pods, count(DISTINCT r.dst_pod) AS dst_pods,
         count(DISTINCT r.src_ip) AS src_addresses, count(DISTINCT r.dst_ip) AS dst_addresses,
-        arg_max(r.conn_id, r.flows) AS sample_conn
+        -- the busiest connection, ties broken as the members' list orders them (conn_id
+        -- follows a parallel grouping's order, which differs from run to run)
+        arg_min(r.conn_id, (-r.flows, r.src_ip, r.dst_ip, r.first_seen)) AS sample_conn
     FROM report_members m JOIN result r USING (conn_id)
     GROUP BY m.gkey, m.change
 )
