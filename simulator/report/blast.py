@@ -80,10 +80,10 @@ JOIN probe_map m ON m.ref = p.ref
 WHERE t.pset = 'probe';
 
 CREATE OR REPLACE TEMP TABLE probe_conns AS
-SELECT c.* FROM conns c JOIN ep s ON s.ep_id = c.src_ep JOIN ep d ON d.ep_id = c.dst_ep
-WHERE (s.kind = 'pod' AND s.ident_id IN (
+SELECT c.* FROM conns c     -- by endpoint ids: no join of every connection to ep
+WHERE c.src_ep IN (SELECT ep_id FROM ep WHERE kind = 'pod' AND ident_id IN (
            SELECT ident_id FROM probe_subject WHERE direction = 'egress'))
-   OR (d.kind = 'pod' AND d.ident_id IN (
+   OR c.dst_ep IN (SELECT ep_id FROM ep WHERE kind = 'pod' AND ident_id IN (
            SELECT ident_id FROM probe_subject WHERE direction = 'ingress'))
 """
 
