@@ -1092,6 +1092,19 @@ def build_flows(rng: random.Random, pods: list[dict]) -> pa.Table:
         (52, "SKIPDATA"),
     ):
         fw.status_only(rng.choice(enis), w, status)
+
+    # Lookups sent to the kube-dns Service's ClusterIP, recorded before DNAT (as a node's
+    # capture sees them): the replay follows them to the coredns backends, so the DNS
+    # break shows through the Service too. Their own generator: the records above stay.
+    svc_rng = random.Random(SEED + 1)
+    for w in range(0, WINDOWS, 6):
+        for c in wl("shop", "frontend")[:2]:
+            n = svc_rng.randint(1, 3)
+            fw.rng, saved = svc_rng, fw.rng
+            fw.conversation(w, eni(c), c["ip"], "10.43.0.10", 53, UDP,
+                            (n, n * svc_rng.randint(70, 95)),
+                            (n, n * svc_rng.randint(110, 480)))
+            fw.rng = saved
     return fw.table()
 
 

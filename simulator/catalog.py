@@ -82,12 +82,20 @@ def register_cluster(con: duckdb.DuckDBPyConnection, cluster: Cluster,
             h[k].append(v)
 
     ports: dict[str, list[Any]] = {"pod_ref": [], "proto": [], "port": [], "name": []}
+    # host-network pods by the ports they serve on their node: what names a node's
+    # connection to such a port in reports
+    hostnet: dict[str, list[Any]] = {"node": [], "proto": [], "port": [], "namespace": [],
+                                     "pod": [], "workload": []}
     for p in cluster.pods:
         if p.host_network:
             # Shares its node's address and is not subject to NetworkPolicy: a node.
             for ip in p.ips:
                 holder(ip, "node", f"node/{p.node}", None, None, f"Node/{p.node}", p.node,
                        None, None, None, PRIO_NODE)
+            for cp in p.ports:
+                for k, v in zip(hostnet, (p.node, PROTOCOL_NUMBERS.get(cp.protocol), cp.port,
+                                          p.namespace, p.name, p.workload), strict=True):
+                    hostnet[k].append(v)
             continue
         ident = idents.intern(p.namespace, p.labels, p.service_account)
         prio = PRIO_FINISHED_POD if p.phase in TERMINAL_PHASES else PRIO_POD
@@ -104,7 +112,9 @@ def register_cluster(con: duckdb.DuckDBPyConnection, cluster: Cluster,
             holder(ip, "node", f"node/{n.name}", None, None, f"Node/{n.name}", n.name, None,
                    None, None, PRIO_NODE)
     for s in cluster.services:
-        for ip in s.cluster_ips:
+        # load-balancer and external IPs lead to the Service too (below a node or pod
+        # that holds the same address: an externalIP is often a node's own)
+        for ip in dict.fromkeys(s.cluster_ips + s.lb_ips + s.external_ips):
             holder(ip, "service", f"svc/{s.namespace}/{s.name}", s.namespace, None,
                    f"Service/{s.name}", None, None, None, None, PRIO_SERVICE)
     _table(con, "holder", h, {"ip": S, "kind": S, "ep_name": S, "namespace": S, "pod": S,
@@ -113,6 +123,9 @@ def register_cluster(con: duckdb.DuckDBPyConnection, cluster: Cluster,
     db.run(con, "CREATE OR REPLACE TABLE holder AS "
                 "SELECT row_number() OVER () AS holder_id, * FROM holder")
     _table(con, "pod_port", ports, {"pod_ref": S, "proto": INT, "port": INT, "name": S})
+    _table(con, "hostnet_port", hostnet, {"node": S, "proto": INT, "port": INT,
+                                          "namespace": S, "pod": S, "workload": S})
+    _register_services(con, cluster)
     # nodes by their label sets (node peers of the cluster-scoped policies select them)
     node_idents: dict[frozenset[tuple[str, str]], int] = {}
     nodes: dict[str, list[Any]] = {"node": [], "nident": []}
@@ -135,6 +148,47 @@ def register_cluster(con: duckdb.DuckDBPyConnection, cluster: Cluster,
     cidrs = [parse_cidr(c) for c in cluster.pod_cidrs + list(extra_pod_cidrs)]
     _table(con, "pod_cidr", {"family": [c.family for c in cidrs], "lo": [c.lo for c in cidrs],
                              "hi": [c.hi for c in cidrs]}, {"family": INT, "lo": S, "hi": S})
+
+
+def _register_services(con: duckdb.DuckDBPyConnection, cluster: Cluster) -> None:
+    """What following a Service takes (backends.py): svc_addr (the addresses that lead to
+    a Service: its ClusterIPs, load-balancer and external IPs), svc_port (its ports, node
+    ports and target ports), svc_backend (per Service port, each endpoint and the port it
+    serves on) and pod_ready (since when each pod was Ready)."""
+    addr: dict[str, list[Any]] = {"ip": [], "svc": [], "via": [], "local": []}
+    port: dict[str, list[Any]] = {k: [] for k in (
+        "svc", "port_name", "proto", "port", "node_port", "local")}
+    for s in cluster.services:
+        ref = f"{s.namespace}/{s.name}"
+        for via, ips in (("ClusterIP", s.cluster_ips), ("LoadBalancer", s.lb_ips),
+                         ("externalIP", s.external_ips)):
+            for ip in ips:
+                for k, v in zip(addr, (ip, ref, via, s.local_traffic), strict=True):
+                    addr[k].append(v)
+        for sp in s.ports:
+            for k, v in zip(port, (ref, sp.name, PROTOCOL_NUMBERS.get(sp.protocol), sp.port,
+                                   sp.node_port, s.local_traffic), strict=True):
+                port[k].append(v)
+    back: dict[str, list[Any]] = {k: [] for k in (
+        "svc", "port_name", "proto", "port", "ip", "ready", "pod_ref")}
+    for b in cluster.service_backends():
+        for k, v in zip(back, (f"{b.namespace}/{b.service}", b.port_name,
+                               PROTOCOL_NUMBERS.get(b.protocol), b.port, b.ip, b.ready,
+                               f"{b.namespace}/{b.pod}" if b.pod else None), strict=True):
+            back[k].append(v)
+    ready: dict[str, list[Any]] = {"pod_ref": [], "ready_since": [], "not_ready": []}
+    for p in cluster.pods:
+        if p.ready_since is not None or p.not_ready:
+            ready["pod_ref"].append(f"{p.namespace}/{p.name}")
+            ready["ready_since"].append(p.ready_since)
+            ready["not_ready"].append(p.not_ready)
+    B = pa.bool_()
+    _table(con, "svc_addr", addr, {"ip": S, "svc": S, "via": S, "local": B})
+    _table(con, "svc_port", port, {"svc": S, "port_name": S, "proto": INT, "port": INT,
+                                   "node_port": INT, "local": B})
+    _table(con, "svc_backend", back, {"svc": S, "port_name": S, "proto": INT, "port": INT,
+                                      "ip": S, "ready": B, "pod_ref": S})
+    _table(con, "pod_ready", ready, {"pod_ref": S, "ready_since": D, "not_ready": B})
 
 
 def _labels(text: str | None) -> dict[str, str] | None:

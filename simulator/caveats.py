@@ -78,6 +78,11 @@ def collect_warnings(summary: dict[str, Any], sources: Sequence[FlowSource]
         out.append({"code": code, "message": message})
 
     inputs, flows, conns = summary["inputs"], summary["flows"], summary["connections"]
+    plane = summary.get("dataplane") or {}
+    if plane and not plane["enforces_policy"]:
+        warn("not_enforced_by_cni",
+             f"not enforced by {plane['cni']}: every connection stays allowed on the wire "
+             f"whatever the policies say; {plane.get('advice') or ''}".rstrip("; "))
     for name in ("candidate", "baseline"):
         pset = inputs[name]
         if pset is None:
@@ -88,7 +93,13 @@ def collect_warnings(summary: dict[str, Any], sources: Sequence[FlowSource]
             warn("ignored_policy_kinds",
                  f"{name} policies not judged: {kinds} (a dialect this version does not "
                  "read; the verdicts are as if they did not exist)")
-        if not pset["policies"]:
+        dropped = pset.get("not_enforced") or {}
+        if dropped:
+            kinds = ", ".join(f"{k} ×{n:,}" for k, n in dropped.items())
+            warn("not_enforced_kinds",
+                 f"{name} policies not enforced by {plane.get('cni')}: {kinds} (the "
+                 "dataplane does not enforce these kinds; their rules decide nothing)")
+        if not pset["policies"] and not dropped:
             warn("empty_policy_set",
                  f"the {name} set holds no policy: every pod is open in both directions "
                  "under it")
@@ -115,10 +126,29 @@ def collect_warnings(summary: dict[str, Any], sources: Sequence[FlowSource]
     if share >= UNRESOLVED_SHARE:
         warn("unresolved_share",
              f"{share:.0%} of the evaluated flows have an endpoint that could not be mapped "
-             "(an address in a pod CIDR that matches no pod, or a Service address): their "
-             "verdicts are unresolved")
+             "(an address in a pod CIDR that matches no pod, or a Service address not "
+             "followed to a backend): their verdicts are unresolved")
+    hidden = conns.get("source_hidden_by_snat") or {}
+    if hidden.get("connections"):
+        n, ex = hidden["connections"], hidden["examples"][0]
+        warn("source_hidden_by_snat",
+             f"{n:,} connection{'s' if n != 1 else ''} from a node to an outside address in "
+             "VPC flow logs without pkt-srcaddr: source hidden by SNAT (a pod's egress "
+             "masqueraded to its node looks the same); judged as the node's own traffic, "
+             f"which no pod policy governs, e.g. {ex['src_ip']} -> {ex['dst_ip']}; log "
+             "pkt-srcaddr to see the pod")
+    services = conns.get("services") or {}
+    if services.get("not_followed"):
+        n = services["not_followed"]
+        warn("services_not_followed",
+             f"{n:,} connection{'s' if n != 1 else ''} to a Service address could not be "
+             "followed to a backend (the snapshot has no EndpointSlices or Endpoints with a "
+             "ready endpoint for that port at the flow's time): unresolved")
     undecided = conns.get("undecided") or {}
     for why, code, says in (
+            ("service backends disagree", "service_backends_disagree",
+             "a Service's backends would judge them differently and the records do not "
+             "say which backend served them"),
             ("ambiguous priority", "ambiguous_priority",
              "policies at the same priority match them and disagree (the API leaves the "
              "outcome undefined)"),

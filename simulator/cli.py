@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 import click
 
 from . import __version__
+from .cni import NAMES as CNI_NAMES
 
 EXIT_OK, EXIT_BREAK, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 
@@ -102,6 +103,11 @@ FLOW_FORMATS_HELP = ("vpc-parquet, normalized (Parquet or CSV), hubble, vpc-text
               help="The cluster's name in Cilium's identity labels "
                    "(io.cilium.k8s.policy.cluster), where the snapshot holds no "
                    "kube-system/cilium-config ConfigMap to read it from.")
+@click.option("--cni", type=click.Choice(CNI_NAMES), metavar="NAME",
+              help="The dataplane that enforces the policies: " + ", ".join(CNI_NAMES)
+                   + ". Default: inferred from the flows (Hubble: cilium, Calico: calico, "
+                     "Antrea: antrea), else kubernetes (the API's semantics). See "
+                     "docs/cni-profiles.md.")
 @click.option("--out", "out", metavar="FILE",
               help="Write the connections table (.parquet, .csv or .jsonl).")
 @click.option("--save-flows", metavar="FILE.parquet",
@@ -138,8 +144,8 @@ FLOW_FORMATS_HELP = ("vpc-parquet, normalized (Parquet or CSV), hubble, vpc-text
 @click.option("--debug", is_flag=True, help="Show the traceback of an internal error.")
 def main(flows: tuple[str, ...], flows_format: str | None, vpc_fields: str | None,
          cluster: tuple[str, ...], policies: tuple[str, ...], baseline: tuple[str, ...],
-         pod_cidrs: tuple[str, ...], cilium_cluster_name: str, out: str | None,
-         save_flows: str | None,
+         pod_cidrs: tuple[str, ...], cilium_cluster_name: str, cni: str | None,
+         out: str | None, save_flows: str | None,
          json_out: str | None, report_out: str | None, markdown_out: str | None,
          fail_on_break: bool, max_breaks: int | None, fail_on_unresolved: bool,
          fail_on_disagreement: bool, strict: bool, memory_limit: str,
@@ -159,8 +165,8 @@ def main(flows: tuple[str, ...], flows_format: str | None, vpc_fields: str | Non
             summary = _simulate(
                 flows=flows, flows_format=flows_format, vpc_fields=vpc_fields,
                 cluster=cluster, policies=policies, baseline=baseline, pod_cidrs=pod_cidrs,
-                cilium_cluster_name=cilium_cluster_name, out=out, save_flows=save_flows,
-                json_out=json_out, report_out=report_out,
+                cilium_cluster_name=cilium_cluster_name, cni=cni, out=out,
+                save_flows=save_flows, json_out=json_out, report_out=report_out,
                 markdown_out=markdown_out, fail_on_disagreement=fail_on_disagreement,
                 memory_limit=memory_limit, temp_dir=temp_dir, threads=threads, quiet=quiet)
     except SimulatorError as e:
@@ -201,8 +207,8 @@ def _first_line(e: BaseException) -> str:
 
 def _simulate(*, flows: tuple[str, ...], flows_format: str | None, vpc_fields: str | None,
               cluster: tuple[str, ...], policies: tuple[str, ...], baseline: tuple[str, ...],
-              pod_cidrs: tuple[str, ...], cilium_cluster_name: str, out: str | None,
-              save_flows: str | None,
+              pod_cidrs: tuple[str, ...], cilium_cluster_name: str, cni: str | None,
+              out: str | None, save_flows: str | None,
               json_out: str | None, report_out: str | None, markdown_out: str | None,
               fail_on_disagreement: bool, memory_limit: str, temp_dir: str | None,
               threads: int | None, quiet: bool) -> dict[str, Any]:
@@ -237,7 +243,7 @@ def _simulate(*, flows: tuple[str, ...], flows_format: str | None, vpc_fields: s
 
         opts = Options(flows=list(flows), policies=list(policies), cluster=list(cluster),
                        baseline=list(baseline), pod_cidrs=list(pod_cidrs),
-                       cilium_cluster_name=cilium_cluster_name,
+                       cilium_cluster_name=cilium_cluster_name, cni=cni,
                        flows_format=flows_format, vpc_fields=vpc_fields,
                        save_flows=save_flows, memory_limit=memory_limit, temp_dir=temp_dir,
                        threads=threads, quiet=quiet)

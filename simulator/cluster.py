@@ -44,6 +44,10 @@ class Pod:
     deleted: float | None
     phase: str | None
     service_account: str = "default"
+    # since when the pod was Ready (its Ready condition's lastTransitionTime; None: not
+    # known) and whether the snapshot says it is not Ready
+    ready_since: float | None = None
+    not_ready: bool = False
 
     @property
     def key(self) -> str:
@@ -58,6 +62,15 @@ class Node:
     labels: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class ServicePort:
+    name: str            # "" for a Service's single unnamed port
+    protocol: str
+    port: int
+    target: int | str    # targetPort: a number, or a container port's name
+    node_port: int | None = None
+
+
 @dataclass
 class Service:
     namespace: str
@@ -65,6 +78,25 @@ class Service:
     cluster_ips: list[str]
     labels: dict[str, str] = field(default_factory=dict)
     selector: dict[str, str] | None = None  # None: a Service without selector
+    type: str = "ClusterIP"
+    ports: list[ServicePort] = field(default_factory=list)
+    external_ips: list[str] = field(default_factory=list)      # spec.externalIPs
+    lb_ips: list[str] = field(default_factory=list)            # status.loadBalancer.ingress
+    local_traffic: bool = False     # externalTrafficPolicy: Local (the client is kept)
+    external_name: str | None = None
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One endpoint of a Service for one of its ports (EndpointSlice or Endpoints)."""
+    namespace: str
+    service: str
+    port_name: str
+    protocol: str
+    port: int           # the port the backend serves on (the resolved targetPort)
+    ip: str
+    ready: bool
+    pod: str | None     # the targetRef pod's name, when it names one
 
 
 @dataclass
@@ -77,6 +109,9 @@ class Cluster:
     # legacy Endpoints)
     endpoints: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     legacy_endpoints: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    # per Service port and endpoint, from EndpointSlices, and from legacy Endpoints
+    backends: list[Backend] = field(default_factory=list)
+    legacy_backends: list[Backend] = field(default_factory=list)
     cilium_config: dict[str, str] | None = None
     files: list[str] = field(default_factory=list)
     ignored_kinds: Counter[str] = field(default_factory=Counter)
@@ -96,6 +131,13 @@ class Cluster:
         """A Service's endpoint addresses: its EndpointSlices, else legacy Endpoints."""
         key = (namespace, name)
         return self.endpoints.get(key) or self.legacy_endpoints.get(key, [])
+
+    def service_backends(self) -> list[Backend]:
+        """Every Service's backends: from its EndpointSlices, else its legacy Endpoints
+        (a snapshot taken without endpointslices)."""
+        sliced = {(b.namespace, b.service) for b in self.backends}
+        return self.backends + [b for b in self.legacy_backends
+                                if (b.namespace, b.service) not in sliced]
 
 
 def parse_time(value: Any, doc: Document, field_name: str) -> float | None:
@@ -204,6 +246,19 @@ def _finished_at(status: dict[str, Any], doc: Document) -> float | None:
     return max(times) if times else None
 
 
+def _readiness(status: dict[str, Any], doc: Document) -> dict[str, Any]:
+    """Since when the pod is Ready, or that it is not (its Ready condition)."""
+    for c in status.get("conditions") or []:
+        c = _mapping(c, doc, "status.conditions[]")
+        if c.get("type") == "Ready":
+            since = parse_time(c.get("lastTransitionTime"), doc,
+                               "status.conditions[].lastTransitionTime")
+            if str(c.get("status")) == "True":
+                return {"ready_since": since}
+            return {"not_ready": True}
+    return {}
+
+
 def _pod(doc: Document) -> Pod:
     obj = doc.obj
     meta = _mapping(obj.get("metadata"), doc, "metadata")
@@ -241,6 +296,7 @@ def _pod(doc: Document) -> Pod:
         phase=phase,
         service_account=str(spec.get("serviceAccountName") or spec.get("serviceAccount")
                             or "default"),
+        **_readiness(status, doc),
     )
 
 
@@ -260,39 +316,114 @@ def _node(doc: Document) -> Node:
                 [str(c) for c in cidrs], _labels(meta, doc))
 
 
+def _service_ports(spec: dict[str, Any], doc: Document) -> list[ServicePort]:
+    out = []
+    for i, p in enumerate(spec.get("ports") or []):
+        p = _mapping(p, doc, f"spec.ports[{i}]")
+        port = _port_number(p.get("port"))
+        if port is None:
+            raise InputError(doc.path, f"spec.ports[{i}].port: not a port number: "
+                                       f"{p.get('port')!r}", doc.where)
+        target = p.get("targetPort")
+        # targetPort defaults to port; a string of digits is a number (IntOrString)
+        number = _port_number(target) if target not in (None, "") else port
+        if number is None and not (isinstance(target, str) and target.strip()):
+            raise InputError(doc.path, f"spec.ports[{i}].targetPort: not a port number "
+                                       f"or name: {target!r}", doc.where)
+        node_port = _port_number(p.get("nodePort")) if p.get("nodePort") else None
+        out.append(ServicePort(str(p.get("name") or ""),
+                               str(p.get("protocol") or "TCP").upper(), port,
+                               number if number is not None else str(target).strip(),
+                               node_port))
+    return out
+
+
 def _service(doc: Document) -> Service:
     meta = _mapping(doc.obj.get("metadata"), doc, "metadata")
     spec = _mapping(doc.obj.get("spec"), doc, "spec")
+    status = _mapping(doc.obj.get("status"), doc, "status")
     ips = list(spec.get("clusterIPs") or ([spec["clusterIP"]] if spec.get("clusterIP") else []))
     ips = [i for i in ips if i and i != "None"]
     selector = spec.get("selector")
     if selector is not None and not isinstance(selector, dict):
         raise InputError(doc.path, "spec.selector: expected a mapping", doc.where)
+    lb = _mapping(status.get("loadBalancer"), doc, "status.loadBalancer")
+    lb_ips = [_mapping(i, doc, "status.loadBalancer.ingress[]").get("ip")
+              for i in lb.get("ingress") or []]
+    kind = str(spec.get("type") or "ClusterIP")
     return Service(str(meta.get("namespace") or "default"), _name(meta, doc),
                    _ips(ips, doc, "spec.clusterIPs"), _labels(meta, doc),
-                   {str(k): str(v) for k, v in selector.items()} if selector else None)
+                   {str(k): str(v) for k, v in selector.items()} if selector else None,
+                   type=kind, ports=_service_ports(spec, doc),
+                   external_ips=_ips(list(spec.get("externalIPs") or []), doc,
+                                     "spec.externalIPs"),
+                   lb_ips=_ips([i for i in lb_ips if i], doc,
+                               "status.loadBalancer.ingress[].ip"),
+                   local_traffic=str(spec.get("externalTrafficPolicy") or "") == "Local",
+                   external_name=(str(spec["externalName"]) if kind == "ExternalName"
+                                  and spec.get("externalName") else None))
 
 
-def _endpoint_slice(doc: Document) -> tuple[tuple[str, str], list[str]] | None:
+def _endpoint_ports(ports: Any, doc: Document, where: str) -> list[tuple[str, str, int]]:
+    """(name, protocol, port) of an EndpointSlice's or an Endpoints subset's ports."""
+    out = []
+    for i, p in enumerate(ports or []):
+        p = _mapping(p, doc, f"{where}[{i}]")
+        port = _port_number(p.get("port"))
+        if port is None:  # a slice without ports: the Service's ports are all unresolved
+            continue
+        out.append((str(p.get("name") or ""), str(p.get("protocol") or "TCP").upper(), port))
+    return out
+
+
+def _target_pod(ref: Any, doc: Document, where: str) -> str | None:
+    ref = _mapping(ref, doc, where)
+    return str(ref["name"]) if ref.get("kind", "Pod") == "Pod" and ref.get("name") else None
+
+
+def _endpoint_slice(doc: Document) -> tuple[tuple[str, str], list[str], list[Backend]] | None:
     meta = _mapping(doc.obj.get("metadata"), doc, "metadata")
     service = _labels(meta, doc).get("kubernetes.io/service-name")
     if not service:
         return None
-    addrs: list[Any] = []
+    ns = str(meta.get("namespace") or "default")
+    ports = _endpoint_ports(doc.obj.get("ports"), doc, "ports")
+    addrs: list[str] = []
+    backends = []
     for ep in doc.obj.get("endpoints") or []:
-        addrs += list(_mapping(ep, doc, "endpoints[]").get("addresses") or [])
-    return ((str(meta.get("namespace") or "default"), service),
-            _ips(addrs, doc, "endpoints[].addresses"))
+        ep = _mapping(ep, doc, "endpoints[]")
+        ips = _ips(list(ep.get("addresses") or []), doc, "endpoints[].addresses")
+        # ready: a nil value means ready (discovery.k8s.io/v1 EndpointConditions)
+        ready = _mapping(ep.get("conditions"), doc, "endpoints[].conditions").get("ready")
+        pod = _target_pod(ep.get("targetRef"), doc, "endpoints[].targetRef")
+        addrs += ips
+        backends += [Backend(ns, service, name, proto, port, ip, ready is not False, pod)
+                     for ip in ips for name, proto, port in ports]
+    return (ns, service), addrs, backends
 
 
-def _legacy_endpoints(doc: Document) -> tuple[tuple[str, str], list[str]]:
+def _legacy_endpoints(doc: Document) -> tuple[tuple[str, str], list[str], list[Backend]]:
     meta = _mapping(doc.obj.get("metadata"), doc, "metadata")
-    addrs: list[Any] = []
+    ns, service = str(meta.get("namespace") or "default"), _name(meta, doc)
+    addrs: list[str] = []
+    backends = []
     for subset in doc.obj.get("subsets") or []:
-        for a in _mapping(subset, doc, "subsets[]").get("addresses") or []:
-            addrs.append(_mapping(a, doc, "subsets[].addresses[]").get("ip"))
-    return ((str(meta.get("namespace") or "default"), _name(meta, doc)),
-            _ips(addrs, doc, "subsets[].addresses[].ip"))
+        subset = _mapping(subset, doc, "subsets[]")
+        ports = _endpoint_ports(subset.get("ports"), doc, "subsets[].ports")
+        for field_name, ready in (("addresses", True), ("notReadyAddresses", False)):
+            for a in subset.get(field_name) or []:
+                a = _mapping(a, doc, f"subsets[].{field_name}[]")
+                got = _ips([a.get("ip")], doc, f"subsets[].{field_name}[].ip")
+                if not got:
+                    continue
+                ip = got[0]
+                if ready:
+                    addrs.append(ip)
+                pod = _target_pod(a.get("targetRef"), doc,
+                                  f"subsets[].{field_name}[].targetRef")
+                backends += [Backend(ns, service, name, proto, port, ip, ready, pod)
+                             for name, proto, port in ports]
+    return (ns, service), addrs, backends
 
 
 def _item(cluster: Cluster, doc: Document) -> None:
@@ -312,9 +443,12 @@ def _item(cluster: Cluster, doc: Document) -> None:
             cluster.endpoints.setdefault(found[0], [])
             cluster.endpoints[found[0]] += [a for a in found[1]
                                             if a not in cluster.endpoints[found[0]]]
+            cluster.backends += found[2]
     elif kind == "Endpoints":
-        key, addrs = _legacy_endpoints(doc)
+        key, addrs, backends = _legacy_endpoints(doc)
         cluster.legacy_endpoints[key] = addrs
+        cluster.legacy_backends = [b for b in cluster.legacy_backends
+                                   if (b.namespace, b.service) != key] + backends
     elif kind == "ConfigMap":
         meta = _mapping(doc.obj.get("metadata"), doc, "metadata")
         if (meta.get("namespace"), meta.get("name")) == CILIUM_CONFIG:
@@ -365,6 +499,11 @@ def merge_clusters(parts: Iterable[Cluster]) -> Cluster:
             cluster.endpoints.setdefault(key, [])
             cluster.endpoints[key] += [a for a in addrs if a not in cluster.endpoints[key]]
         cluster.legacy_endpoints.update(part.legacy_endpoints)
+        cluster.backends += part.backends
+        replaced = {(b.namespace, b.service) for b in part.legacy_backends}
+        cluster.legacy_backends = [b for b in cluster.legacy_backends
+                                   if (b.namespace, b.service) not in replaced]
+        cluster.legacy_backends += part.legacy_backends
         if part.cilium_config is not None:
             cluster.cilium_config = part.cilium_config
         cluster.files += part.files

@@ -19,7 +19,7 @@ from typing import Any
 
 import duckdb
 
-from . import db, ipnet
+from . import backends, db, ipnet
 from .ingest.checks import REJECTS_SCAN, REJECTS_TABLE
 from .ingest.sources import FlowSource, any_float
 
@@ -239,8 +239,11 @@ SELECT ep_name, ip, any_value(kind) AS kind, any_value(family) AS family,
        any_value(pod)::ep_pod AS pod, any_value(workload)::ep_workload AS workload,
        any_value(node)::ep_node AS node,
        any_value(pod_ref) AS pod_ref, any_value(ident_id) AS ident_id
-FROM side_res
-WHERE kind <> 'invalid' AND NOT bad_labels
+FROM (SELECT ep_name, ip, kind, family, key, namespace, pod, workload, node, pod_ref,
+             ident_id
+      FROM side_res
+      WHERE kind <> 'invalid' AND NOT bad_labels
+      {extra_endpoints})
 GROUP BY ep_name, ip;
 
 CREATE OR REPLACE VIEW ep AS SELECT rowid AS ep_id, * FROM ep_rows;
@@ -253,6 +256,11 @@ FROM side_res r JOIN ep e ON e.ep_name = r.ep_name AND e.ip = r.ip;
 -- the ports each pod endpoint declares (orientation joins on ids, not on pod names)
 CREATE OR REPLACE TABLE ep_port AS
 SELECT DISTINCT e.ep_id, p.proto, p.port FROM ep e JOIN pod_port p USING (pod_ref)
+UNION
+-- a Service's address serves its ports (pre-DNAT records)
+SELECT e.ep_id, p.proto, p.port
+FROM ep e JOIN svc_addr a ON a.ip = e.ip JOIN svc_port p ON p.svc = a.svc
+WHERE e.kind = 'service'
 """
 
 # Orient every tuple initiator -> responder and group into connections.
@@ -261,7 +269,7 @@ CREATE OR REPLACE TABLE conn_rows AS
 WITH t AS (
     SELECT t.tuple_id, t.sp, t.dp, t.proto, t.is_reply, t.syn_ack, t.records, t.packets,
         t.bytes, t.t_first, t.t_last, t.observed, t.policy_trace, t.src_names, t.dst_names,
-        s.ep_id AS s_ep, d.ep_id AS d_ep
+        t.src_service, t.dst_service, s.ep_id AS s_ep, d.ep_id AS d_ep
     FROM tuples t
     JOIN tuple_side ts ON ts.tuple_id = t.tuple_id
     JOIN res_ep s ON s.res_id = ts.src_res
@@ -321,6 +329,7 @@ directed AS (
 oriented AS (
     SELECT records, packets, bytes, t_first, t_last, observed, proto, policy_trace,
         CASE WHEN dir.reply THEN src_names ELSE dst_names END AS server_names,
+        CASE WHEN dir.reply THEN src_service ELSE dst_service END AS server_service,
         dir.reply AS reply, dir.how AS how,
         CASE WHEN dir.reply THEN d_ep ELSE s_ep END AS src_ep,
         CASE WHEN dir.reply THEN s_ep ELSE d_ep END AS dst_ep,
@@ -338,7 +347,8 @@ SELECT
          ELSE 'unknown' END AS observed,
     min(how) AS how,
     {observed_policies} AS observed_policies,
-    {dst_names} AS dst_names
+    {dst_names} AS dst_names,
+    {flow_service} AS flow_service
 FROM oriented
 GROUP BY src_ep, dst_ep, server_port, proto;
 
@@ -357,20 +367,34 @@ NAMES_SQL = """NULLIF(array_to_string(list_sort(list_distinct(flatten(
 
 
 def orient(con: duckdb.DuckDBPyConnection) -> None:
-    """Endpoints, and tuples oriented and grouped into connections (`conns`)."""
+    """Endpoints, and tuples oriented and grouped into connections (`conns`); the
+    Services they reached followed to their backends (backends.py)."""
     db.run(con, "DROP TABLE IF EXISTS ep_rows")
+    services = backends.present(con)
+    if services:  # the endpoints backends can be are endpoints too
+        backends.candidates(con)
+    extra = f"UNION ALL {backends.EXTRA_ENDPOINTS}" if services else ""
     for c in NAME_ENUMS:
+        # host-network pods are named on their node's connections (diff.py)
+        also = f"UNION SELECT {c} FROM hostnet_port WHERE {c} IS NOT NULL"
+        if services:
+            also += f" UNION SELECT {c} FROM svc_cand WHERE {c} IS NOT NULL"
         db.enum_type(con, f"ep_{c}", f"""SELECT DISTINCT {c} FROM side_res
-            WHERE {c} IS NOT NULL AND kind <> 'invalid' AND NOT bad_labels""")
-    db.run(con, ENDPOINTS_SQL)
-    traced, named = db.one(con, "SELECT bool_or(policy_trace IS NOT NULL), "
-                                "bool_or(coalesce(src_names, dst_names) IS NOT NULL) "
-                                "FROM tuples")
+            WHERE {c} IS NOT NULL AND kind <> 'invalid' AND NOT bad_labels {also}""")
+    db.run(con, ENDPOINTS_SQL.replace("{extra_endpoints}", extra))
+    traced, named, serviced = db.one(
+        con, "SELECT bool_or(policy_trace IS NOT NULL), "
+             "bool_or(coalesce(src_names, dst_names) IS NOT NULL), "
+             "bool_or(coalesce(src_service, dst_service) IS NOT NULL) FROM tuples")
     db.run(con, CONNS_SQL.replace("{observed_policies}", TRACE_SQL if traced else
                                   "NULL::VARCHAR")
            .replace("{dst_names}", NAMES_SQL if named else "NULL::VARCHAR")
+           # the Service a post-DNAT record names (Hubble): the server side's
+           .replace("{flow_service}", "any_value(server_service)" if serviced
+                    else "NULL::VARCHAR")
            .replace("{sat_packets}", db.saturated_sum("packets"))
            .replace("{sat_bytes}", db.saturated_sum("bytes")))
+    backends.follow(con, TIME_KNOWN_FROM, services=services, named=bool(serviced))
 
 
 # Records skipped after grouping, for reasons only resolution can tell.

@@ -125,12 +125,33 @@ def build_result(con: duckdb.DuckDBPyConnection, has_baseline_set: bool) -> None
         SELECT c.*, {how} AS direction, ck.ekey, ck.ikey,
             s.ip AS src_ip, s.kind AS src_kind, s.namespace AS src_namespace,
             s.pod AS src_pod, s.workload AS src_workload, s.node AS src_node,
-            d.ip AS dst_ip, d.kind AS dst_kind, d.namespace AS dst_namespace,
-            d.pod AS dst_pod, d.workload AS dst_workload, d.node AS dst_node,
+            d.ip AS dst_ip,
+            -- a connection followed through a Service names its backend: one pod, or
+            -- several of one workload (then no pod), beside the Service
+            CASE WHEN b.ep_id IS NULL THEN d.kind ELSE b.kind END AS dst_kind,
+            -- a node's port a host-network pod serves on: that pod, on its node
+            CASE WHEN b.ep_id IS NULL THEN coalesce(d.namespace, hn.namespace)
+                 ELSE b.namespace END AS dst_namespace,
+            CASE WHEN b.ep_id IS NULL THEN coalesce(d.pod, hn.pod)
+                 WHEN cs.one_backend THEN b.pod END AS dst_pod,
+            CASE WHEN b.ep_id IS NULL THEN coalesce(hn.workload, d.workload)
+                 ELSE b.workload END AS dst_workload,
+            CASE WHEN b.ep_id IS NULL THEN d.node WHEN cs.one_backend THEN b.node END
+                AS dst_node,
+            cs.svc AS dst_service, cs.svc_port AS dst_service_port,
+            coalesce(cs.followed, false) AS followed,
             {baseline}, {candidate}
         FROM conns c
         JOIN endpoint s ON s.ep_id = c.src_ep
         JOIN endpoint d ON d.ep_id = c.dst_ep
+        LEFT JOIN conn_service cs ON cs.conn_id = c.conn_id
+        LEFT JOIN endpoint b ON b.ep_id = cs.rep_ep
+        LEFT JOIN (SELECT node, proto, port, any_value(namespace)::ep_namespace AS namespace,
+                          any_value(pod)::ep_pod AS pod,
+                          any_value(workload)::ep_workload AS workload
+                   FROM hostnet_port GROUP BY ALL) hn
+            ON d.kind = 'node' AND hn.node = CAST(d.node AS VARCHAR) AND hn.proto = c.proto
+            AND hn.port = c.dst_port
         JOIN conn_key ck ON ck.conn_id = c.conn_id
         JOIN pair_result pr ON pr.ekey = ck.ekey AND pr.ikey = ck.ikey
     )
@@ -145,7 +166,8 @@ def build_result(con: duckdb.DuckDBPyConnection, has_baseline_set: bool) -> None
         observed::observed_verdict AS observed, observed_policies,
         baseline, candidate,
         CASE
-            WHEN src_kind IN ({unresolved}) OR dst_kind IN ({unresolved})
+            WHEN src_kind IN ({unresolved})
+                 OR (dst_kind IN ({unresolved}) AND NOT followed)
                  OR baseline = 'unknown' OR candidate = 'unknown' THEN 'unresolved'
             WHEN baseline = 'allow' AND candidate = 'deny' THEN 'break'
             WHEN baseline = 'deny' AND candidate = 'allow' THEN 'newly_allowed'
@@ -159,7 +181,8 @@ def build_result(con: duckdb.DuckDBPyConnection, has_baseline_set: bool) -> None
              THEN (observed = 'allowed') = (baseline = 'allow') END AS baseline_agrees,
         candidate_egress, candidate_ingress, baseline_egress, baseline_ingress,
         candidate_tier, baseline_tier, candidate_egress_tier, candidate_ingress_tier,
-        baseline_egress_tier, baseline_ingress_tier
+        baseline_egress_tier, baseline_ingress_tier, dst_service, dst_service_port,
+        followed
     FROM joined
     """)
     cand_expl = "xk.candidate_reason, " + ", ".join(
@@ -187,7 +210,8 @@ def build_result(con: duckdb.DuckDBPyConnection, has_baseline_set: bool) -> None
         candidate_egress_tier, candidate_ingress_tier,
         baseline_egress_tier, baseline_ingress_tier,
         candidate_egress_decided_by, candidate_ingress_decided_by,
-        baseline_egress_decided_by, baseline_ingress_decided_by
+        baseline_egress_decided_by, baseline_ingress_decided_by,
+        dst_service, dst_service_port
     FROM x""")
     db.run(con, f"CREATE OR REPLACE VIEW {PUBLIC_RESULT} AS "
                 f"SELECT * EXCLUDE (conn_id, src_ep, dst_ep) FROM {FULL_RESULT}")

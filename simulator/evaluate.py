@@ -194,17 +194,26 @@ LEFT JOIN (SELECT node, any_value(nident) AS nident FROM node_ident GROUP BY nod
 -- from. Keys have no NULLs (-1, false) so that they join on equality.
 CREATE OR REPLACE TABLE conn_dkey AS
 WITH c AS (
-    SELECT c.conn_id, coalesce(c.dst_port, -1) AS dst_port, coalesce(c.proto, -1) AS proto,
+    SELECT c.conn_id, c.member, coalesce(c.dst_port, -1) AS dst_port,
+        coalesce(c.proto, -1) AS proto,
         s.kind AS s_kind, s.ident AS s_ident, s.node AS s_node, s.cls AS s_cls,
         d.kind AS d_kind, d.ident AS d_ident, d.node AS d_node, d.cls AS d_cls,
         d.prof AS d_prof, coalesce(nc.names_id, -1) AS names,
         s.kind IN ('pod', 'node') AS s_judged, d.kind IN ('pod', 'node') AS d_judged,
         coalesce(s.node = d.node OR s.node = '(observing node)'
                  OR d.node = '(observing node)', false) AS same_node,
-        s.family AS s_family, d.family AS d_family, s.api AS s_api, d.api AS d_api
-    FROM __CONNS__ c
+        s.family AS s_family, d.family AS d_family, s.api AS s_api, d.api AS d_api,
+        -- the source as the destination's ingress sees it: the node a Service's traffic
+        -- was source-NATed to, else the source itself
+        q.kind AS q_kind, q.ident AS q_ident, q.cls AS q_cls, q.family AS q_family,
+        q.api AS q_api,
+        coalesce(q.node = d.node OR q.node = '(observing node)'
+                 OR d.node = '(observing node)', false) AS q_same_node,
+        c.peer_ep <> c.src_ep AS source_nat
+    FROM __CONNS_X__ c
     JOIN ep_attr s ON s.ep_id = c.src_ep
     JOIN ep_attr d ON d.ep_id = c.dst_ep
+    __PEER_JOIN__
     LEFT JOIN names_cls nc ON nc.names = c.dst_names
 ),
 e AS (   -- the entity bits of each side, as the other side sees it
@@ -212,12 +221,16 @@ e AS (   -- the entity bits of each side, as the other side sees it
         CASE WHEN same_node AND s_kind = 'pod' THEN 1 ELSE 0 END
             + CASE WHEN d_family = 6 THEN 2 ELSE 0 END
             + CASE WHEN d_api THEN 4 ELSE 0 END AS d_ents,
-        CASE WHEN same_node AND d_kind = 'pod' THEN 1 ELSE 0 END
-            + CASE WHEN s_family = 6 THEN 2 ELSE 0 END
-            + CASE WHEN s_api THEN 4 ELSE 0 END AS s_ents
+        CASE WHEN q_same_node AND d_kind = 'pod' THEN 1 ELSE 0 END
+            + CASE WHEN q_family = 6 THEN 2 ELSE 0 END
+            + CASE WHEN q_api THEN 4 ELSE 0 END
+            -- 8: a node whose address is not known (a forwarding node)
+            + CASE WHEN q_kind = 'node' AND q_family IS NULL THEN 8 ELSE 0 END
+            -- 16: the source as a Service's source NAT left it (a node, not the client)
+            + CASE WHEN source_nat THEN 16 ELSE 0 END AS s_ents
     FROM c
 )
-SELECT conn_id,
+SELECT conn_id, member,
     s_kind AS e_subj_kind,
     CASE WHEN s_judged THEN s_ident ELSE -1 END AS e_subj_ident,
     false AS e_own_node,
@@ -233,11 +246,13 @@ SELECT conn_id,
     CASE WHEN s_judged THEN d_ents ELSE 0 END AS e_peer_ents,
     d_kind AS i_subj_kind,
     CASE WHEN d_judged THEN d_ident ELSE -1 END AS i_subj_ident,
-    coalesce(d_kind = 'pod' AND s_kind = 'node' AND same_node, false) AS i_own_node,
-    CASE WHEN d_judged THEN s_kind ELSE '' END AS i_peer_kind,
-    CASE WHEN d_judged AND s_kind IN ('pod', 'node') THEN s_ident ELSE -1 END
+    -- ingress from the pod's own node: always allowed, unless the CNI profile says not
+    coalesce(d_kind = 'pod' AND q_kind = 'node' AND q_same_node
+             AND (SELECT own_node_allowed FROM dataplane), false) AS i_own_node,
+    CASE WHEN d_judged THEN q_kind ELSE '' END AS i_peer_kind,
+    CASE WHEN d_judged AND q_kind IN ('pod', 'node') THEN q_ident ELSE -1 END
         AS i_peer_ident,
-    CASE WHEN d_judged THEN s_cls ELSE -1 END AS i_peer_cls,
+    CASE WHEN d_judged THEN q_cls ELSE -1 END AS i_peer_cls,
     CASE WHEN d_judged THEN d_prof ELSE -1 END AS i_dst_prof,
     CASE WHEN d_judged THEN dst_port ELSE -1 END AS i_dst_port,
     CASE WHEN d_judged THEN proto ELSE -1 END AS i_proto,
@@ -259,8 +274,10 @@ SELECT row_number() OVER () AS key_id, * FROM (
     FROM conn_dkey
 );
 
-CREATE OR REPLACE TABLE conn_key AS
-SELECT c.conn_id, e.key_id AS ekey, i.key_id AS ikey
+-- conn_key_all: every (egress, ingress) pair a connection is judged by: one, or one per
+-- backend of the Service it reached (member: the backend endpoint, else -1)
+CREATE OR REPLACE TABLE conn_key_all AS
+SELECT c.conn_id, c.member, e.key_id AS ekey, i.key_id AS ikey
 FROM conn_dkey c
 JOIN dir_key e ON e.direction = 'egress' AND e.subj_kind = c.e_subj_kind
     AND e.subj_ident = c.e_subj_ident AND e.own_node = c.e_own_node
@@ -274,6 +291,8 @@ JOIN dir_key i ON i.direction = 'ingress' AND i.subj_kind = c.i_subj_kind
     AND i.peer_cls = c.i_peer_cls AND i.dst_prof = c.i_dst_prof
     AND i.dst_port = c.i_dst_port AND i.proto = c.i_proto AND i.names = c.i_names
     AND i.peer_ents = c.i_peer_ents;
+
+__CONN_KEY__;
 
 -- which keys are judged under which set: every key under every set, or (replaying
 -- suggested fixes, one set per fix) only the keys of the connections each set is for
@@ -319,6 +338,7 @@ WITH kr AS (
                                                 ELSE 'world-ipv4' END]
             ELSE ['?'] END
             || CASE WHEN k.peer_ents & 4 = 4 THEN ['kube-apiserver'] ELSE [] END AS ents,
+        k.peer_ents,
         -- an endpoint peer of this rule fails the subject's requirements
         u.key_id IS NOT NULL AS unmet
     FROM key_rule kr JOIN dir_key k USING (key_id)
@@ -341,7 +361,10 @@ peer_ok AS (
     JOIN np_peer p ON p.rule_id = kr.rule_id AND p.kind = 'cidr'
     JOIN peer_block pb ON pb.peer_id = p.peer_id
     JOIN cls_block cb ON cb.cls_id = kr.peer_cls AND cb.block_id = pb.block_id
-    WHERE NOT p.world_only OR kr.peer_kind = 'external'
+    -- world_only: Cilium's CIDR peers; under a CNI whose CIDR rules never select cluster
+    -- endpoints (cni.py), every ipBlock
+    WHERE NOT (p.world_only OR (SELECT cidr_world_only FROM dataplane))
+       OR kr.peer_kind = 'external'
     UNION
     SELECT kr.key_id, kr.rule_id
     FROM kr JOIN np_peer p ON p.rule_id = kr.rule_id AND p.kind = 'entity'
@@ -377,7 +400,14 @@ peer_maybe AS (
     SELECT kr.key_id, kr.rule_id, 'unresolved peer'
     FROM kr JOIN np_peer p ON p.rule_id = kr.rule_id
     WHERE kr.peer_kind IN ('unresolved', 'service')
-      AND ((p.kind = 'entity' AND p.pattern <> 'all') OR (p.kind = 'cidr' AND p.world_only))
+      AND ((p.kind = 'entity' AND p.pattern <> 'all')
+           OR (p.kind = 'cidr' AND (p.world_only
+                                    OR (SELECT cidr_world_only FROM dataplane))))
+    UNION
+    -- a Service's client source-NATed by a node that is not known: its address is not
+    SELECT kr.key_id, kr.rule_id, 'client hidden by source NAT'
+    FROM kr JOIN np_peer p ON p.rule_id = kr.rule_id AND p.kind = 'cidr'
+    WHERE kr.peer_kind = 'node' AND kr.peer_ents & 8 = 8
 ),
 port_ok AS (
     SELECT DISTINCT kr.key_id, kr.rule_id
@@ -489,7 +519,8 @@ denial AS (
     GROUP BY ALL
 ),
 d AS (
-    SELECT k.key_id, k.direction, k.subj_kind, k.own_node, ps.pset, i.isolated_by,
+    SELECT k.key_id, k.direction, k.subj_kind, k.own_node, k.peer_ents, ps.pset,
+        i.isolated_by,
         i.isolated_names, a.allowed_by, a.allowed_labels, a.maybe, a.maybe_why,
         a.maybe_labels, coalesce(len(dn.denied_by), 0) > 0 AS denied, dn.denied_by,
         dn.deny_refs, coalesce(len(dn.deny_maybe_by), 0) > 0 AS deny_maybe,
@@ -542,6 +573,10 @@ SELECT key_id, pset, tier,
     CASE
         WHEN subj_kind = 'external' OR (subj_kind = 'node' AND tier = 'default')
             THEN direction || ': ' || subj_kind || ' endpoint, no policy applies'
+        WHEN subj_kind = 'service'
+            THEN direction || ': a Service address not followed to a backend (no ready '
+                || 'endpoint for this port in the snapshot at the flow''s time), '
+                || 'policies not known'
         WHEN subj_kind NOT IN ('pod', 'node')
             THEN direction || ': ' || subj_kind || ' endpoint, policies not known'
         WHEN own_node
@@ -582,11 +617,16 @@ SELECT key_id, pset, tier,
                     || ' to the default (allowed)'
                 ELSE 'not isolated'
             END
-    END AS reason,
+    END
+    -- a Service's traffic source-NATed to a node on its way to the backend
+    || CASE WHEN direction = 'ingress' AND peer_ents & 16 = 16 AND subj_kind = 'pod'
+            THEN ' (the client is hidden by the Service''s source NAT: the backend sees a '
+                 || 'node)' ELSE '' END AS reason,
     -- why an unknown verdict is unknown
     CASE
         WHEN subj_kind = 'external' OR (subj_kind = 'node' AND tier = 'default') OR own_node
             THEN NULL
+        WHEN subj_kind = 'service' THEN 'service not followed'
         WHEN subj_kind NOT IN ('pod', 'node') THEN 'endpoint not resolved'
         WHEN tier IN ('admin', 'baseline') AND decision = 'ambiguous' THEN 'ambiguous priority'
         WHEN tier IN ('admin', 'baseline') AND decision = 'maybe' THEN why
@@ -643,7 +683,7 @@ SELECT p.ekey, p.ikey, e.pset,
     CASE WHEN e.verdict = 'unknown' THEN e.undecided ELSE i.undecided END AS undecided,
     i.tier AS ingress_tier, e.below_admin AS egress_below_admin,
     i.below_admin AS ingress_below_admin
-FROM (SELECT DISTINCT ekey, ikey FROM conn_key) p
+FROM (SELECT DISTINCT ekey, ikey FROM conn_key_all) p
 JOIN key_verdict e ON e.key_id = p.ekey
 JOIN key_verdict i ON i.key_id = p.ikey AND i.pset = e.pset;
 
@@ -654,11 +694,12 @@ SELECT c.conn_id, v.* EXCLUDE (ekey, ikey)
 FROM conn_key c JOIN pair_verdict v USING (ekey, ikey);
 
 CREATE OR REPLACE VIEW rule_hits AS
-SELECT c.conn_id, 'egress' AS direction, h.rule_id, h.hit
-FROM conn_key c JOIN key_hits h ON h.key_id = c.ekey
-UNION ALL
-SELECT c.conn_id, 'ingress', h.rule_id, h.hit
-FROM conn_key c JOIN key_hits h ON h.key_id = c.ikey;
+SELECT __DISTINCT__ * FROM (
+    SELECT c.conn_id, 'egress' AS direction, h.rule_id, h.hit
+    FROM conn_key_all c JOIN key_hits h ON h.key_id = c.ekey
+    UNION ALL
+    SELECT c.conn_id, 'ingress', h.rule_id, h.hit
+    FROM conn_key_all c JOIN key_hits h ON h.key_id = c.ikey);
 """
 
 
@@ -676,9 +717,9 @@ FROM np_pol p LEFT JOIN target_ident t ON t.pset = p.pset AND t.pol_id = p.pol_i
 -- connection has one key per direction and a rule one direction.
 CREATE OR REPLACE TABLE rule_use AS
 WITH key_conns AS (
-    SELECT ekey AS key_id, count(*) AS n FROM conn_key GROUP BY ekey
+    SELECT ekey AS key_id, count(*) AS n FROM conn_key_all GROUP BY ekey
     UNION ALL
-    SELECT ikey, count(*) FROM conn_key GROUP BY ikey
+    SELECT ikey, count(*) FROM conn_key_all GROUP BY ikey
 ),
 matched AS (
     SELECT DISTINCT h.key_id, h.rule_id, h.pset, h.tier AS pol_tier, h.rule_ref
@@ -712,11 +753,87 @@ WHERE r.action NOT IN ('require', 'require-deny')   -- conditions, not rules of 
 """
 
 
+# A connection's one pair of keys; or, for one that reached a Service, the backends'
+# pairs: one when they share it, else a pair of its own (-gid) whose verdict is the
+# backends' verdicts together (SERVICE_VERDICT_SQL).
+CONN_KEY_SQL = "CREATE OR REPLACE VIEW conn_key AS SELECT conn_id, ekey, ikey FROM conn_key_all"
+CONN_KEY_SERVICE_SQL = """
+CREATE OR REPLACE TABLE svc_group AS
+WITH m AS (
+    SELECT conn_id, list_sort(list_distinct(list([member, ekey, ikey]))) AS members,
+        count(DISTINCT (ekey, ikey)) AS pairs, min(ekey) AS ekey0, min(ikey) AS ikey0
+    FROM conn_key_all WHERE member <> -1 GROUP BY conn_id
+)
+SELECT *, dense_rank() OVER (ORDER BY members) AS gid FROM m;
+
+CREATE OR REPLACE TABLE svc_member AS
+SELECT DISTINCT gid, m[1] AS b_ep, m[2] AS ekey, m[3] AS ikey
+FROM (SELECT gid, unnest(members) AS m FROM svc_group WHERE pairs > 1);
+
+CREATE OR REPLACE TABLE conn_key AS
+SELECT conn_id, ekey, ikey FROM conn_key_all WHERE member = -1
+UNION ALL
+SELECT conn_id, CASE WHEN pairs = 1 THEN ekey0 ELSE -gid END,
+    CASE WHEN pairs = 1 THEN ikey0 ELSE -gid END
+FROM svc_group"""
+
+# The verdict of a connection whose Service backends are judged by different pairs of
+# keys: what they agree on; where some allow and some deny, unknown ("service backends
+# disagree"), each backend's verdict named.
+SERVICE_VERDICT_SQL = """
+CREATE OR REPLACE TABLE pair_verdict_svc AS
+WITH m AS (
+    SELECT g.gid, e.ep_name AS backend, v.*,
+        CASE v.verdict WHEN 'deny' THEN 0 WHEN 'unknown' THEN 1 ELSE 2 END AS rank
+    FROM svc_member g
+    JOIN pair_verdict v ON v.ekey = g.ekey AND v.ikey = g.ikey
+    JOIN ep e ON e.ep_id = g.b_ep
+),
+agg AS (
+    SELECT gid, pset,
+        bool_or(verdict = 'allow') AND bool_or(verdict = 'deny') AS disagree,
+        count(DISTINCT verdict) = 1 AS agree,
+        count(DISTINCT reason) = 1 AS same_reason,
+        any_value(verdict) AS one_verdict, any_value(reason) AS one_reason,
+        string_agg(backend || ' ' || verdict || ' (' || reason || ')', '; '
+                   ORDER BY backend) AS each,
+        arg_min(tier, rank) AS tier, arg_min(egress_tier, rank) AS egress_tier,
+        arg_min(ingress_tier, rank) AS ingress_tier,
+        arg_min(undecided, rank) FILTER (WHERE verdict = 'unknown') AS undecided,
+        CASE WHEN count(DISTINCT egress) = 1 THEN any_value(egress) ELSE 'unknown' END
+            AS egress,
+        CASE WHEN count(DISTINCT ingress) = 1 THEN any_value(ingress) ELSE 'unknown' END
+            AS ingress,
+        CASE WHEN count(DISTINCT egress_below_admin) = 1 THEN any_value(egress_below_admin)
+             ELSE 'unknown' END AS egress_below_admin,
+        CASE WHEN count(DISTINCT ingress_below_admin) = 1
+             THEN any_value(ingress_below_admin) ELSE 'unknown' END AS ingress_below_admin,
+        list_sort(list_distinct(flatten(list(egress_isolated_by)))) AS egress_isolated_by,
+        list_sort(list_distinct(flatten(list(egress_allowed_by)))) AS egress_allowed_by,
+        list_sort(list_distinct(flatten(list(egress_decided_by)))) AS egress_decided_by,
+        list_sort(list_distinct(flatten(list(ingress_isolated_by)))) AS ingress_isolated_by,
+        list_sort(list_distinct(flatten(list(ingress_allowed_by)))) AS ingress_allowed_by,
+        list_sort(list_distinct(flatten(list(ingress_decided_by)))) AS ingress_decided_by
+    FROM m GROUP BY gid, pset
+)
+SELECT -gid AS ekey, -gid AS ikey, pset,
+    CASE WHEN agree THEN one_verdict ELSE 'unknown' END AS verdict,
+    CASE WHEN agree AND same_reason THEN one_reason
+         WHEN agree THEN 'every Service backend: ' || each
+         WHEN disagree THEN 'service backends disagree: ' || each
+         ELSE 'a Service backend''s verdict is not known: ' || each END AS reason,
+    tier, egress, egress_isolated_by, egress_allowed_by, egress_decided_by, egress_tier,
+    ingress, ingress_isolated_by, ingress_allowed_by, ingress_decided_by,
+    CASE WHEN agree AND one_verdict <> 'unknown' THEN NULL
+         WHEN disagree THEN 'service backends disagree' ELSE undecided END AS undecided,
+    ingress_tier, egress_below_admin, ingress_below_admin
+FROM agg"""
+
 ALL_KEYS = """SELECT k.key_id, ps.pset
 FROM dir_key k CROSS JOIN (SELECT unnest($psets) AS pset) ps"""
-SCOPED_KEYS = """SELECT c.ekey AS key_id, s.pset FROM {scope} s JOIN conn_key c USING (conn_id)
+SCOPED_KEYS = """SELECT c.ekey AS key_id, s.pset FROM {scope} s JOIN conn_key_all c USING (conn_id)
 UNION
-SELECT c.ikey, s.pset FROM {scope} s JOIN conn_key c USING (conn_id)"""
+SELECT c.ikey, s.pset FROM {scope} s JOIN conn_key_all c USING (conn_id)"""
 
 
 def evaluate(con: duckdb.DuckDBPyConnection, psets: Sequence[str],
@@ -778,13 +895,33 @@ def judge(con: duckdb.DuckDBPyConnection, psets: Sequence[str], conns: str = "co
     """evaluate() after match_selectors() (match: match the selectors here, on a cursor of
     its own while the keys are built: neither needs the other). hits_only: only which
     rules match each connection (key_hits, rule_hits), no verdicts."""
+    # what the CNI profile says (cni.configure); the API's semantics when nothing did
+    db.run(con, f"CREATE TABLE IF NOT EXISTS dataplane AS SELECT {DATAPLANE_DEFAULTS}")
+    services = _has_backends(con)
+    if services:  # a Service's connections are judged at each of its backends
+        judged = f"""(SELECT c.conn_id, coalesce(b.b_ep, -1) AS member, c.src_ep,
+            coalesce(b.peer_ep, c.src_ep) AS peer_ep, coalesce(b.b_ep, c.dst_ep) AS dst_ep,
+            coalesce(b.b_port, c.dst_port) AS dst_port, c.proto, c.dst_names
+            FROM {conns} c LEFT JOIN conn_backend b USING (conn_id))"""
+        endpoints = f"SELECT src_ep AS ep_id FROM {judged} UNION SELECT peer_ep FROM " \
+                    f"{judged} UNION SELECT dst_ep FROM {judged}"
+    else:
+        judged = (f"(SELECT conn_id, -1 AS member, src_ep, src_ep AS peer_ep, dst_ep, "
+                  f"dst_port, proto, dst_names FROM {conns})")
+        endpoints = f"SELECT src_ep AS ep_id FROM {conns} UNION SELECT dst_ep FROM {conns}"
     # the addresses to class: every endpoint's, or (a fix replay judging a few
     # connections) only those of the connections judged
     addressed = "ep" if conns == "conns" else (
-        f"(SELECT e.key FROM ep e SEMI JOIN (SELECT src_ep AS ep_id FROM {conns} UNION "
-        f"SELECT dst_ep FROM {conns}) c USING (ep_id))")
-    sql = EVAL_SQL.replace("__CONNS__", conns).replace("__ADDRESSED__", addressed).replace(
-        "__SCOPE__", SCOPED_KEYS.format(scope=scope) if scope else ALL_KEYS)
+        f"(SELECT e.key FROM ep e SEMI JOIN ({endpoints}) c USING (ep_id))")
+    sql = (EVAL_SQL.replace("__CONNS_X__", judged).replace("__CONNS__", conns)
+           .replace("__PEER_JOIN__", "JOIN ep_attr q ON q.ep_id = c.peer_ep" if services
+                    else "")
+           .replace("__CONN_KEY__", CONN_KEY_SERVICE_SQL if services else CONN_KEY_SQL)
+           .replace("__DISTINCT__", "DISTINCT" if services else "")
+           .replace("__ADDRESSED__", addressed)
+           .replace("__SCOPE__", SCOPED_KEYS.format(scope=scope) if scope else ALL_KEYS))
+    if not services:  # the source is the ingress side's peer
+        sql = re.sub(r"\bq\.(\w+)", r"s.\1", sql)
     statements = [st for st in sql.split(";\n\n") if st.strip()]
     creates = [_creates(st) for st in statements]
     first = creates.index("key_scope") + 1
@@ -798,16 +935,32 @@ def judge(con: duckdb.DuckDBPyConnection, psets: Sequence[str], conns: str = "co
     if match and conns != "conns":  # a replay: only its endpoints' identities matter
         only = "judged_ident"
         db.run(con, f"""CREATE OR REPLACE TABLE {only} AS
-            SELECT DISTINCT e.ident_id FROM ep e SEMI JOIN (SELECT src_ep AS ep_id FROM {conns}
-                UNION SELECT dst_ep FROM {conns}) c USING (ep_id)
+            SELECT DISTINCT e.ident_id FROM ep e SEMI JOIN ({endpoints}) c USING (ep_id)
             WHERE e.ident_id IS NOT NULL""")
     # the keys on this connection (a fix replay's connections are its temporary tables)
     db.in_parallel(con, [shared, functools.partial(match_selectors, only=only)] if match
                    else [shared])
     _judge_per_set(con, statements[first:last], psets)
+    if services and not hits_only:
+        db.run(con, SERVICE_VERDICT_SQL)
+        parts = [r[0] for r in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE table_name LIKE "
+            "'pair\\_verdict\\_part%' ESCAPE '\\' ORDER BY table_name").fetchall()]
+        union = " UNION ALL BY NAME ".join(f"SELECT * FROM {t}"
+                                           for t in [*parts, "pair_verdict_svc"])
+        db.run(con, f"CREATE OR REPLACE VIEW pair_verdict AS {union}")
     for statement, name in zip(statements, creates, strict=True):
         if name in ("rule_hits", *(() if hits_only else ("verdicts",))):
             db.run(con, statement)
+
+
+DATAPLANE_DEFAULTS = "false AS cidr_world_only, true AS own_node_allowed"
+
+
+def _has_backends(con: duckdb.DuckDBPyConnection) -> bool:
+    found = db.one(con, "SELECT count(*) FROM duckdb_tables() "
+                        "WHERE table_name = 'conn_backend'")[0]
+    return bool(found) and bool(db.one(con, "SELECT count(*) > 0 FROM conn_backend")[0])
 
 
 def record_usage(con: duckdb.DuckDBPyConnection) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from . import catalog, connections, db, diff, evaluate, ipnet, manifests
+from . import catalog, cni, connections, db, diff, evaluate, ipnet, manifests
 from .accounting import account, evaluated_records
 from .caveats import collect_warnings, nothing_to_judge
 from .cluster import Cluster
@@ -46,6 +46,8 @@ class Options:
     quiet: bool = True
     # Cilium's cluster name, where the snapshot holds no cilium-config ConfigMap
     cilium_cluster_name: str = "default"
+    # the CNI profile (cni.py); None: inferred from the flows
+    cni: str | None = None
 
 
 @dataclass
@@ -288,16 +290,23 @@ def _run(con: duckdb.DuckDBPyConnection, tmp: str, opts: Options, progress: Prog
     accounting = account(con, sources, server_ports)
     if not evaluated_records(con):
         raise nothing_to_judge(*accounting, opened.skipped_files)
+    name, inferred_from = ((opts.cni, None) if opts.cni
+                           else cni.infer([s.format for s in sources]))
+    profile = cni.profile(name)
     with progress.phase("evaluating policies"):
         for pset in (candidate, baseline):
             if pset is not None:
                 pset.policies, notes = bind_services(pset.policies, cluster)
                 pset.notes += notes
+                # kinds the dataplane does not enforce decide nothing
+                pset.policies, pset.not_enforced = cni.split_enforced(pset.policies, profile)
         sets = [("candidate", candidate.policies)]
         if baseline is not None:
             sets.append(("baseline", baseline.policies))
         register_policy_tables(con, sets)
+        cni.configure(con, profile)
         evaluate.evaluate(con, [name for name, _ in sets])
+        cni.apply_enforcement(con, profile)
         # what each rule was used for, while the result table is built from the verdicts
         db.in_parallel(con, [lambda c: diff.build_result(c, baseline is not None),
                              lambda c: evaluate.record_usage(c)])
@@ -306,5 +315,6 @@ def _run(con: duckdb.DuckDBPyConnection, tmp: str, opts: Options, progress: Prog
         accounting=accounting, resplit=resplit, bad_label_pods=bad_label_pods,
         skipped_files=opened.skipped_files,
     )
+    summary["dataplane"] = cni.describe(profile, inferred_from)
     summary["warnings"] = collect_warnings(summary, sources)
     return Result(con, summary, candidate, baseline, tmp)

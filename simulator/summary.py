@@ -24,7 +24,8 @@ def _policy_set(p: PolicySet | None) -> dict[str, Any] | None:
     for pol in p.policies:
         kinds[pol.kind] = kinds.get(pol.kind, 0) + 1
     return {"files": len(p.files), "policies": len(p.policies), "kinds": kinds,
-            "ignored": dict(sorted(p.ignored.items())), "notes": list(p.notes)}
+            "ignored": dict(sorted(p.ignored.items())), "notes": list(p.notes),
+            "not_enforced": dict(sorted(p.not_enforced.items()))}
 
 
 def _conflicts(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
@@ -114,7 +115,25 @@ def build_summary(con: duckdb.DuckDBPyConnection, *, sources: list[Any], cluster
                count(*) FILTER (WHERE NOT baseline_agrees),
                count(*) FILTER (WHERE src_kind = 'pod' OR dst_kind = 'pod'),
                coalesce(sum(flows) FILTER (WHERE src_kind IN ({_UNMAPPED})
-                                           OR dst_kind IN ({_UNMAPPED})), 0)
+                                           OR (dst_kind IN ({_UNMAPPED}) AND NOT followed)),
+                        0)
+        FROM result""")
+    # egress of a node to outside addresses, in flow logs that cannot show the pod behind
+    # the node's source NAT
+    snat = db.rows(con, f"""
+        SELECT count(*) AS connections, coalesce(sum(flows), 0)::BIGINT AS flows,
+            list(struct_pack(src_ip := src_ip, dst_ip := dst_ip, dst_port := dst_port,
+                             protocol := protocol) ORDER BY flows DESC, src_ip, dst_ip
+                )[1:3] AS examples
+        FROM result WHERE src_kind = 'node' AND dst_kind = 'external'
+          AND {'true' if any(s.hides_snat for s in sources) else 'false'}""")[0]
+    # connections addressed to a Service: followed to its backends, or not
+    services = db.one(con, """
+        SELECT count(*) FILTER (WHERE followed), coalesce(sum(flows) FILTER (WHERE followed), 0),
+            count(*) FILTER (WHERE NOT followed AND dst_kind = 'service'),
+            coalesce(sum(flows) FILTER (WHERE NOT followed AND dst_kind = 'service'), 0),
+            count(*) FILTER (WHERE dst_service IS NOT NULL AND dst_kind <> 'service'
+                             AND NOT followed)
         FROM result""")
     unresolved = db.rows(con, """
         SELECT ip, kind, sum(flows)::BIGINT AS flows FROM (
@@ -122,7 +141,7 @@ def build_summary(con: duckdb.DuckDBPyConnection, *, sources: list[Any], cluster
             WHERE src_kind IN ('unresolved', 'service')
             UNION ALL
             SELECT dst_ip, dst_kind, flows FROM result
-            WHERE dst_kind IN ('unresolved', 'service'))
+            WHERE dst_kind IN ('unresolved', 'service') AND NOT followed)
         GROUP BY ALL ORDER BY flows DESC, ip""")
     # why the candidate's unknown verdicts are unknown (ambiguous priorities, names the
     # flows did not record, ...), with the busiest examples
@@ -168,6 +187,13 @@ def build_summary(con: duckdb.DuckDBPyConnection, *, sources: list[Any], cluster
             "unmapped_flows": int(counts[6]),
             "by_change": {c: by_change.get(c, dict(zero)) for c in CHANGES},
             "undecided": undecided,
+            "source_hidden_by_snat": {"connections": int(snat["connections"]),
+                                      "flows": int(snat["flows"]),
+                                      "examples": snat["examples"]},
+            "services": {"followed": int(services[0]), "followed_flows": int(services[1]),
+                         "not_followed": int(services[2]),
+                         "not_followed_flows": int(services[3]),
+                         "named_by_flows": int(services[4])},
         },
         "unresolved_endpoints": {
             "addresses": len(unresolved),

@@ -667,3 +667,44 @@ def world_from_parts(
 ) -> World:
     return World(dict(namespaces), tuple(pods), dict(nodes or {}), tuple(policies),
                  dict(node_labels or {}))
+
+
+# --------------------------------------------------------------------------- Services
+
+
+@dataclass(frozen=True)
+class Service:
+    """A ClusterIP Service: its port, and the target port (a number, or a container
+    port's name resolved per backend pod)."""
+
+    cluster_ip: str
+    port: int
+    protocol: str
+    target: int | str
+    backends: tuple[Pod, ...]
+
+
+def backend_port(service: Service, pod: Pod) -> int | None:
+    """The port a backend serves the Service on (None: the pod lacks the named port)."""
+    if isinstance(service.target, int):
+        return service.target
+    return next((cp.number for cp in pod.ports
+                 if cp.name == service.target and cp.protocol == service.protocol), None)
+
+
+def evaluate_service(world: World, src_ip: str, service: Service, port: int,
+                     protocol: str) -> str:
+    """The verdict of a connection to the Service's address, judged at every backend: the
+    word they agree on; 'unknown' when they disagree or none serves that port."""
+    if port != service.port or protocol != service.protocol:
+        return "unknown"
+    words = {evaluate(world, src_ip, same_family_ip(pod, service.cluster_ip), target,
+                      protocol).word
+             for pod in service.backends
+             if (target := backend_port(service, pod)) is not None}
+    return words.pop() if len(words) == 1 else "unknown"
+
+
+def same_family_ip(pod: Pod, like: str) -> str:
+    family = ipaddress.ip_address(like).version
+    return next(ip for ip in pod.ips if ipaddress.ip_address(ip).version == family)

@@ -77,6 +77,23 @@ def test_calico_sample_identity_and_verdict(tmp_path):
     assert r["direction"] == "flow flag"  # source_* is the initiator
 
 
+def test_calico_record_names_the_service_it_was_sent_to(tmp_path):
+    # the published sample with the Service fields Calico fills when a Service was hit
+    # (`-` otherwise): the record's destination is the backend; the Service is named beside
+    record = json.loads((CALICO / "tigera-docs-enterprise-flowlog-example.json").read_text())
+    record.update(dest_service_name="nginx", dest_service_namespace="policy-demo",
+                  dest_service_port="http", dest_service_port_num=80)
+    other = {**record, "source_ip": "192.168.47.10", "source_name": "access-2",
+             "dest_service_name": "-", "dest_service_namespace": "-"}
+    (tmp_path / "svc.json").write_text(json.dumps(record) + "\n" + json.dumps(other) + "\n")
+    rows, summary = simulate(tmp_path, tmp_path / "svc.json")
+    by_src = {r["src_ip"]: r for r in rows}
+    assert by_src["192.168.47.9"]["dst_service"] == "policy-demo/nginx"
+    assert by_src["192.168.47.9"]["dst_workload"] == "Deployment/nginx"
+    assert by_src["192.168.47.10"]["dst_service"] is None
+    assert summary["dataplane"]["cni"] == "calico"       # inferred from the records
+
+
 def test_calico_host_forwarded_pub_network_is_external(tmp_path):
     rows, _ = simulate(tmp_path, CALICO / "tigera-docs-host-forwarded-examples.jsonl")
     by_src = {r["src_ip"]: r for r in rows}

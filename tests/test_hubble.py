@@ -305,3 +305,25 @@ def test_reply_flag_that_contradicts_the_ports_is_not_believed(tmp_path):
     assert (rows[0]["src_ip"], rows[0]["dst_port"]) == ("10.1.0.5", 8443)
     assert (rows[0]["flows"], rows[0]["reply_flows"]) == (3, 2)
     assert rows[0]["direction"] == "flow flag"  # the request's own flag decides the row
+
+
+def test_post_dnat_flow_keeps_its_backend_and_gains_the_service(tmp_path):
+    # Hubble reports the backend's address after DNAT and names the Service it was sent
+    # to; a reply names it as the source's Service
+    req = json.loads(flow("10.1.0.5", "10.2.0.9", 40000, 8443, WEB, API))
+    req["flow"]["destination_service"] = {"name": "api", "namespace": "pay"}
+    rep = json.loads(flow("10.2.0.9", "10.1.0.5", 8443, 40000, API, WEB, reply=True,
+                          flags={"SYN": True, "ACK": True}))
+    rep["flow"]["source_service"] = {"name": "api", "namespace": "pay"}
+    plain = flow("10.2.0.7", "10.2.0.9", 41000, 8443, BATCH, API)
+    (tmp_path / "flows.json").write_text("\n".join([json.dumps(req), json.dumps(rep),
+                                                    plain]) + "\n")
+    write_policies(tmp_path / "p", [API_POLICY])
+    _, rows, _ = run("--flows", tmp_path / "flows.json", "--policies", tmp_path / "p",
+                     "--out", tmp_path / "o.parquet", "-q")
+    by_src = {r["src_ip"]: r for r in rows}
+    web = by_src["10.1.0.5"]
+    assert (web["dst_ip"], web["dst_pod"], web["dst_service"]) == \
+        ("10.2.0.9", "api-5c6d7f8b9-abcde", "pay/api")
+    assert web["change"] == "break"   # judged at the backend it reached
+    assert by_src["10.2.0.7"]["dst_service"] is None

@@ -114,7 +114,7 @@ def visit(browser: Any) -> Iterator[Any]:
 def test_demo_report_opens_from_disk(visit, demo_file):
     v = visit(demo_file)
     page = v.page
-    headline = ("7 workload pairs would break, carrying 17.1% of observed flows (27 connections)"
+    headline = ("7 workload pairs would break, carrying 17.7% of observed flows (29 connections)"
                 " — partial judgement: 1 warning")
     assert page.locator("h1#headline").inner_text() == headline
     assert "SKIPDATA" in page.locator("#warnings").inner_text()

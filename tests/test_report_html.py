@@ -94,7 +94,7 @@ def test_demo_report_has_every_section(demo):
     page = Page(html)
     text = page.alltext
     report = doc.get("report", doc)
-    headline = ("7 workload pairs would break, carrying 17.1% of observed flows (27 connections)"
+    headline = ("7 workload pairs would break, carrying 17.7% of observed flows (29 connections)"
                 " — partial judgement: 1 warning")
     assert headline in text
     # what was not judged stands right under the headline: the demo's SKIPDATA records
@@ -102,7 +102,7 @@ def test_demo_report_has_every_section(demo):
     assert [a["id"] for a in page.all("section")] == [
         "verdict", "breaks", "fixes", "newly-allowed", "gotchas", "trust", "matrix"]
     # the verdict: inputs and every change class
-    for fragment in ("vpc-parquet", "5,733 records", "2024-06-01 12:00:00 – 2024-06-01 13:00:00",
+    for fragment in ("vpc-parquet", "5,773 records", "2024-06-01 12:00:00 – 2024-06-01 13:00:00",
                      "27 pods, 9 namespaces, 3 nodes, 12 services",
                      "1 AdminNetworkPolicy, 1 BaselineAdminNetworkPolicy, 12 NetworkPolicies "
                      "in 5 files", "v1 ConfigMap (1)",
@@ -114,6 +114,8 @@ def test_demo_report_has_every_section(demo):
                                          "g-N1"]
     assert "shop/frontend is isolated for ingress by shop/frontend-ingress" in text
     assert "frontend-vgvtdj4kwn-4pqkz (10.42.2.5)" in text     # the sample flow
+    # the DNS break also reached through the kube-dns Service's ClusterIP
+    assert "reached through Service kube-system/kube-dns" in text
     assert "monitoring/prometheus-k8s" in text and "StatefulSet · 1 pod" in text
     assert "kind: NetworkPolicy" in text and "port: metrics" in text   # the fix's YAML
     assert "restores 3 of 3 connections" in text

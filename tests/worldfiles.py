@@ -239,3 +239,44 @@ def write_vpc_parquet(path: Path, records: Iterable[Mapping[str, Any]]) -> Path:
     table = pa.Table.from_pylist(rows, schema=VPC_PARQUET_SCHEMA)
     pq.write_table(table, path)
     return path
+
+
+def service_of(ns: str, name: str, ports: Sequence[Mapping[str, Any]], *,
+               cluster_ip: str | None = None, selector: Mapping[str, str] | None = None,
+               type: str = "ClusterIP", lb_ips: Sequence[str] = (),
+               external_ips: Sequence[str] = (),
+               traffic_policy: str | None = None) -> dict[str, Any]:
+    """A Service as `kubectl get svc -o json` prints it; ports as in spec.ports."""
+    spec: dict[str, Any] = {"type": type, "ports": [dict(p) for p in ports]}
+    if cluster_ip:
+        spec["clusterIP"], spec["clusterIPs"] = cluster_ip, [cluster_ip]
+    if selector is not None:
+        spec["selector"] = dict(selector)
+    if external_ips:
+        spec["externalIPs"] = list(external_ips)
+    if traffic_policy:
+        spec["externalTrafficPolicy"] = traffic_policy
+    status = {"loadBalancer": {"ingress": [{"ip": ip} for ip in lb_ips]} if lb_ips else {}}
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": ns}, "spec": spec, "status": status}
+
+
+def slice_of(ns: str, service_name: str, suffix: str,
+             endpoints: Sequence[tuple[str, str | None, bool | None]],
+             ports: Sequence[tuple[str, int, str]]) -> dict[str, Any]:
+    """An EndpointSlice: endpoints (address, pod name or None, ready or None), ports
+    (name, port, protocol)."""
+    eps = []
+    for addr, pod_name, ready in endpoints:
+        ep: dict[str, Any] = {"addresses": [addr], "conditions": {}}
+        if ready is not None:
+            ep["conditions"]["ready"] = ready
+        if pod_name:
+            ep["targetRef"] = {"kind": "Pod", "name": pod_name, "namespace": ns}
+        eps.append(ep)
+    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": f"{service_name}-{suffix}", "namespace": ns,
+                         "labels": {"kubernetes.io/service-name": service_name}},
+            "addressType": "IPv6" if ":" in endpoints[0][0] else "IPv4",
+            "endpoints": eps,
+            "ports": [{"name": n, "port": p, "protocol": proto} for n, p, proto in ports]}

@@ -120,6 +120,7 @@ _FIELDS = {
     "proto": "VARCHAR", "protocol": "VARCHAR", "action": "VARCHAR", "reporter": "VARCHAR",
     "packets_in": "VARCHAR", "packets_out": "VARCHAR", "bytes_in": "VARCHAR",
     "bytes_out": "VARCHAR", "policies": "JSON",
+    "dest_service_name": "VARCHAR", "dest_service_namespace": "VARCHAR",
     **{f"{side}_{c}": t for side in ("source", "dest") for c, t in (
         ("ip", "VARCHAR"), ("port", "VARCHAR"), ("name", "VARCHAR"),
         ("name_aggr", "VARCHAR"), ("namespace", "VARCHAR"), ("type", "VARCHAR"),
@@ -205,6 +206,11 @@ def _record(get: Callable[[str], str], labels: Callable[[str], str],
         cols[f"{s}_type"] = _type(get(f"{side}_type"), get(f"{side}_namespace"),
                                   f"coalesce({aggr}, {name})")
         cols[f"{s}_labels"] = labels(side)
+    # the Service the connection was sent to (`-` when none): the record's destination is
+    # its backend
+    svc = _nz(get("dest_service_name"))
+    cols["svc"] = (f"CASE WHEN {svc} IS NOT NULL THEN coalesce("
+                   f"{_nz(get('dest_service_namespace'))}, 'default') || '/' || {svc} END")
     cols["bad"] = f"""coalesce({bad_first}, CASE WHEN {cols['action']} IS NULL
                             AND {cols['proto']} IS NULL AND {cols['s_ip']} IS NULL
                             AND {cols['d_ip']} IS NULL AND {_nz(get('source_name'))} IS NULL
@@ -294,7 +300,7 @@ def raw_columns(params: dict[str, str]) -> dict[str, str]:
         "src_port": port_sql("s_port"),
         "dst_port": port_sql("d_port"),
         "r_proto": "proto", "r_action": "action", "r_denied_at_dst": "denied_at_dst",
-        "r_dup": "dup", "r_bad": "bad", "r_trace": "trace",
+        "r_dup": "dup", "r_bad": "bad", "r_trace": "trace", "r_svc": "svc",
         "is_reply": "false", "tcp_flags": "NULL::INTEGER",
     }
     for s in ("s", "d"):
@@ -336,6 +342,7 @@ def post_columns() -> dict[str, str]:
         "dst_ip": f"coalesce(r_dst, {_placeholder('d')})",
         "proto": _PROTO,
         "policy_trace": "r_trace",
+        "dst_service": "r_svc",
         "observed": """CASE WHEN r_action = 'deny' OR r_denied_at_dst THEN 'denied'
                             WHEN r_action = 'allow' THEN 'allowed' ELSE 'unknown' END""",
     }

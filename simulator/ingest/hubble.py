@@ -45,6 +45,8 @@ _FLOW_FIELDS = {
     "event_type": "STRUCT(type INTEGER, sub_type INTEGER)",
     "trace_observation_point": "VARCHAR",
     "source_names": "VARCHAR[]", "destination_names": "VARCHAR[]",
+    "source_service": "STRUCT(name VARCHAR, namespace VARCHAR)",
+    "destination_service": "STRUCT(name VARCHAR, namespace VARCHAR)",
     **{f"{d}_{v}_by": "STRUCT(name VARCHAR, namespace VARCHAR, kind VARCHAR)[]"
        for d in ("ingress", "egress") for v in ("allowed", "denied")},
 }
@@ -170,6 +172,11 @@ def raw_columns(params: dict[str, str]) -> dict[str, str]:
         raw[f"r_{side}_labels"] = _f(field + ".labels")
         # the DNS names Cilium's DNS proxy saw the address resolved from
         raw[f"r_{side}_names"] = names_sql(_f(f"{field}_names"))
+        # the Service whose address the side was (a post-DNAT flow: the backend's Service)
+        name, ns = _f(f"{field}_service.name"), _f(f"{field}_service.namespace")
+        raw[f"r_{side}_service"] = (f"CASE WHEN NULLIF({name}, '') IS NOT NULL THEN "
+                                    f"coalesce(NULLIF({ns}, ''), 'default') || '/' || "
+                                    f"{name} END")
     return raw
 
 
@@ -224,6 +231,8 @@ def post_columns() -> dict[str, str]:
         "policy_trace": "r_trace",
         "src_names": "r_src_names",
         "dst_names": "r_dst_names",
+        "src_service": "r_src_service",
+        "dst_service": "r_dst_service",
         "observed": f"""CASE
             WHEN {verdict} IN ('FORWARDED', 'AUDIT', 'REDIRECTED', 'TRACED', 'TRANSLATED')
                 THEN 'allowed'

@@ -52,6 +52,7 @@ def raw_columns(columns: dict[str, str]) -> dict[str, str]:
         **{f"r_{c}": (names_sql(f'string_split({_text(c, columns)}, \',\')')
                       if c in columns else "NULL::VARCHAR")
            for c in ("src_names", "dst_names")},
+        **{f"r_{c}": _text(c, columns) for c in ("src_service", "dst_service")},
         "is_reply": 'TRY_CAST("is_reply" AS BOOLEAN)' if "is_reply" in columns
         else "NULL::BOOLEAN",
         "tcp_flags": _int("tcp_flags", columns),
@@ -83,6 +84,8 @@ def post_columns() -> dict[str, str]:
         "policy_trace": "r_trace",
         "src_names": "r_src_names",
         "dst_names": "r_dst_names",
+        "src_service": "r_src_service",
+        "dst_service": "r_dst_service",
         "observed": f"""CASE
             WHEN {verdict} IN ('ALLOWED', 'ALLOW', 'ACCEPT', 'FORWARDED') THEN 'allowed'
             WHEN {verdict} IN ('DENIED', 'DENY', 'REJECT', 'DROPPED') THEN 'denied'

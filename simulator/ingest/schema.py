@@ -43,9 +43,15 @@ FLOW_SCHEMA = pa.schema([
     # destination_names), comma-separated: what domainNames peers match.
     pa.field("src_names", pa.string()),
     pa.field("dst_names", pa.string()),
+    # The Service ("namespace/name") whose address the flow's side was, when the source
+    # records it (Hubble's source_service and destination_service): a post-DNAT record
+    # names the backend's address and this its Service.
+    pa.field("src_service", pa.string()),
+    pa.field("dst_service", pa.string()),
 ])
 # Columns of the tuple and record queries that only some sources fill (NULL elsewhere).
-OPTIONAL_TEXT_COLUMNS = ("policy_trace", "src_names", "dst_names")
+OPTIONAL_TEXT_COLUMNS = ("policy_trace", "src_names", "dst_names", "src_service",
+                         "dst_service")
 NORMALIZED_REQUIRED = ("start_time", "src_ip", "dst_ip", "dst_port", "protocol")
 IDENTITY_COLUMNS = tuple(f"{side}_{c}" for side in ("src", "dst")
                          for c in ("namespace", "pod", "workload", "labels", "namespace_labels",

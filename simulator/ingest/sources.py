@@ -154,6 +154,13 @@ class FlowSource:
     def label(self, file: str) -> str:
         return dict(self.labels).get(file, file)
 
+    @property
+    def hides_snat(self) -> bool:
+        """A VPC flow log without pkt-srcaddr: a pod's egress that its node masqueraded
+        (source NAT) shows the node as its source."""
+        raw = self.module.raw_columns(dict(self.columns))
+        return "r_pkt_src" in raw and bool(_CONSTANT.match(raw["r_pkt_src"].strip()))
+
     def _measures_constant(self) -> bool:
         return all(_CONSTANT.match(e.strip())
                    for e in self.module.measures(dict(self.columns)).values())

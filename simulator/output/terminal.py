@@ -39,7 +39,11 @@ def _verdict(summary: dict[str, Any]) -> list[str]:
     warnings = summary.get("warnings") or []
     partial = (f" — partial judgement, {plural(len(warnings), 'warning')}:"
                if warnings else "")
-    if brk["connections"]:
+    plane = summary.get("dataplane") or {}
+    if plane and not plane["enforces_policy"]:
+        head = (f"Verdict: the candidate changes nothing on the wire: {plane['cni']} "
+                f"enforces no network policy{partial}")
+    elif brk["connections"]:
         head = (f"Verdict: {plural(brk['connections'], 'connection')} would break "
                 f"({plural(brk['flows'], 'flow')}){partial}")
     else:
@@ -60,6 +64,12 @@ def render(summary: dict[str, Any]) -> str:
 
     lines.append(f"Policies: candidate {policies(cand)}; baseline: "
                  + (policies(base) if base else "observed verdicts in the flows"))
+    plane = summary.get("dataplane")
+    if plane:
+        how = (f"inferred from {plane['inferred_from']}" if plane["inferred"]
+               else "--cni" if plane["cni"] != "kubernetes" else "default, no --cni")
+        lines.append(f"Dataplane: {plane['cni']} ({plane['title']}; {how})"
+                     + (f"; holds with {plane['requires']}" if plane["requires"] else ""))
     for name, pset in (("candidate", cand), ("baseline", base)):
         if pset and pset["ignored"]:
             kinds = ", ".join(f"{_clean(k)} ×{v}" for k, v in pset["ignored"].items())
@@ -89,6 +99,10 @@ def render(summary: dict[str, Any]) -> str:
         lines.append(f"  {_LABELS[change]:<14} {c['connections']:>9,} {conns} "
                      f"{c['flows']:>12,} {flows} "
                      f"{human_bytes(c['bytes']) if c['connections'] else '-':>11}")
+    svc = cn.get("services") or {}
+    if svc.get("followed") or svc.get("not_followed"):
+        lines.append(f"Services: {plural(svc['followed'], 'connection')} followed to their "
+                     f"backends; {svc['not_followed']:,} not followed (unresolved)")
     un = summary["unresolved_endpoints"]
     if un["addresses"]:
         lines.append(f"Unresolved endpoints: {plural(un['addresses'], 'address', 'addresses')}"

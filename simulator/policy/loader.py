@@ -43,6 +43,8 @@ class PolicySet:
     notes: list[str] = field(default_factory=list)
     # CiliumCIDRGroup name -> its CIDRs
     cidr_groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # kind -> how many policies of it the run's CNI profile does not enforce (cni.py)
+    not_enforced: dict[str, int] = field(default_factory=dict)
 
     def count(self, kind: str) -> int:
         return sum(p.kind == kind for p in self.policies)

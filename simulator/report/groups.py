@@ -48,6 +48,9 @@ WITH agg AS (
         min(r.first_seen) AS first_seen, max(r.last_seen) AS last_seen,
         count(DISTINCT r.src_pod) AS src_pods, count(DISTINCT r.dst_pod) AS dst_pods,
         count(DISTINCT r.src_ip) AS src_addresses, count(DISTINCT r.dst_ip) AS dst_addresses,
+        -- the Services the connections reached their destination through
+        list(DISTINCT r.dst_service ORDER BY r.dst_service)
+            FILTER (WHERE r.dst_service IS NOT NULL) AS services,
         -- the busiest connection, ties broken as the members' list orders them (conn_id
         -- follows a parallel grouping's order, which differs from run to run)
         arg_min(r.conn_id, (-r.flows, r.src_ip, r.dst_ip, r.first_seen)) AS sample_conn
@@ -166,6 +169,7 @@ def _group(change: str, g: dict[str, Any], members: list[dict[str, Any]], total_
         "first_seen": g["first_seen"],
         "last_seen": g["last_seen"],
         "sample": sample,
+        "services": list(g["services"] or []),
         "verdicts": verdicts,
         "reason": reason_sentence(change, src, dst, g["protocol"], port, verdicts,
                                   has_baseline_set, sample, rules),

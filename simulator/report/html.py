@@ -374,6 +374,7 @@ def _group_view(g: dict[str, Any], src: str, dst: str) -> dict[str, Any]:
         "sample_port": port_label(sample.get("protocol"), sample.get("port")),
         "sample_flows": fmt_int(sample.get("flows")),
         "sample_guessed": bool(sample.get("direction_guessed")),
+        "services": ", ".join(g.get("services") or []),
         "verdicts": _verdicts(g),
         "table": _connection_rows(g),
         "fix": _fix_view(g.get("fix")),

@@ -33,7 +33,9 @@ def fenced(text: str, lang: str = "") -> str:
 
 def _pair(g: dict[str, Any]) -> str:
     port = f"{g['protocol']}/{g['port']}" if g["port"] is not None else g["protocol"]
-    return f"{md(g['source']['label'])} → {md(g['destination']['label'])} {md(port)}"
+    via = (" via Service " + ", ".join(md(s) for s in g["services"])
+           if g.get("services") else "")
+    return f"{md(g['source']['label'])} → {md(g['destination']['label'])} {md(port)}{via}"
 
 
 def _group_table(groups: list[dict[str, Any]]) -> list[str]:
@@ -96,6 +98,12 @@ def _fix(g: dict[str, Any]) -> str:
 def render_markdown(report: dict[str, Any], limit: int = LIMIT) -> str:
     totals = report["totals"]
     out = [f"### netpol-simulator: {md(report['headline'])}", ""]
+    plane = report.get("dataplane")
+    if plane:
+        how = (f"inferred from {plane['inferred_from']}" if plane["inferred"]
+               else "chosen with --cni" if plane["cni"] != "kubernetes" else "the default")
+        out += [f"Dataplane modelled: **{md(plane['cni'])}** ({md(plane['title'])}; {how})",
+                ""]
     if report.get("warnings"):
         out += ["> [!WARNING]", "> **Not judged** — the verdict covers only part of what was "
                 "given:"]

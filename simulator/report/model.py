@@ -25,6 +25,10 @@ def _headline(summary: dict[str, Any], breaks: dict[str, Any], total_flows: int)
     warnings = len(summary.get("warnings") or [])
     partial = (f" — partial judgement: {warnings} warning{'s' if warnings != 1 else ''}"
                if warnings else "")
+    plane = summary.get("dataplane") or {}
+    if plane and not plane["enforces_policy"]:
+        return (f"The candidate changes nothing on the wire: {plane['cni']} enforces no "
+                f"network policy{partial}")
     if not brk["connections"]:
         return "Nothing in the observed traffic would break" + partial
     pairs = breaks["total"]
@@ -50,6 +54,7 @@ def build_report(con: duckdb.DuckDBPyConnection, summary: dict[str, Any],
         "version": REPORT_VERSION,
         "headline": _headline(summary, breaks, total_flows),
         "warnings": summary.get("warnings") or [],
+        "dataplane": summary.get("dataplane"),
         "inputs": {**summary["inputs"], "flows": facts.flow_inputs(con, summary)},
         "totals": {"records": summary["flows"]["read"], "flows": total_flows,
                    "connections": summary["connections"]["total"],
