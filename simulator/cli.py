@@ -96,6 +96,9 @@ FLOW_FORMATS_HELP = ("vpc-parquet, normalized (Parquet or CSV), hubble, vpc-text
 @click.option("--baseline", multiple=True, metavar="DIR",
               help="Current NetworkPolicy manifests. Without it the baseline is the "
                    "verdict observed in the flows.")
+@click.option("--default-namespace", metavar="NS",
+              help="The namespace of a namespaced policy without metadata.namespace (as "
+                   "kubectl's -n). Without it such a policy is an error.")
 @click.option("--pod-cidr", "pod_cidrs", multiple=True, metavar="CIDR",
               help="Pod address range (repeatable), besides the nodes' podCIDRs: addresses "
                    "inside it that match no pod are reported as unresolved.")
@@ -140,16 +143,21 @@ FLOW_FORMATS_HELP = ("vpc-parquet, normalized (Parquet or CSV), hubble, vpc-text
                                                 "directory under the system temp dir).")
 @click.option("--threads", type=click.IntRange(min=1, max=MAX_THREADS), metavar="N",
               help="DuckDB threads, 1 to 256 (default: all cores).")
+@click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto",
+              show_default=True,
+              help="Colour the summary: auto on a terminal unless NO_COLOR is set.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @click.option("--debug", is_flag=True, help="Show the traceback of an internal error.")
 def main(flows: tuple[str, ...], flows_format: str | None, vpc_fields: str | None,
          cluster: tuple[str, ...], policies: tuple[str, ...], baseline: tuple[str, ...],
-         pod_cidrs: tuple[str, ...], cilium_cluster_name: str, cni: str | None,
-         out: str | None, save_flows: str | None,
-         json_out: str | None, report_out: str | None, markdown_out: str | None,
+         default_namespace: str | None, pod_cidrs: tuple[str, ...],
+         cilium_cluster_name: str, cni: str | None, out: str | None,
+         save_flows: str | None, json_out: str | None, report_out: str | None,
+         markdown_out: str | None,
          fail_on_break: bool, max_breaks: int | None, fail_on_unresolved: bool,
          fail_on_disagreement: bool, strict: bool, memory_limit: str,
-         temp_dir: str | None, threads: int | None, quiet: bool, debug: bool) -> None:
+         temp_dir: str | None, threads: int | None, color: str, quiet: bool,
+         debug: bool) -> None:
     """Replay recorded traffic against NetworkPolicies and report which connections the
     candidate policies would break, which they would newly allow, and why.
 
@@ -165,12 +173,17 @@ def main(flows: tuple[str, ...], flows_format: str | None, vpc_fields: str | Non
             summary = _simulate(
                 flows=flows, flows_format=flows_format, vpc_fields=vpc_fields,
                 cluster=cluster, policies=policies, baseline=baseline, pod_cidrs=pod_cidrs,
+                default_namespace=default_namespace,
                 cilium_cluster_name=cilium_cluster_name, cni=cni, out=out,
                 save_flows=save_flows, json_out=json_out, report_out=report_out,
                 markdown_out=markdown_out, fail_on_disagreement=fail_on_disagreement,
-                memory_limit=memory_limit, temp_dir=temp_dir, threads=threads, quiet=quiet)
+                memory_limit=memory_limit, temp_dir=temp_dir, threads=threads, quiet=quiet,
+                color=_use_color(color))
     except SimulatorError as e:
-        _fail(f"error: {e}", e.exit_code)
+        message = str(e)
+        for copy, label in _STDIN_COPIES.items():  # name standard input as the user did
+            message = message.replace(copy, label)
+        _fail(f"error: {message}", e.exit_code)
     except OSError as e:
         where = f"{e.filename}: " if e.filename else ""
         _fail(f"error: {where}{e.strerror or e}", EXIT_INPUT)
@@ -207,11 +220,12 @@ def _first_line(e: BaseException) -> str:
 
 def _simulate(*, flows: tuple[str, ...], flows_format: str | None, vpc_fields: str | None,
               cluster: tuple[str, ...], policies: tuple[str, ...], baseline: tuple[str, ...],
-              pod_cidrs: tuple[str, ...], cilium_cluster_name: str, cni: str | None,
+              pod_cidrs: tuple[str, ...], default_namespace: str | None,
+              cilium_cluster_name: str, cni: str | None,
               out: str | None, save_flows: str | None,
               json_out: str | None, report_out: str | None, markdown_out: str | None,
               fail_on_disagreement: bool, memory_limit: str, temp_dir: str | None,
-              threads: int | None, quiet: bool) -> dict[str, Any]:
+              threads: int | None, quiet: bool, color: bool = False) -> dict[str, Any]:
     """The run and its outputs; returns the summary the gates judge."""
     from .errors import InputError, UsageError
     from .inputs import input_files
@@ -226,8 +240,21 @@ def _simulate(*, flows: tuple[str, ...], flows_format: str | None, vpc_fields: s
     if fail_on_disagreement and not baseline:
         raise UsageError("--fail-on-disagreement needs --baseline: without it the baseline "
                          "is the recorded verdicts, so nothing can disagree with them")
-    if sum(1 for p in (*flows,) if p == "-") > 1:
-        raise UsageError("--flows -: standard input can be read once")
+    readers = [opt for opt, paths in (("--flows", flows), ("--policies", policies),
+                                      ("--baseline", baseline), ("--cluster", cluster))
+               for p in paths if p == "-"]
+    if len(readers) > 1:
+        raise UsageError(f"{' and '.join(dict.fromkeys(readers))} -: standard input can be "
+                         "read once per run; give the others as files")
+    from .policy.common import set_default_namespace, valid_dns_label
+
+    if default_namespace is not None and not valid_dns_label(default_namespace):
+        raise UsageError(f"--default-namespace {default_namespace!r}: not a namespace name "
+                         "(a DNS label: lowercase letters, digits and '-')")
+    set_default_namespace(default_namespace)  # None: a policy without one is an error
+    # manifests piped in (`kubectl get … -o yaml | simulate --policies -`): read from a copy
+    policies, baseline, cluster = (_manifests_from_stdin(opt, paths) for opt, paths in (
+        ("--policies", policies), ("--baseline", baseline), ("--cluster", cluster)))
     # every output is checked against every input before any work
     outputs = {"--out": out, "--json": json_out, "--report": report_out,
                "--markdown": markdown_out, "--save-flows": save_flows}
@@ -274,7 +301,7 @@ def _simulate(*, flows: tuple[str, ...], flows_format: str | None, vpc_fields: s
         from .untrusted import inert
 
         try:
-            click.echo(render(summary))
+            click.echo(render(summary, color=color), color=color)
             for what, path in (("Report", report_out), ("Markdown", markdown_out),
                                ("JSON", json_out), ("Connections", out),
                                ("Normalized flows", save_flows)):
@@ -283,6 +310,43 @@ def _simulate(*, flows: tuple[str, ...], flows_format: str | None, vpc_fields: s
         except BrokenPipeError:
             pass  # `| head` closed the pipe: the gates still decide the exit code
     return summary
+
+
+def _use_color(choice: str) -> bool:
+    """--color: always, never, or (auto) on a terminal unless NO_COLOR is set
+    (https://no-color.org) or the terminal is dumb."""
+    if choice != "auto":
+        return choice == "always"
+    return (sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+            and os.environ.get("TERM") != "dumb")
+
+
+# copies of manifests read from standard input -> how messages name them
+_STDIN_COPIES: dict[str, str] = {}
+
+
+def _manifests_from_stdin(option: str, paths: tuple[str, ...]) -> tuple[str, ...]:
+    """`-` among an option's paths: standard input copied to a file that lives as long as
+    the process (a YAML or JSON stream; the readers detect which)."""
+    if "-" not in paths:
+        return paths
+    import atexit
+    import shutil
+    import tempfile
+
+    from .errors import InputError
+
+    folder = tempfile.mkdtemp(prefix="netpol-stdin-")
+    atexit.register(shutil.rmtree, folder, True)
+    copy = os.path.join(folder, "stdin.yaml")
+    try:
+        with open(copy, "wb") as out:
+            shutil.copyfileobj(sys.stdin.buffer, out, 1 << 20)
+    except OSError as e:
+        raise InputError(f"{option} -", f"cannot read standard input: {e.strerror or e}"
+                         ) from None
+    _STDIN_COPIES[copy] = f"{option} - (standard input)"
+    return tuple(copy if p == "-" else p for p in paths)
 
 
 # Set by entry(): the process ends right after main(), so the run's state is left to the OS.

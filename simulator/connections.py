@@ -155,7 +155,12 @@ SELECT
             'Deployment/' || regexp_extract(a.f_pod,
                 '^(.+)-[bcdfghjklmnpqrstvwxz2-9]{6,10}-[bcdfghjklmnpqrstvwxz2-9]{5}$', 1)
                                                                         .nullif(''),
-            'Pod/' || a.f_pod)
+            'Pod/' || a.f_pod,
+            -- a pod known by its labels only (aggregated records): the workload they name
+            CASE WHEN json_valid(a.f_labels) THEN coalesce(
+                json_extract_string(a.f_labels, '$."app.kubernetes.io/name"'),
+                json_extract_string(a.f_labels, '$.app'),
+                json_extract_string(a.f_labels, '$."k8s-app"')) END)
          ELSE h.workload END AS workload,
     -- a flow's "host" is the node it was observed on: the pod's own node
     CASE WHEN h.kind IS NULL AND a.f_kind = 'host' THEN '(observing node)'
@@ -256,6 +261,11 @@ FROM side_res r JOIN ep e ON e.ep_name = r.ep_name AND e.ip = r.ip;
 -- the ports each pod endpoint declares (orientation joins on ids, not on pod names)
 CREATE OR REPLACE TABLE ep_port AS
 SELECT DISTINCT e.ep_id, p.proto, p.port FROM ep e JOIN pod_port p USING (pod_ref)
+UNION
+-- a node serves the ports its host-network pods declare
+SELECT e.ep_id, h.proto, h.port
+FROM ep e JOIN hostnet_port h ON h.node = CAST(e.node AS VARCHAR)
+WHERE e.kind = 'node'
 UNION
 -- a Service's address serves its ports (pre-DNAT records)
 SELECT e.ep_id, p.proto, p.port

@@ -43,9 +43,10 @@ class Document:
 
     @property
     def where(self) -> str:
-        place = f"document {self.index}"
+        # counted from 1, as lines and records are
+        place = f"document {self.index + 1}"
         if self.item is not None:
-            place += f", item {self.item}"
+            place += f", item {self.item + 1}"
         meta = self.obj.get("metadata") if isinstance(self.obj.get("metadata"), dict) else {}
         name = meta.get("name")
         if name:
@@ -134,11 +135,11 @@ def _check_shape(path: Path, docs: list[Any], aliases: bool) -> None:
         depth, nodes = _measure(doc, aliases)
         if depth > MAX_DEPTH:
             raise InputError(path, f"nested more than {MAX_DEPTH} levels deep; not a "
-                                   "Kubernetes manifest", f"document {index}")
+                                   "Kubernetes manifest", f"document {index + 1}")
         if aliases and nodes > MAX_EXPANDED_NODES:
             raise InputError(path, f"YAML aliases expand to {nodes:,} nodes, more than "
                                    f"{MAX_EXPANDED_NODES:,} (an alias bomb?); refused",
-                             f"document {index}")
+                             f"document {index + 1}")
 
 
 # A \uD800-\uDFFF escape: decoded alone it is no character, and fails wherever the text
@@ -230,7 +231,7 @@ def read_documents(path: Path, on_bad: Callable[[str, str], None] | None = None,
         else:
             items, is_list = [doc], False
         for i, item in enumerate(items):
-            where = f"document {index}" + (f", item {i}" if is_list else "")
+            where = f"document {index + 1}" + (f", item {i + 1}" if is_list else "")
             problem = None
             if not isinstance(item, dict):
                 problem = (f"not a Kubernetes object (a {type(item).__name__}, expected a "

@@ -571,7 +571,9 @@ SELECT key_id, pset, tier,
         ELSE 'allow'
     END AS verdict,
     CASE
-        WHEN subj_kind = 'external' OR (subj_kind = 'node' AND tier = 'default')
+        WHEN subj_kind = 'node' AND tier = 'default'
+            THEN direction || ': a node (or a host-network pod on it), no policy applies'
+        WHEN subj_kind = 'external'
             THEN direction || ': ' || subj_kind || ' endpoint, no policy applies'
         WHEN subj_kind = 'service'
             THEN direction || ': a Service address not followed to a backend (no ready '

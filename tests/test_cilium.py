@@ -366,7 +366,7 @@ def test_invalid_policies_are_refused_naming_file_document_and_field(tmp_path, s
                                   "--policies", str(pols), "--quiet"])
     assert r.exit_code == 2, r.output
     assert message in r.output and "0000-cilium-test-1-bad.yaml" in r.output
-    assert "document 0" in r.output and len(r.output.strip().splitlines()) == 1
+    assert "document 1" in r.output and len(r.output.strip().splitlines()) == 1
 
 
 def test_from_requires_constrains_every_endpoint_peer_of_the_subject(simulate_world):

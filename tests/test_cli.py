@@ -6,12 +6,15 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
+import click
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from click.testing import CliRunner
 from test_semantics import XA, XB, YA, deny_all_ingress, world
 from worldfiles import netpol, pod, vpc_record, write_cluster, write_policies, write_vpc_parquet
@@ -331,7 +334,7 @@ def test_invalid_policy_names_file_document_and_field(inputs, spec, field):
                    "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: fine}\n---\n"
                    + json.dumps(netpol("y", "broken", spec)))
     r = invoke(*base_args(inputs))
-    assert_input_error(r, str(bad), "document 1", "y/broken", field)
+    assert_input_error(r, str(bad), "document 2", "y/broken", field)   # counted from 1
 
 
 def test_invalid_yaml_names_the_line(inputs):
@@ -467,3 +470,89 @@ def test_saved_flows_replay_to_identical_results(inputs, tmp_path):
     key = lambda r: (r["src_ip"], r["dst_ip"], r["dst_port"], r["protocol"])  # noqa: E731
     assert sorted(first, key=key) == sorted(again, key=key)
     assert pq.read_schema(saved).names[:4] == ["start_time", "end_time", "src_ip", "dst_ip"]
+
+
+# --- kubectl-native inputs -------------------------------------------------------------
+
+def test_policies_and_cluster_from_standard_input(inputs, tmp_path):
+    # kubectl get networkpolicies -A -o yaml | simulate --policies - ...
+    listing = yaml.safe_dump({"apiVersion": "v1", "kind": "List",
+                              "items": [deny_all_ingress("y")]})
+    out = tmp_path / "o.jsonl"
+    r = CliRunner().invoke(main, ["--flows", str(inputs["flows"]), "--cluster",
+                                  str(inputs["cluster"]), "--policies", "-", "--out", str(out),
+                                  "-q"], input=listing)
+    assert r.exit_code == 0, r.output
+    from_files = tmp_path / "f.jsonl"
+    r = invoke(*base_args(inputs), "--out", from_files, "-q")
+    assert r.exit_code == 0, r.output
+    assert same_rows(out, from_files)
+    # the snapshot too (kubectl get pods,namespaces,nodes -A -o json | ... --cluster -)
+    r = CliRunner().invoke(main, ["--flows", str(inputs["flows"]), "--cluster", "-",
+                                  "--policies", str(inputs["candidate"]), "--out", str(out),
+                                  "-q"], input=inputs["cluster"].read_text())
+    assert r.exit_code == 0, r.output
+    assert same_rows(out, from_files)
+
+
+def same_rows(a: Path, b: Path) -> bool:
+    """The same connections (rows come in the order the parallel writer finished)."""
+    return sorted(a.read_text().splitlines()) == sorted(b.read_text().splitlines())
+
+
+def test_standard_input_is_read_by_one_option_only(inputs):
+    r = CliRunner().invoke(main, ["--flows", "-", "--cluster", "-",
+                                  "--policies", str(inputs["candidate"])], input="")
+    assert r.exit_code == 2
+    assert "--flows and --cluster -: standard input can be read once" in r.output
+
+
+def test_bad_policy_from_standard_input_is_named_as_such(inputs):
+    bad = json.dumps(netpol("y", "broken", {"podSelector": {}, "policyTypes": ["Inbound"]}))
+    r = CliRunner().invoke(main, ["--flows", str(inputs["flows"]), "--policies", "-"],
+                           input=bad)
+    assert_input_error(r, "--policies - (standard input)", "document 1", "spec.policyTypes")
+
+
+def test_policy_without_namespace_needs_default_namespace(inputs, tmp_path):
+    pol = deny_all_ingress("y")
+    del pol["metadata"]["namespace"]
+    pols = write_policies(tmp_path / "nons", [pol])
+    r = invoke("--flows", inputs["flows"], "--cluster", inputs["cluster"], "--policies", pols)
+    assert_input_error(r, "metadata.namespace: missing", "--default-namespace", "document 1")
+    out = tmp_path / "o.jsonl"
+    r = invoke("--flows", inputs["flows"], "--cluster", inputs["cluster"], "--policies", pols,
+               "--default-namespace", "y", "--out", out, "-q")
+    assert r.exit_code == 0, r.output
+    # placed in y, as `kubectl apply -n y` would: it isolates y's pods
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert any(r["dst_namespace"] == "y" and r["candidate"] == "deny" for r in rows)
+    # and the next run without the option is refused again
+    r = invoke("--flows", inputs["flows"], "--cluster", inputs["cluster"], "--policies", pols)
+    assert r.exit_code == 2
+    r = invoke(*base_args(inputs), "--default-namespace", "Not_A_Namespace")
+    assert r.exit_code == 2 and "--default-namespace" in r.output
+
+
+def test_colour_only_when_asked_or_on_a_terminal(inputs, monkeypatch):
+    painted = invoke(*base_args(inputs), "--color", "always")
+    assert painted.exit_code == 0, painted.output
+    assert "\x1b[" in painted.output
+    # the same words either way
+    plain = invoke(*base_args(inputs), "--color", "never")
+    assert "\x1b[" not in plain.output
+    assert click.unstyle(painted.output) == plain.output
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert "\x1b[" not in invoke(*base_args(inputs)).output   # auto, not a terminal
+
+
+def test_every_json_timestamp_is_rfc3339_utc(inputs, tmp_path):
+    js, jl = tmp_path / "o.json", tmp_path / "o.jsonl"
+    r = invoke(*base_args(inputs), "--json", js, "--out", jl, "-q")
+    assert r.exit_code == 0, r.output
+    rfc3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
+    for text in (js.read_text(), jl.read_text()):
+        stamps = re.findall(r'"(\d{4}-\d\d-\d\d[ T][^"]*)"', text)
+        assert stamps and all(rfc3339.fullmatch(s) for s in stamps), set(stamps)
+    doc = json.loads(js.read_text())
+    assert doc["connections"][0]["first_seen"].endswith("Z")

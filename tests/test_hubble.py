@@ -327,3 +327,21 @@ def test_post_dnat_flow_keeps_its_backend_and_gains_the_service(tmp_path):
         ("10.2.0.9", "api-5c6d7f8b9-abcde", "pay/api")
     assert web["change"] == "break"   # judged at the backend it reached
     assert by_src["10.2.0.7"]["dst_service"] is None
+
+
+def test_pod_known_only_by_labels_is_named_after_its_workload(tmp_path):
+    # a remote pod Hubble knows by its identity labels only: no pod name, no workloads
+    page = endpoint(None, None, ["k8s:app=productpage", "k8s:version=v1",
+                                 "k8s:io.kubernetes.pod.namespace=bookinfo"])
+    lines = [flow("10.1.0.5", "10.3.0.7", 40000, 9080, WEB, page)]
+    (tmp_path / "flows.json").write_text("\n".join(lines) + "\n")
+    deny = netpol("bookinfo", "deny", {"podSelector": {}})
+    write_policies(tmp_path / "p", [deny])
+    _, rows, _ = run("--flows", tmp_path / "flows.json", "--policies", tmp_path / "p",
+                     "--out", tmp_path / "o.parquet", "--report", tmp_path / "r.html", "-q")
+    (row,) = rows
+    assert (row["dst_namespace"], row["dst_pod"], row["dst_workload"]) == \
+        ("bookinfo", None, "productpage")
+    html = (tmp_path / "r.html").read_text()
+    assert "bookinfo/productpage" in html and "pod, name not recorded" in html
+    assert "0 pods" not in html and "bookinfo/<" not in html

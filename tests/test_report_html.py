@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from reportdata import HOSTILE, IMG, SCRIPT, demo_report, hostile_report, synthetic_report
 
+from simulator.output.terminal import human_bytes
 from simulator.report.html import fmt_bytes, fmt_dt, fmt_pct, render_html
 
 
@@ -97,6 +98,9 @@ def test_demo_report_has_every_section(demo):
     headline = ("7 workload pairs would break, carrying 17.7% of observed flows (29 connections)"
                 " — partial judgement: 1 warning")
     assert headline in text
+    # the footer names the schema version the --json document carries
+    from simulator.output.jsonout import SCHEMA_VERSION
+    assert f"schema version {SCHEMA_VERSION}," in text
     # what was not judged stands right under the headline: the demo's SKIPDATA records
     assert "Not judged" in text and "SKIPDATA record (AWS dropped records) ×2" in text
     assert [a["id"] for a in page.all("section")] == [
@@ -114,6 +118,9 @@ def test_demo_report_has_every_section(demo):
                                          "g-N1"]
     assert "shop/frontend is isolated for ingress by shop/frontend-ingress" in text
     assert "frontend-vgvtdj4kwn-4pqkz (10.42.2.5)" in text     # the sample flow
+    # the guessed-direction table names workloads beside the addresses
+    guessed = html[html.index('id="t-guessed"'):]
+    assert "kube-system/Deployment/coredns" in guessed[:guessed.index("</table>")]
     # the DNS break also reached through the kube-dns Service's ClusterIP
     assert "reached through Service kube-system/kube-dns" in text
     assert "monitoring/prometheus-k8s" in text and "StatefulSet · 1 pod" in text
@@ -246,7 +253,9 @@ def test_formatting():
     assert fmt_dt(datetime(2024, 6, 1, 12, 0, 9, 500, tzinfo=UTC)) == "2024-06-01 12:00:09"
     assert fmt_dt("2024-06-01 12:00:09+00:00") == "2024-06-01 12:00:09"
     assert fmt_dt(None) == "—"
-    assert fmt_bytes(999) == "999 B" and fmt_bytes(8_157_706) == "8.2 MB"
+    # one unit system in every output: the terminal's
+    assert fmt_bytes(999) == "999 B" and fmt_bytes(8_157_706) == "7.8 MiB"
+    assert fmt_bytes(8_157_706) == human_bytes(8_157_706) and fmt_bytes(None) == "n/a"
     assert fmt_pct(0.0628) == "6.3%" and fmt_pct(0.00001) == "<0.1%" and fmt_pct(0) == "0.0%"
 
 

@@ -269,3 +269,19 @@ def test_node_egress_to_outside_without_pkt_srcaddr_is_counted_as_hidden_by_snat
     warning = [w for w in summary["warnings"] if w["code"] == "source_hidden_by_snat"]
     assert warning and "source hidden by SNAT" in warning[0]["message"]
     assert run.verdict(NODE1, "198.51.100.99", 443) == "allow"
+
+
+def test_host_network_pod_is_named_in_reason_and_report(simulate_world, tmp_path):
+    agent = pod("monitoring", "node-exporter-x1", NODE2, {"app": "node-exporter"},
+                [("metrics", 9100, "TCP")], node="node-2", host_network=True,
+                owner=("DaemonSet", "node-exporter"))
+    egress = netpol("shop", "web-egress", {
+        "podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Egress"]})
+    run = simulate_world(world(namespace("monitoring"), agent), [egress],
+                         [vpc_record(WEB, NODE2, 9100, src_port=41000)],
+                         extra=["--report", str(tmp_path / "r.html")])
+    row = run.conn(WEB, NODE2, 9100)
+    assert row["change"] == "break"
+    assert "a node (or a host-network pod on it), no policy applies" in row["candidate_reason"]
+    html = (tmp_path / "r.html").read_text()
+    assert "host-network pod monitoring/node-exporter (its node)" in html

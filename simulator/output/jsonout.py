@@ -18,7 +18,7 @@ import duckdb
 from .. import db
 from ..diff import PUBLIC_RESULT
 from .files import atomic_output
-from .jsonsafe import escape_json_file
+from .jsonsafe import escape_json_file, json_default, json_rows_sql
 
 SCHEMA_VERSION = 3  # docs/json-schema.md
 
@@ -34,12 +34,12 @@ def write_json(con: duckdb.DuckDBPyConnection, summary: dict[str, Any],
         part = Path(name)
         try:
             quoted = str(part).replace("'", "''")
-            db.run(con, f"COPY (SELECT * FROM {PUBLIC_RESULT}) TO '{quoted}' "
+            db.run(con, f"COPY ({json_rows_sql(PUBLIC_RESULT)}) TO '{quoted}' "
                         "(FORMAT json, ARRAY true)")
             escape_json_file(part)
             head = json.dumps({"schema_version": SCHEMA_VERSION, "summary": summary,
                                "warnings": summary.get("warnings", []), "report": report},
-                              indent=1, default=str, ensure_ascii=True)
+                              indent=1, default=json_default, ensure_ascii=True)
             with target.open("w", encoding="utf-8") as out:
                 out.write(head[:-1].rstrip() + ',\n "connections": ')
                 with part.open("r", encoding="utf-8") as src:

@@ -10,7 +10,7 @@ from .. import db
 from ..errors import UsageError
 from ..untrusted import HOSTILE_SQL_CLASS, INERT_MACRO_SQL
 from .files import atomic_output
-from .jsonsafe import escape_json_file
+from .jsonsafe import escape_json_file, json_rows_sql
 
 PARQUET_ROW_GROUP = 65536
 FORMATS = {".parquet": "parquet", ".csv": "csv", ".jsonl": "json", ".ndjson": "json"}
@@ -73,7 +73,8 @@ def write_connections(con: duckdb.DuckDBPyConnection, path: str | Path) -> None:
         if fmt == "csv":
             db.run(con, f"COPY ({_csv_safe_select(con)}) TO '{target}' (FORMAT csv, HEADER)")
         elif fmt == "json":
-            db.run(con, f"COPY (SELECT * FROM result_public) TO '{target}' (FORMAT json)")
+            db.run(con, f"COPY ({json_rows_sql('result_public')}) TO '{target}' "
+                        "(FORMAT json)")
             escape_json_file(tmp)
         else:
             # row groups of 64Ki rows: the writer encodes row groups in parallel, and at

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import click
+
 from ..diff import CHANGES
 from ..untrusted import inert
 
@@ -51,7 +53,23 @@ def _verdict(summary: dict[str, Any]) -> list[str]:
     return [head] + [f"  ! {_clean(w['message'])}" for w in warnings]
 
 
-def render(summary: dict[str, Any]) -> str:
+def _paint(lines: list[str], summary: dict[str, Any]) -> list[str]:
+    """Colour on a terminal: the verdict red when something breaks (green when nothing
+    does), what was not judged yellow, the break row red. The text stays the same."""
+    breaks = summary["connections"]["by_change"]["break"]["connections"]
+    out = []
+    for line in lines:
+        if line.startswith("Verdict:"):
+            line = click.style(line, fg="red" if breaks else "green", bold=True)
+        elif line.startswith("  ! "):
+            line = click.style(line, fg="yellow")
+        elif line.startswith(f"  {_LABELS['break']}") and breaks:
+            line = click.style(line, fg="red")
+        out.append(line)
+    return out
+
+
+def render(summary: dict[str, Any], color: bool = False) -> str:
     inp, fl, cn = summary["inputs"], summary["flows"], summary["connections"]
     lines = []
     cand, base = inp["candidate"], inp["baseline"]
@@ -106,7 +124,8 @@ def render(summary: dict[str, Any]) -> str:
     un = summary["unresolved_endpoints"]
     if un["addresses"]:
         lines.append(f"Unresolved endpoints: {plural(un['addresses'], 'address', 'addresses')}"
-                     " look in-cluster but match no pod (verdicts not guessed)")
+                     f" {'looks' if un['addresses'] == 1 else 'look'} in-cluster but match"
+                     f"{'es' if un['addresses'] == 1 else ''} no pod (verdicts not guessed)")
         lines += [f"  {_clean(r['ip'])} ({r['kind']}): {plural(r['flows'], 'flow')}"
                   for r in un["top"][:5]]
     undecided = {k: v for k, v in summary["connections"].get("undecided", {}).items()
@@ -138,4 +157,4 @@ def render(summary: dict[str, Any]) -> str:
                          f"{plural(b['flows'], 'flow')}, {human_bytes(b['bytes'])}")
             lines.append(f"      why: {_clean(b['candidate_reason'])}")
     lines += _verdict(summary)
-    return "\n".join(lines)
+    return "\n".join(_paint(lines, summary) if color else lines)

@@ -33,6 +33,7 @@ from .common import (
     label_string,
     mapping,
     no_unknown,
+    policy_namespace,
     valid_dns_label,
     valid_dns_subdomain,
     valid_label_key,
@@ -603,9 +604,7 @@ def compile_cilium(doc: Document, notes: Notes) -> list[Policy]:
         raise ctx.fail("metadata.name", f"invalid name {name!r}")
     namespace: str | None = None
     if kind == CNP:
-        namespace = meta.get("namespace") or "default"
-        if not isinstance(namespace, str) or not valid_dns_label(namespace):
-            raise ctx.fail("metadata.namespace", f"invalid namespace {namespace!r}")
+        namespace = policy_namespace(ctx, meta)
     spec, specs = doc.obj.get("spec"), doc.obj.get("specs")
     if spec is None and specs is None:
         raise ctx.fail("spec", "both spec and specs are missing")

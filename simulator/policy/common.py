@@ -30,6 +30,31 @@ class Ctx:
         return PolicyError(self.doc.path, f"{field}: {message}", self.doc.where)
 
 
+# --default-namespace: where a namespaced policy without metadata.namespace goes (kubectl's
+# -n). Set before the manifests are read; forked readers inherit it.
+_DEFAULT_NAMESPACE: list[str | None] = [None]
+
+
+def set_default_namespace(namespace: str | None) -> None:
+    _DEFAULT_NAMESPACE[0] = namespace
+
+
+def policy_namespace(ctx: Ctx, meta: dict[str, Any]) -> str:
+    """A namespaced policy's namespace: its own, else --default-namespace; without
+    either an error (never a silent `default`)."""
+    namespace = meta.get("namespace")
+    if namespace in (None, ""):
+        namespace = _DEFAULT_NAMESPACE[0]
+        if namespace is None:
+            raise ctx.fail("metadata.namespace", "missing: a namespaced policy needs one "
+                                                 "(or give --default-namespace NS, as "
+                                                 "kubectl's -n)")
+    if not isinstance(namespace, str) or not valid_dns_label(namespace):
+        raise ctx.fail("metadata.namespace", f"invalid namespace {namespace!r} (a DNS "
+                                             "label: lowercase letters, digits and '-')")
+    return namespace
+
+
 def valid_dns_subdomain(name: str) -> bool:
     return len(name) <= 253 and re.fullmatch(_DNS_SUBDOMAIN, name) is not None
 

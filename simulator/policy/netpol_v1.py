@@ -11,8 +11,8 @@ from .common import (
     as_list,
     mapping,
     no_unknown,
+    policy_namespace,
     selector,
-    valid_dns_label,
     valid_dns_subdomain,
     valid_port_name,
 )
@@ -134,10 +134,7 @@ def compile_networkpolicy(doc: Document) -> Policy:
     if not valid_dns_subdomain(name):
         raise ctx.fail("metadata.name", f"invalid name {name!r} (a DNS subdomain: lowercase "
                                         "letters, digits, '-' and '.')")
-    namespace = meta.get("namespace") or "default"
-    if not isinstance(namespace, str) or not valid_dns_label(namespace):
-        raise ctx.fail("metadata.namespace", f"invalid namespace {namespace!r} (a DNS "
-                                             "label: lowercase letters, digits and '-')")
+    namespace = policy_namespace(ctx, meta)
     spec = mapping(ctx, obj.get("spec"), "spec")
     no_unknown(ctx, spec, _SPEC_FIELDS, "spec")
     subject = Subject(selector(ctx, spec.get("podSelector"), "spec.podSelector"), namespace)

@@ -99,7 +99,10 @@ def trust(con: duckdb.DuckDBPyConnection, summary: dict[str, Any]) -> dict[str, 
     flows, bytes_ = int(totals[0]), int(totals[1])
     un = summary["connections"]["by_change"]["unresolved"]
     guessed = db.rows(con, """
-        SELECT src_ip, dst_ip, dst_port, protocol, direction, flows::BIGINT AS flows
+        SELECT src_ip, dst_ip, dst_port, protocol, direction, flows::BIGINT AS flows,
+            -- the workload beside the address: a reader knows workloads, not addresses
+            src_namespace || '/' || src_workload AS src_workload,
+            dst_namespace || '/' || dst_workload AS dst_workload
         FROM result WHERE direction_guessed ORDER BY flows DESC, src_ip, dst_ip LIMIT 20""")
     cal = summary["calibration"]
     return {

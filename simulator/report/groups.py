@@ -17,10 +17,13 @@ GROUPED_CHANGES = ("break", "newly_allowed")
 GROUP_PREFIX = {"break": "B", "newly_allowed": "N"}
 
 # A workload is the pod's owner (or the pod itself); other endpoints group by kind
-# (all external addresses are one side, all nodes another).
+# (all external addresses are one side, all nodes another), but for a host-network pod a
+# node's connection names (diff.py): that pod's workload.
 _SIDE = """
-    CASE WHEN {s}_kind = 'pod' THEN {s}_namespace END AS {s}_ns,
-    CASE WHEN {s}_kind = 'pod' THEN coalesce({s}_workload, {s}_pod) END AS {s}_wl"""
+    CASE WHEN {s}_kind = 'pod' OR ({s}_kind = 'node' AND {s}_pod IS NOT NULL)
+         THEN {s}_namespace END AS {s}_ns,
+    CASE WHEN {s}_kind = 'pod' OR ({s}_kind = 'node' AND {s}_pod IS NOT NULL)
+         THEN coalesce({s}_workload, {s}_pod) END AS {s}_wl"""
 
 MEMBERS_SQL = f"""
 CREATE OR REPLACE TEMP TABLE report_members AS
@@ -82,13 +85,16 @@ CONNECTION_COLUMNS = """r.src_ip, r.src_pod, r.dst_ip, r.dst_pod, r.dst_port, r.
 
 def entity(kind: str, namespace: str | None, workload: str | None) -> dict[str, Any]:
     """One side of a group: a workload (namespace + owner) or a kind of endpoint."""
-    if kind == "pod":
+    if kind == "pod" or (kind == "node" and workload):
         # "Deployment/api"; a bare pod is its own workload
         owner_kind, slash, name = (workload or "").partition("/")
         if not slash:
             owner_kind, name = "", owner_kind
+        # a node's port a host-network pod serves: that pod is its node for policy
+        label = (f"{namespace}/{name}" if kind == "pod"
+                 else f"host-network pod {namespace}/{name} (its node)")
         return {"kind": kind, "namespace": namespace, "workload": workload,
-                "owner_kind": owner_kind or None, "label": f"{namespace}/{name}"}
+                "owner_kind": owner_kind or None, "label": label}
     # the same words as the namespace matrix and the blast radius use
     return {"kind": kind, "namespace": None, "workload": None, "owner_kind": None,
             "label": f"({kind})"}

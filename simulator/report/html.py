@@ -18,6 +18,9 @@ import jinja2
 import yaml
 from markupsafe import Markup
 
+from ..output.jsonout import SCHEMA_VERSION
+from ..output.terminal import human_bytes
+
 _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)   # libyaml when built with it
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
@@ -52,14 +55,8 @@ def fmt_int(n: Any) -> str:
 
 
 def fmt_bytes(n: Any) -> str:
-    if n is None:  # the records carried no byte counts
-        return "n/a"
-    value = float(n)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(value) < 1000 or unit == "TB":
-            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} TB"  # pragma: no cover
+    """The same units as the terminal's (KiB, MiB, ...); n/a without byte counts."""
+    return human_bytes(None if n is None else int(n))
 
 
 def fmt_pct(share: Any) -> str:
@@ -258,6 +255,8 @@ def _plural(n: Any, word: str, plural: str | None = None) -> str:
 
 def _side_sub(side: dict[str, Any]) -> str:
     if side.get("kind") == "pod":
+        if not side.get("pods"):  # known by labels only (Hubble, Calico aggregates)
+            return "pod, name not recorded"
         return f"{side.get('owner_kind') or 'Pod'} · {_plural(side.get('pods'), 'pod')}"
     return _plural(side.get("addresses"), "address", "addresses")
 
@@ -442,4 +441,5 @@ def render_html(report: dict[str, Any]) -> str:
         views=views,
         matrix=_matrix_view(report, keys),
         generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        schema_version=SCHEMA_VERSION,   # the --json document's, which holds the same
     )
