@@ -176,19 +176,18 @@ def _register_services(con: duckdb.DuckDBPyConnection, cluster: Cluster) -> None
                                PROTOCOL_NUMBERS.get(b.protocol), b.port, b.ip, b.ready,
                                f"{b.namespace}/{b.pod}" if b.pod else None), strict=True):
             back[k].append(v)
-    ready: dict[str, list[Any]] = {"pod_ref": [], "ready_since": [], "not_ready": []}
+    ready: dict[str, list[Any]] = {"pod_ref": [], "ready_since": []}
     for p in cluster.pods:
-        if p.ready_since is not None or p.not_ready:
+        if p.ready_since is not None:
             ready["pod_ref"].append(f"{p.namespace}/{p.name}")
             ready["ready_since"].append(p.ready_since)
-            ready["not_ready"].append(p.not_ready)
     B = pa.bool_()
     _table(con, "svc_addr", addr, {"ip": S, "svc": S, "via": S, "local": B})
     _table(con, "svc_port", port, {"svc": S, "port_name": S, "proto": INT, "port": INT,
                                    "node_port": INT, "local": B})
     _table(con, "svc_backend", back, {"svc": S, "port_name": S, "proto": INT, "port": INT,
                                       "ip": S, "ready": B, "pod_ref": S})
-    _table(con, "pod_ready", ready, {"pod_ref": S, "ready_since": D, "not_ready": B})
+    _table(con, "pod_ready", ready, {"pod_ref": S, "ready_since": D})
 
 
 def _labels(text: str | None) -> dict[str, str] | None:

@@ -45,9 +45,8 @@ class Pod:
     phase: str | None
     service_account: str = "default"
     # since when the pod was Ready (its Ready condition's lastTransitionTime; None: not
-    # known) and whether the snapshot says it is not Ready
+    # known, or not Ready: the EndpointSlice's ready condition says whether it serves)
     ready_since: float | None = None
-    not_ready: bool = False
 
     @property
     def key(self) -> str:
@@ -83,7 +82,6 @@ class Service:
     external_ips: list[str] = field(default_factory=list)      # spec.externalIPs
     lb_ips: list[str] = field(default_factory=list)            # status.loadBalancer.ingress
     local_traffic: bool = False     # externalTrafficPolicy: Local (the client is kept)
-    external_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -247,15 +245,13 @@ def _finished_at(status: dict[str, Any], doc: Document) -> float | None:
 
 
 def _readiness(status: dict[str, Any], doc: Document) -> dict[str, Any]:
-    """Since when the pod is Ready, or that it is not (its Ready condition)."""
+    """Since when the pod is Ready, if its Ready condition says it is."""
     for c in status.get("conditions") or []:
         c = _mapping(c, doc, "status.conditions[]")
         if c.get("type") == "Ready":
             since = parse_time(c.get("lastTransitionTime"), doc,
                                "status.conditions[].lastTransitionTime")
-            if str(c.get("status")) == "True":
-                return {"ready_since": since}
-            return {"not_ready": True}
+            return {"ready_since": since} if str(c.get("status")) == "True" else {}
     return {}
 
 
@@ -359,9 +355,7 @@ def _service(doc: Document) -> Service:
                                      "spec.externalIPs"),
                    lb_ips=_ips([i for i in lb_ips if i], doc,
                                "status.loadBalancer.ingress[].ip"),
-                   local_traffic=str(spec.get("externalTrafficPolicy") or "") == "Local",
-                   external_name=(str(spec["externalName"]) if kind == "ExternalName"
-                                  and spec.get("externalName") else None))
+                   local_traffic=str(spec.get("externalTrafficPolicy") or "") == "Local")
 
 
 def _endpoint_ports(ports: Any, doc: Document, where: str) -> list[tuple[str, str, int]]:
