@@ -123,6 +123,11 @@ FLOW_FORMATS_HELP = ("vpc-parquet, normalized (Parquet or CSV), hubble, vpc-text
 @click.option("--markdown", "markdown_out", metavar="FILE",
               help="Write a compact GitHub-flavoured Markdown summary (for a pull-request "
                    "comment; under 60,000 characters).")
+@click.option("--fixes-dir", "fixes_dir", metavar="DIR",
+              help="Write each suggested fix as a manifest to apply (NN-<namespace>-"
+                   "<name>.yaml) and all of them together (all.yaml), to try with "
+                   "--policies CANDIDATE --policies DIR/all.yaml (a policy given again "
+                   "replaces the earlier one, as kubectl apply would).")
 @click.option("--fail-on-break", is_flag=True,
               help="Gate: exit with code 1 when any connection would break.")
 @click.option("--max-breaks", type=click.IntRange(min=0), metavar="N",
@@ -153,7 +158,7 @@ def main(flows: tuple[str, ...], flows_format: str | None, vpc_fields: str | Non
          default_namespace: str | None, pod_cidrs: tuple[str, ...],
          cilium_cluster_name: str, cni: str | None, out: str | None,
          save_flows: str | None, json_out: str | None, report_out: str | None,
-         markdown_out: str | None,
+         markdown_out: str | None, fixes_dir: str | None,
          fail_on_break: bool, max_breaks: int | None, fail_on_unresolved: bool,
          fail_on_disagreement: bool, strict: bool, memory_limit: str,
          temp_dir: str | None, threads: int | None, color: str, quiet: bool,
@@ -176,9 +181,9 @@ def main(flows: tuple[str, ...], flows_format: str | None, vpc_fields: str | Non
                 default_namespace=default_namespace,
                 cilium_cluster_name=cilium_cluster_name, cni=cni, out=out,
                 save_flows=save_flows, json_out=json_out, report_out=report_out,
-                markdown_out=markdown_out, fail_on_disagreement=fail_on_disagreement,
-                memory_limit=memory_limit, temp_dir=temp_dir, threads=threads, quiet=quiet,
-                color=_use_color(color))
+                markdown_out=markdown_out, fixes_dir=fixes_dir,
+                fail_on_disagreement=fail_on_disagreement, memory_limit=memory_limit,
+                temp_dir=temp_dir, threads=threads, quiet=quiet, color=_use_color(color))
     except SimulatorError as e:
         message = str(e)
         for copy, label in _STDIN_COPIES.items():  # name standard input as the user did
@@ -224,8 +229,9 @@ def _simulate(*, flows: tuple[str, ...], flows_format: str | None, vpc_fields: s
               cilium_cluster_name: str, cni: str | None,
               out: str | None, save_flows: str | None,
               json_out: str | None, report_out: str | None, markdown_out: str | None,
-              fail_on_disagreement: bool, memory_limit: str, temp_dir: str | None,
-              threads: int | None, quiet: bool, color: bool = False) -> dict[str, Any]:
+              fixes_dir: str | None, fail_on_disagreement: bool, memory_limit: str,
+              temp_dir: str | None, threads: int | None, quiet: bool,
+              color: bool = False) -> dict[str, Any]:
     """The run and its outputs; returns the summary the gates judge."""
     from .errors import InputError, UsageError
     from .inputs import input_files
@@ -258,7 +264,11 @@ def _simulate(*, flows: tuple[str, ...], flows_format: str | None, vpc_fields: s
     # every output is checked against every input before any work
     outputs = {"--out": out, "--json": json_out, "--report": report_out,
                "--markdown": markdown_out, "--save-flows": save_flows}
-    check_outputs(outputs, input_files(flows, cluster, policies, baseline))
+    inputs = input_files(flows, cluster, policies, baseline)
+    check_outputs(outputs, inputs)
+    from .report.fix_files import check_fixes_dir
+
+    check_fixes_dir(fixes_dir, inputs)
     pending = start_reading(policies, list(baseline) or None, cluster)
     try:
         # the manifests are parsed in worker processes while DuckDB and Arrow are imported
@@ -291,10 +301,16 @@ def _simulate(*, flows: tuple[str, ...], flows_format: str | None, vpc_fields: s
         if out:
             with Progress(not quiet).phase("writing the connections table"):
                 write_connections(result.con, out)
-        if json_out or report_out or markdown_out:
+        fixes_written, fixes_problems = None, []
+        if json_out or report_out or markdown_out or fixes_dir:
             with Progress(not quiet).phase("writing reports"):
-                write_reports(result, html=report_out, markdown=markdown_out,
-                              json=json_out)
+                report = write_reports(result, html=report_out, markdown=markdown_out,
+                                       json=json_out)
+                if fixes_dir:
+                    from .report.fix_files import write_fixes_dir
+
+                    fixes_written = write_fixes_dir(fixes_dir, report)
+                    fixes_problems = report.get("fix_files_problems") or []
     finally:
         result.close(fast=_EXITING)
     if not quiet:
@@ -307,6 +323,12 @@ def _simulate(*, flows: tuple[str, ...], flows_format: str | None, vpc_fields: s
                                ("Normalized flows", save_flows)):
                 if path:
                     click.echo(f"{what}: {inert(path)}")
+            if fixes_dir:
+                click.echo(f"Fixes: {inert(fixes_dir)} ({fixes_written or 0:,} fix file"
+                           f"{'' if fixes_written == 1 else 's'}"
+                           + (" and all.yaml)" if fixes_written else ")"))
+                for problem in fixes_problems:
+                    click.echo(f"  ! all.yaml: {inert(problem)}")
         except BrokenPipeError:
             pass  # `| head` closed the pipe: the gates still decide the exit code
     return summary

@@ -91,9 +91,25 @@ def build_result(con: duckdb.DuckDBPyConnection, has_baseline_set: bool) -> None
         base_lists = base_pair = "NULL AS no_baseline_set"
         base_join = ""
     db.run(con, f"""CREATE OR REPLACE TABLE explanation AS
+                    WITH hit AS (   -- the near misses of each denied direction
+                        SELECT k.ekey, k.ikey, n.* FROM pair_verdict k
+                        JOIN near_miss n ON n.key_id = k.ekey AND n.direction = 'egress'
+                        WHERE k.pset = 'candidate' AND k.egress = 'deny'
+                        UNION ALL
+                        SELECT k.ekey, k.ikey, n.* FROM pair_verdict k
+                        JOIN near_miss n ON n.key_id = k.ikey AND n.direction = 'ingress'
+                        WHERE k.pset = 'candidate' AND k.ingress = 'deny'
+                    ),
+                    nm AS (   -- per pair, the smallest change first (near_miss.py)
+                        SELECT ekey, ikey, list({{'direction': direction, 'policy': policy,
+                            'rule': rule, 'condition': condition, 'detail': detail,
+                            'cost': cost}} ORDER BY cost, direction, rank) AS misses
+                        FROM hit GROUP BY ekey, ikey
+                    )
                     SELECT k.ekey, k.ikey, k.reason::reason_text AS candidate_reason,
-                        {cand_lists}, {base_lists}
+                        {cand_lists}, {base_lists}, nm.misses AS candidate_near_miss
                     FROM pair_verdict k {base_join}
+                    LEFT JOIN nm ON nm.ekey = k.ekey AND nm.ikey = k.ikey
                     WHERE k.pset = 'candidate'""")
     db.run(con, f"""CREATE OR REPLACE TABLE pair_result AS
                     SELECT k.ekey, k.ikey, {_pair_columns("k", "candidate")}, {base_pair}
@@ -185,7 +201,7 @@ def build_result(con: duckdb.DuckDBPyConnection, has_baseline_set: bool) -> None
         followed
     FROM joined
     """)
-    cand_expl = "xk.candidate_reason, " + ", ".join(
+    cand_expl = "xk.candidate_reason, xk.candidate_near_miss, " + ", ".join(
         f"xk.candidate_{c}" for c in EXPLAINED[1:])
     db.run(con, f"""
     CREATE OR REPLACE VIEW {FULL_RESULT} AS
@@ -211,7 +227,7 @@ def build_result(con: duckdb.DuckDBPyConnection, has_baseline_set: bool) -> None
         baseline_egress_tier, baseline_ingress_tier,
         candidate_egress_decided_by, candidate_ingress_decided_by,
         baseline_egress_decided_by, baseline_ingress_decided_by,
-        dst_service, dst_service_port
+        dst_service, dst_service_port, candidate_near_miss
     FROM x""")
     db.run(con, f"CREATE OR REPLACE VIEW {PUBLIC_RESULT} AS "
                 f"SELECT * EXCLUDE (conn_id, src_ep, dst_ep) FROM {FULL_RESULT}")

@@ -658,7 +658,9 @@ SELECT key_id, pset, tier,
              THEN list_concat(coalesce(adm_refs, []), deny_refs)
          ELSE list_concat(coalesce(adm_refs, []),
                           CASE WHEN tier = 'baseline' OR (tier = 'default' AND bas = 'pass')
-                               THEN bas_refs ELSE [] END) END AS decided_by
+                               THEN bas_refs ELSE [] END) END AS decided_by,
+    -- isolated and no allow rule admits (near misses explain these), or a deny rule won
+    coalesce(tier = 'networkpolicy' AND denied, false) AS by_deny_rule
 FROM said;
 
 -- per distinct pair of keys, then per connection

@@ -12,7 +12,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from . import catalog, cni, connections, db, diff, evaluate, ipnet, manifests
+from . import catalog, cni, connections, db, diff, evaluate, ipnet, manifests, near_miss
 from .accounting import account, evaluated_records
 from .caveats import collect_warnings, nothing_to_judge
 from .cluster import Cluster
@@ -307,6 +307,7 @@ def _run(con: duckdb.DuckDBPyConnection, tmp: str, opts: Options, progress: Prog
         cni.configure(con, profile)
         evaluate.evaluate(con, [name for name, _ in sets])
         cni.apply_enforcement(con, profile)
+        near_miss.find(con, candidate)
         # what each rule was used for, while the result table is built from the verdicts
         db.in_parallel(con, [lambda c: diff.build_result(c, baseline is not None),
                              lambda c: evaluate.record_usage(c)])

@@ -25,6 +25,7 @@ def _policy_set(p: PolicySet | None) -> dict[str, Any] | None:
         kinds[pol.kind] = kinds.get(pol.kind, 0) + 1
     return {"files": len(p.files), "policies": len(p.policies), "kinds": kinds,
             "ignored": dict(sorted(p.ignored.items())), "notes": list(p.notes),
+            "replaced": list(p.replaced),
             "not_enforced": dict(sorted(p.not_enforced.items()))}
 
 
@@ -50,6 +51,8 @@ def workload_pairs_sql(change: str, limit: int | None = TOP_N) -> str:
             {db.saturated_sum('bytes')} AS bytes,
             min(first_seen) AS first_seen, max(last_seen) AS last_seen,
             arg_max(candidate_reason, flows) AS candidate_reason,
+            -- the rule that almost admits the busiest connection (near_miss.py)
+            arg_max(candidate_near_miss[1].detail, flows) AS closest,
             arg_max(baseline_reason, flows) AS baseline_reason
         FROM {FULL_RESULT} WHERE change = '{change}'
         GROUP BY ALL ORDER BY flows DESC, source, destination, port

@@ -431,7 +431,7 @@ def test_the_cilium_demo_shows_its_three_traps_and_their_fixes(tmp_path):
     assert fix["kind"] == "CiliumNetworkPolicy"
     assert fix["spec"]["ingress"][0]["fromEndpoints"][0]["matchLabels"] == {
         "app": "cart", "k8s:io.kubernetes.pod.namespace": "shop"}
-    assert api["fix"]["restores"] == {"connections": 1, "of": 1}
+    assert api["fix"]["restores"] == {"connections": 1, "of": 1, "other_breaks": 0}
     dns = groups[("Deployment/cart", "Deployment/coredns", 53)]
     assert dns["fix"]["edits"][0]["rule"]["toPorts"][0]["ports"][0]["protocol"] == "UDP"
     bank = groups[("Deployment/payments-api", "external", 443)]

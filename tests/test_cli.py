@@ -211,7 +211,9 @@ def test_json_output(inputs, tmp_path):
     assert report["headline"].endswith("— partial judgement: 1 warning")
     group = report["breaks"]["groups"][0]
     assert group["reason"].startswith("y/a is isolated for ingress by y/deny-ingress")
-    assert group["fix"]["edits"][0]["policy"] == "y/deny-ingress"
+    # the default-deny selects every pod of y: never widened; a policy for y/a alone
+    [edit] = group["fix"]["edits"]
+    assert edit["new_policy"] and edit["policy"].startswith("y/allow-a-from-")
     assert "conn_id" not in brk and "src_ep" not in brk
 
 

@@ -271,3 +271,39 @@ def test_large_table_pages(visit, tmp_path):
     assert "g-B2500" in v.visible_groups("t-break")
     assert "page 25 of 30" in pager.inner_text()
     v.assert_clean()
+
+
+def test_near_miss_fix_download_and_rollout_order(visit, demo_file, tmp_path):
+    import yaml
+
+    v = visit(demo_file)
+    page = v.page
+    # the DNS break says which rule almost admitted it, and what to change
+    closest = page.locator("#g-B2 p.near-miss").inner_text()
+    assert ("shop/allow-dns-egress egress rule 0 matches kube-system/coredns on port 53 but "
+            "only for TCP: port: 53 without protocol means TCP; add protocol: UDP") in closest
+    assert page.locator("#g-B2 p.near-miss code").first.inner_text() == "shop/allow-dns-egress"
+    # the fix is downloadable from the page, as the file --fixes-dir writes
+    page.locator("#fix-B2 > summary").click()
+    button = page.locator("#fix-B2 button.download")
+    assert button.is_visible()
+    with page.expect_download() as download:
+        button.click()
+    got = download.value
+    assert got.suggested_filename == "02-shop-allow-dns-egress.yaml"
+    saved = tmp_path / got.suggested_filename
+    got.save_as(saved)
+    [doc] = list(yaml.safe_load_all(saved.read_text()))
+    assert doc["metadata"] == {"name": "allow-dns-egress", "namespace": "shop",
+                               "labels": {"change": "CHG-2290"}}
+    assert {"protocol": "UDP", "port": 53} in doc["spec"]["egress"][0]["ports"]
+    # rollout readiness: safest first
+    rows = page.eval_on_selector_all(
+        "#t-rollout tbody tr",
+        "els => els.map(e => [e.dataset.status, +e.dataset.breaks, "
+        "e.querySelector('th').textContent])")
+    rank = {"safe": 0, "ready with fixes": 1, "blocked": 2}
+    keys = [(rank[status], breaks) for status, breaks, _ in rows]
+    assert keys == sorted(keys)
+    assert [name for *_, name in rows] == ["payments", "(cluster-scoped)", "shop"]
+    assert v.errors == [] and v.dialogs == []

@@ -104,7 +104,8 @@ def test_demo_report_has_every_section(demo):
     # what was not judged stands right under the headline: the demo's SKIPDATA records
     assert "Not judged" in text and "SKIPDATA record (AWS dropped records) ×2" in text
     assert [a["id"] for a in page.all("section")] == [
-        "verdict", "breaks", "fixes", "newly-allowed", "gotchas", "trust", "matrix"]
+        "verdict", "breaks", "fixes", "rollout", "newly-allowed", "gotchas", "trust",
+        "matrix"]
     # the verdict: inputs and every change class
     for fragment in ("vpc-parquet", "5,773 records", "2024-06-01 12:00:00 – 2024-06-01 13:00:00",
                      "27 pods, 9 namespaces, 3 nodes, 12 services",
@@ -128,9 +129,15 @@ def test_demo_report_has_every_section(demo):
     assert "restores 3 of 3 connections" in text
     for g in report["breaks"]["groups"]:                     # every fix and blast radius
         fix, blast = g["fix"], g["fix"]["blast_radius"]
-        opens = (f"{blast['connections']:,} connection{'s' if blast['connections'] != 1 else ''}"
-                 f" ({blast['flows']:,} flows)") if blast["connections"] else "nothing"
+        today = fix["also_opens"]["connections"]
+        assert today == blast["opens_denied_today"]
+        opens = (f"{today:,} observed connection{'s' if today != 1 else ''} denied today"
+                 if today else "nothing else")
         assert f"also opens {opens}" in text, g["id"]
+        other = fix["restores"]["other_breaks"]
+        assert other == blast["restores_other_breaks"]
+        if other:
+            assert f"and {other:,} other breaking connection" in text, g["id"]
         for item in blast["items"]:
             assert item["source"] in text and item["destination"] in text
         if fix.get("same_as"):

@@ -114,12 +114,21 @@ def test_report_groups_reasons_and_fixes(tmp_path):
 
     db = groups[("shop/api-0", "data/db", 5432)]
     assert "data/db is isolated for ingress by data/db-ingress" in db["reason"]
-    rule = db["fix"]["edits"][0]["rule"]
+    # db-ingress' only rule admits 5432 from another peer: the near miss, and the fix
+    # repairs that rule instead of adding one beside it
+    best = db["near_misses"][0]
+    assert (best["policy"], best["rule"], best["direction"]) == ("data/db-ingress", 0,
+                                                                 "ingress")
+    assert "podSelector requires `app: backup`; shop/api-0 has `app: api`" in best["detail"]
+    [edit] = db["fix"]["edits"]
+    assert edit["repair_of"] == 0 and edit["policy"] == "data/db-ingress"
+    rule = edit["rule"]
     # the StatefulSet's revision hash is not a stable label; the api pod has only `app`
-    assert rule["from"] == [{"podSelector": {"matchLabels": {"app": "api"}},
+    assert rule["from"] == [{"podSelector": {"matchLabels": {"app": "backup"}}},
+                            {"podSelector": {"matchLabels": {"app": "api"}},
                              "namespaceSelector": {"matchLabels": {
                                  "kubernetes.io/metadata.name": "shop"}}}]
-    assert rule["ports"] == [{"protocol": "TCP", "port": "postgres"}]
+    assert rule["ports"] == [{"port": 5432}]
     for g in groups.values():
         # the sample is the group's first connection, ties (dns: one flow each) included,
         # so that the same input gives the same report
@@ -127,7 +136,8 @@ def test_report_groups_reasons_and_fixes(tmp_path):
         assert (g["sample"]["src_ip"], g["sample"]["dst_ip"]) == (first["src_ip"],
                                                                   first["dst_ip"])
         assert g["fix"]["restores"] == {"connections": g["connections"],
-                                        "of": g["connections"]}
+                                        "of": g["connections"], "other_breaks": 0}
+        assert g["fix"]["also_opens"]["connections"] == 0
         assert g["fix"]["blast_radius"]["connections"] == 0
 
 
@@ -157,7 +167,9 @@ def test_fix_says_when_the_peer_has_no_stable_label(tmp_path):
     batch = pod("shop", "batch-0", "10.0.1.30", {})
     report = build(tmp_path, [batch], [vpc_record("10.0.1.30", DB, 5432, src_port=41000)])
     [g] = [g for g in report["breaks"]["groups"] if g["source"]["label"] == "shop/batch-0"]
-    assert g["fix"]["edits"][0]["rule"]["from"][0]["podSelector"] == {}
+    # the rule that admits 5432 from another peer is repaired with the namespace's pods
+    assert g["fix"]["edits"][0]["repair_of"] == 0
+    assert g["fix"]["edits"][0]["rule"]["from"][-1]["podSelector"] == {}
     assert g["fix"]["notes"] == ["the source pods share no stable label: the rule admits "
                                  "every pod of namespace shop"]
     # the api pod of shop (also denied today) is inside that radius

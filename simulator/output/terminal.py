@@ -92,6 +92,11 @@ def render(summary: dict[str, Any], color: bool = False) -> str:
         if pset and pset["ignored"]:
             kinds = ", ".join(f"{_clean(k)} ×{v}" for k, v in pset["ignored"].items())
             lines.append(f"  ignored in {name}: {kinds}")
+        replaced = (pset or {}).get("replaced") or []
+        if replaced:
+            lines.append(f"  replaced in {name} (given again, the later applies): "
+                         + "; ".join(_clean(r) for r in replaced[:5])
+                         + (f" and {len(replaced) - 5:,} more" if len(replaced) > 5 else ""))
     skipped = sum(fl["skipped"].values())
     lines.append(f"Flows: {fl['read']:,} read = {fl['evaluated']:,} evaluated + "
                  f"{skipped:,} skipped")
@@ -156,5 +161,7 @@ def render(summary: dict[str, Any], color: bool = False) -> str:
                          f"{_clean(b['port'])}: {plural(b['connections'], 'connection')}, "
                          f"{plural(b['flows'], 'flow')}, {human_bytes(b['bytes'])}")
             lines.append(f"      why: {_clean(b['candidate_reason'])}")
+            if b.get("closest"):
+                lines.append(f"      closest: {_clean(b['closest'])}")
     lines += _verdict(summary)
     return "\n".join(_paint(lines, summary) if color else lines)

@@ -45,6 +45,8 @@ class PolicySet:
     cidr_groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # kind -> how many policies of it the run's CNI profile does not enforce (cni.py)
     not_enforced: dict[str, int] = field(default_factory=dict)
+    # policies given again in a later file, which replaced the earlier (kubectl apply)
+    replaced: list[str] = field(default_factory=list)
 
     def count(self, kind: str) -> int:
         return sum(p.kind == kind for p in self.policies)
@@ -81,25 +83,40 @@ def read_policy_file(path: Path) -> PolicyFile:
 
 
 def merge_policy_files(name: str, parts: Iterable[tuple[Path, PolicyFile]]) -> PolicySet:
-    """The set the files make together, in the order given (the first manifest of a
-    policy name is the one fixes edit). A cluster has one BaselineAdminNetworkPolicy: a
-    second is refused, as the API server would (its name is always `default`)."""
+    """The set the files make together, in the order given; a policy given again (same
+    kind, namespace and name) replaces the earlier one. A cluster has one
+    BaselineAdminNetworkPolicy: a second in one file is refused, as the API server would
+    (its name is always `default`)."""
     pset = PolicySet(name)
-    baseline_at: str | None = None
+    baseline_at: tuple[str, str] | None = None   # (file, where)
+    # (kind, namespace, name) -> (the file that defined it, its manifest's id): the rule
+    # sets of one manifest (Cilium's `specs`) share a name
+    defined: dict[tuple[str, str | None, str], tuple[str, int]] = {}
+    entries: list[tuple[Policy, tuple[str, str | None, str], int]] = []
     for path, (compiled, ignored, notes, groups) in parts:
         pset.files.append(str(path))
         for policy, manifest in compiled:
+            ident = (policy.kind, policy.namespace, policy.name)
             if policy.kind == banp_v1alpha1.KIND:
-                if baseline_at is not None:
+                if baseline_at is not None and baseline_at[0] == str(path):
                     raise PolicyError(path, f"a second BaselineAdminNetworkPolicy "
                                             f"({policy.source}; the first is "
-                                            f"{baseline_at}): a cluster has one")
-                baseline_at = policy.source
-            pset.policies.append(policy)
+                                            f"{baseline_at[1]}): a cluster has one")
+                baseline_at = (str(path), policy.source)
+            earlier = defined.get(ident)
+            if earlier is not None and earlier[1] != id(manifest):
+                # the same object applied again replaces the earlier one, as `kubectl
+                # apply` would (the way the files of --fixes-dir are tried)
+                if (pset.manifests.get(policy.ref) or {}).get("kind") == manifest.get("kind"):
+                    pset.manifests.pop(policy.ref)
+                pset.replaced.append(f"{policy.ref} (from {earlier[0]}) by {policy.source}")
+            defined[ident] = (str(path), id(manifest))
+            entries.append((policy, ident, id(manifest)))
             pset.manifests.setdefault(policy.ref, manifest)
         pset.ignored.update(ignored)
         pset.notes += notes
         pset.cidr_groups.update(groups)
+    pset.policies = [p for p, ident, mid in entries if defined[ident][1] == mid]
     missing = sorted({p.group for pol in pset.policies for r in pol.rules for p in r.peers
                       if isinstance(p, cilium_v2.CidrGroupRef)} - set(pset.cidr_groups))
     if missing:

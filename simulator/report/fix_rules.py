@@ -181,3 +181,68 @@ def insert_rule(manifest: dict[str, Any], direction: str, at: int | None,
         spec[direction] = []
     rules = spec[direction]
     rules.insert(len(rules) if at is None else at, rule)
+
+
+def repair_rule(manifest: dict[str, Any], direction: str, index: int,
+                change: dict[str, Any]) -> dict[str, Any] | None:
+    """Make a near miss's change to the NetworkPolicy rule at `index` of `direction` (in
+    the manifest itself): add the port ({"add_port": {protocol, port}}) or the peers
+    ({"add_peers": [...]}) it lacked; the rule as changed, or None if there is no such
+    rule."""
+    spec = manifest.get("spec")
+    rules = spec.get(direction) if isinstance(spec, dict) else None
+    if not isinstance(rules, list) or not 0 <= index < len(rules):
+        return None
+    rule = rules[index]
+    if not isinstance(rule, dict):
+        return None
+    port = change.get("add_port")
+    if port:
+        ports = rule.setdefault("ports", [])
+        entry = {"protocol": port["protocol"], "port": port["port"]}
+        if isinstance(ports, list) and entry not in ports:
+            ports.append(entry)
+    peers_key = "to" if direction == "egress" else "from"
+    for peer in change.get("add_peers") or ():
+        peers = rule.setdefault(peers_key, [])
+        if isinstance(peers, list) and peer not in peers:
+            peers.append(peer)
+    return rule
+
+
+MERGE_LIMIT = 25   # peers or ports per merged rule (the API's smallest list limit)
+
+
+def merge_rules(rules: list[dict[str, Any]], direction: str) -> list[dict[str, Any]]:
+    """Rules of one action added at one place, fewer: those with the same peers become one
+    with their ports together, then those with the same ports one with their peers
+    together (a rule without ports admits every port and absorbs the others' ports). The
+    first rule's name and action stay."""
+    peers_key = "to" if direction == "egress" else "from"
+
+    def ports_key(rule: dict[str, Any]) -> str | None:
+        return next((k for k in ("ports", "protocols") if k in rule), None)
+
+    def same(a: dict[str, Any], b: dict[str, Any], field: str) -> bool:
+        return (a.get("action") == b.get("action") and ports_key(a) == ports_key(b)
+                and a.get(field) == b.get(field))
+
+    out: list[dict[str, Any]] = []
+    for rule in rules:   # same peers: ports together
+        key = ports_key(rule)
+        into = next((r for r in out if same(r, rule, peers_key)), None)
+        if into is None or key is None or len(into[key]) + len(rule[key]) > MERGE_LIMIT:
+            if into is not None and key is None:
+                continue   # a rule for every port of these peers is there
+            out.append(copy.deepcopy(rule))
+            continue
+        into[key] += [p for p in rule[key] if p not in into[key]]
+    merged: list[dict[str, Any]] = []
+    for rule in out:     # same ports: peers together
+        key = ports_key(rule)
+        into = next((r for r in merged if same(r, rule, key or "")), None)
+        if into is None or len(into[peers_key]) + len(rule[peers_key]) > MERGE_LIMIT:
+            merged.append(rule)
+            continue
+        into[peers_key] += [p for p in rule[peers_key] if p not in into[peers_key]]
+    return merged

@@ -18,6 +18,7 @@ set with the fix applied (blast.py).
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from pathlib import Path
@@ -41,8 +42,10 @@ from .fix_rules import (
     clean_manifest,
     cluster_rule,
     insert_rule,
+    merge_rules,
     np_rule,
     peer_side,
+    repair_rule,
     stable_labels,
 )
 
@@ -132,6 +135,7 @@ def _side_info(con: duckdb.DuckDBPyConnection, keys: list[str]) -> dict[tuple[st
     for s in sides:
         info[(s["gkey"], s["side"])] = {
             "labels": stable_labels([labels[i] for i in (s["idents"] or [])]),
+            "idents": list(s["idents"] or []),
             "addresses": list(s["addresses"] or []), "port_name": None}
     # a named port only when every destination pod declares that name for the port
     for gkey, pods, named, port_names in con.execute("""
@@ -173,6 +177,45 @@ class _Fixer:
         self.by_ref = {p.ref: p for p in candidate.policies}
         self.size = size
         self.deny_rules: list[str] = []  # of the group being fixed
+        self.con: duckdb.DuckDBPyConnection | None = None
+        self.idents: dict[int, tuple[str, dict[str, str]]] | None = None
+        self.isolated: dict[str, set[int]] = {}
+        # policy ref -> the identities it selects, for the NetworkPolicy tier's policies
+        self.selects: dict[str, set[int]] = {}
+        # (namespace, name) of every policy there is or a fix creates
+        self.taken = {(p.namespace, p.name) for p in candidate.policies}
+
+    def _isolated_already(self, namespace: str, labels: dict[str, str],
+                          direction: str) -> bool:
+        """Whether every pod of the namespace with these labels is isolated in the
+        direction by the candidate: a new policy selecting them then isolates no one."""
+        if self.con is None:
+            return False
+        if self.idents is None:   # read once: every identity's namespace and labels
+            self.idents = {}
+            for i, ns, k, v in self.con.execute("""
+                    SELECT i.ident_id, i.namespace, l.key, l.value
+                    FROM ident i LEFT JOIN ident_label l USING (ident_id)""").fetchall():
+                entry = self.idents.setdefault(int(i), (str(ns), {}))
+                if k is not None:
+                    entry[1][k] = v
+        if direction not in self.isolated:
+            self.isolated[direction] = {int(i) for (i,) in self.con.execute("""
+                SELECT DISTINCT t.ident_id FROM target_ident t
+                JOIN np_pol p ON p.pset = t.pset AND p.pol_id = t.pol_id
+                WHERE t.pset = 'candidate' AND p.tier = 'namespace' AND t.isolates
+                    AND t.direction = $d""", {"d": direction}).fetchall()}
+        chosen = [i for i, (ns, have) in self.idents.items() if ns == namespace
+                  and all(have.get(k) == v for k, v in labels.items())]
+        return bool(chosen) and all(i in self.isolated[direction] for i in chosen)
+
+    def _unique(self, namespace: str, name: str) -> str:
+        """The name, or the name with a number, that no policy of the namespace has."""
+        out, n = name, 2
+        while (namespace, out) in self.taken:
+            out, n = f"{name}-{n}", n + 1
+        self.taken.add((namespace, out))
+        return out
 
     def edits(self, g: dict[str, Any], rows: dict[str, list[dict[str, Any]]],
               sides: dict[str, dict[str, Any]]) -> tuple[list[dict[str, Any]],
@@ -210,6 +253,68 @@ class _Fixer:
 
     def _np_edits(self, g: dict[str, Any], direction: str, rows: list[dict[str, Any]],
                   sides: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+        """The rule a near miss points to, repaired; else a new policy for the workload
+        alone; adding to an existing policy only where the workload has no stable label
+        to select it by (a new policy selecting all its namespace would isolate more)."""
+        repair = self._repair(g, direction, sum(int(r["n"]) for r in rows), sides)
+        if repair is not None:
+            return [repair]
+        refs = {ref for r in rows for ref in r["isolated_by"] or ()}
+        cilium = [ref for ref in refs if (self.candidate.manifests.get(ref) or {}).get(
+            "apiVersion") == cilium_v2.API_VERSION]
+        if cilium and len(cilium) == len(refs):
+            # Cilium's allows are a union: a policy of its own for the workload, which
+            # isolates nothing more (enableDefaultDeny off)
+            return [self._new_cnp(g, direction, sides)]
+        subject = "src" if direction == "egress" else "dst"
+        own = set(sides[subject].get("idents") or ())
+        # a policy that selects only this workload's pods: a rule added there admits
+        # nothing for other pods (least privilege, and where a reader looks)
+        narrow = [ref for ref in sorted(refs) if ref not in cilium and own
+                  and self.selects.get(ref, {-1}) <= own]
+        if narrow:
+            return self._cover_edits(g, direction, [{**r, "isolated_by": [
+                x for x in r["isolated_by"] or () if x in narrow]} for r in rows], sides)
+        if sides[subject]["labels"] and self._isolated_already(
+                g["source" if subject == "src" else "destination"]["namespace"],
+                sides[subject]["labels"], direction):
+            # every pod it selects is isolated already: the new policy only admits
+            return [{**self._new_np(g, direction, sides, _allow_name(g, direction)),
+                     "for_isolated": True}]
+        return self._cover_edits(g, direction, rows, sides)
+
+    def _repair(self, g: dict[str, Any], direction: str, denied: int,
+                sides: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+        """An edit of the rule the best near miss names, when that near miss holds for
+        every denied connection of the group in this direction."""
+        for m in g.get("near_misses") or []:
+            if (m["direction"] != direction or not m.get("repair") or m["rule"] is None
+                    or int(m["connections"]) < denied):
+                continue
+            manifest = self.candidate.manifests.get(m["policy"])
+            if manifest is None or manifest.get("kind") != netpol_v1.KIND:
+                continue
+            change = dict(m["repair"])
+            if change.pop("add_peer", None):
+                # the observed peer by its most specific stable selector
+                change["add_peers"] = np_rule(g, direction, _namespace_of(manifest),
+                                              sides)["to" if direction == "egress" else "from"]
+            rule = repair_rule(clean_manifest(manifest), direction, int(m["rule"]), change)
+            if rule is None:
+                continue
+            port = change.get("add_port")
+            words = (f"add {port['protocol']}/{port['port']}" if port
+                     else "add the peer " + str(g["destination" if direction == "egress"
+                                                  else "source"]["label"]))
+            return {"policy": m["policy"], "kind": netpol_v1.KIND, "words": words,
+                    "namespace": _namespace_of(manifest), "tier": "networkpolicy",
+                    "direction": direction, "action": "allow", "at": None,
+                    "repair_of": int(m["rule"]), "change": change, "rule": rule,
+                    "near_miss": m["detail"]}
+        return None
+
+    def _cover_edits(self, g: dict[str, Any], direction: str, rows: list[dict[str, Any]],
+                     sides: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         lists = [(tuple(r["isolated_by"] or ()), int(r["n"])) for r in rows]
         preferred = {ref for refs, _ in lists for ref in refs
                      if _mentions_port(self.by_ref.get(ref), direction, g["port"],
@@ -220,12 +325,10 @@ class _Fixer:
             if manifest is None:
                 continue
             if manifest.get("apiVersion") == cilium_v2.API_VERSION:
-                # Cilium's allows are a union: a policy of its own for the workload,
-                # which isolates nothing more (enableDefaultDeny off)
                 if not any(e["kind"] == cilium_v2.CNP for e in out):
                     out.append(self._new_cnp(g, direction, sides))
                 continue
-            ns = str((manifest.get("metadata") or {}).get("namespace") or "default")
+            ns = _namespace_of(manifest)
             out.append({"policy": ref, "kind": netpol_v1.KIND, "namespace": ns,
                         "tier": "networkpolicy", "direction": direction,
                         "action": "allow", "at": None,
@@ -269,9 +372,10 @@ class _Fixer:
                 "tier": "networkpolicy", "direction": direction, "action": "allow",
                 "at": None, "rule": rule, "new": manifest}
 
-    def _new_np(self, g: dict[str, Any], direction: str,
-                sides: dict[str, dict[str, Any]]) -> dict[str, Any]:
-        ns, labels, name = _new_policy_subject(g, direction, sides)
+    def _new_np(self, g: dict[str, Any], direction: str, sides: dict[str, dict[str, Any]],
+                name: str | None = None) -> dict[str, Any]:
+        ns, labels, default_name = _new_policy_subject(g, direction, sides)
+        name = self._unique(ns, name or default_name)
         manifest = {"apiVersion": netpol_v1.API_VERSION, "kind": netpol_v1.KIND,
                     "metadata": {"name": name, "namespace": ns},
                     "spec": {"podSelector": {"matchLabels": labels} if labels else {},
@@ -280,6 +384,30 @@ class _Fixer:
         return {"policy": f"{ns}/{name}", "kind": netpol_v1.KIND, "namespace": ns,
                 "tier": "networkpolicy", "direction": direction, "action": "allow",
                 "at": None, "rule": manifest["spec"][direction][0], "new": manifest}
+
+
+def _namespace_of(manifest: dict[str, Any]) -> str:
+    return str((manifest.get("metadata") or {}).get("namespace") or "default")
+
+
+def _dns_part(text: str, limit: int) -> str:
+    """A piece of a policy name: lower-case letters, digits and '-' only."""
+    part = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return part[:limit].strip("-") or "x"
+
+
+def _allow_name(g: dict[str, Any], direction: str) -> str:
+    """A new policy named after what it admits: allow-<subject>-to-<peer>-<proto>-<port>
+    (or -from- for ingress)."""
+    def short(ent: dict[str, Any]) -> str:
+        if ent["kind"] != "pod" or not ent.get("workload"):
+            return ent["kind"]
+        return str(ent["workload"]).rpartition("/")[2]
+    src, dst = g["source"], g["destination"]
+    subject, peer = (src, dst) if direction == "egress" else (dst, src)
+    port = str(g["protocol"]) + (f"-{g['port']}" if g["port"] is not None else "")
+    return (f"allow-{_dns_part(short(subject), 20)}-{'to' if direction == 'egress' else 'from'}"
+            f"-{_dns_part(short(peer), 20)}-{_dns_part(port, 12)}")
 
 
 def _new_policy_subject(g: dict[str, Any], direction: str,
@@ -301,7 +429,10 @@ def _apply(edits: list[dict[str, Any]], candidate: PolicySet) -> dict[str, dict[
             out[e["policy"]] = e["new"]
             continue
         manifest = out.setdefault(e["policy"], clean_manifest(candidate.manifests[e["policy"]]))
-        insert_rule(manifest, e["direction"], e["at"], e["rule"])
+        if "repair_of" in e:
+            repair_rule(manifest, e["direction"], e["repair_of"], e["change"])
+        else:
+            insert_rule(manifest, e["direction"], e["at"], e["rule"])
     return out
 
 
@@ -325,8 +456,10 @@ def _plan(edits: list[dict[str, Any]], compiled: dict[str, Policy]) -> blast.Pla
             continue
         plan.replaced[e["policy"]] = policy
         same_dir = [i for i, r in enumerate(policy.rules) if r.direction == e["direction"]]
-        # the inserted rule's position among the policy's rules of its direction
-        at = len(same_dir) - 1 if e["at"] is None else e["at"]
+        # the inserted (or repaired) rule's position among the policy's rules of its
+        # direction
+        at = (e["repair_of"] if "repair_of" in e
+              else len(same_dir) - 1 if e["at"] is None else e["at"])
         plan.new_rules.append((policy, same_dir[at]))
     return plan
 
@@ -350,8 +483,9 @@ def _document(g: dict[str, Any], edits: list[dict[str, Any]],
     if any(e["action"] == "pass" for e in edits):
         notes.append("the Pass hands this traffic to the NetworkPolicy and baseline tiers, "
                      "which admit it; the guardrail's other rules keep their effect")
-    if any("new" in e and e["kind"] == netpol_v1.KIND for e in edits):
-        d = next(e["direction"] for e in edits if "new" in e)
+    if any("new" in e and e["kind"] == netpol_v1.KIND and not e.get("for_isolated")
+           for e in edits):
+        d = next(e["direction"] for e in edits if "new" in e and not e.get("for_isolated"))
         notes.append(f"a new NetworkPolicy isolates the pods it selects for {d}: every "
                      f"other {d} connection of theirs is then denied unless a "
                      "NetworkPolicy admits it (see what it closes)")
@@ -359,20 +493,21 @@ def _document(g: dict[str, Any], edits: list[dict[str, Any]],
         "edits": [{**{k: v for k, v in e.items() if k != "new"}, "new_policy": "new" in e}
                   for e in edits],
         "tiers": tiers,
-        "yaml": "---\n".join(yaml.dump(m, Dumper=_Dumper, sort_keys=False,
-                                       default_flow_style=False, allow_unicode=True)
-                             for m in manifests.values()),
+        "yaml": _dump(manifests.values()),
         "notes": notes,
     }
 
 
 def suggest_fixes(con: duckdb.DuckDBPyConnection, groups: list[dict[str, Any]],
-                  candidate: PolicySet) -> None:
+                  candidate: PolicySet) -> tuple[dict[str, str], list[str]]:
     """Attach `fix` to every break group: the edits, the ready-to-apply YAML of each
     edited policy, and the blast radius found by replaying the traffic; a break decided
-    by a baseline rule also gets `fix.alternative`, the NetworkPolicy way."""
+    by a baseline rule also gets `fix.alternative`, the NetworkPolicy way. Returns every
+    fix together: policy ref -> its YAML as all the fixes leave it (each policy edited by
+    all of them), in the order to apply; and why a policy so edited would not validate."""
     if not groups:
-        return
+        return {}, []
+    chosen: list[dict[str, Any]] = []
     keys = [g["gkey"] for g in groups]
     size = {r: int(n) for r, n in con.execute("""
         SELECT ref, count(DISTINCT ident_id) FROM policy_use WHERE pset = 'candidate'
@@ -382,6 +517,11 @@ def suggest_fixes(con: duckdb.DuckDBPyConnection, groups: list[dict[str, Any]],
         denied.setdefault((r["gkey"], r["direction"]), []).append(r)
     info = _side_info(con, keys)
     fixer = _Fixer(candidate, size)
+    fixer.con = con
+    fixer.selects = {ref: set(ids) for ref, ids in con.execute("""
+        SELECT p.ref, list(DISTINCT t.ident_id)
+        FROM target_ident t JOIN np_pol p ON p.pset = t.pset AND p.pol_id = t.pol_id
+        WHERE t.pset = 'candidate' AND p.tier = 'namespace' GROUP BY p.ref""").fetchall()}
     plans: list[blast.Plan] = []
     plan_of: dict[str, int] = {}        # fix YAML -> plan, for fixes that are the same
     targets: list[tuple[dict[str, Any], dict[str, Any], str]] = []  # (group, fix, yaml)
@@ -392,6 +532,7 @@ def suggest_fixes(con: duckdb.DuckDBPyConnection, groups: list[dict[str, Any]],
         rows = {d: denied.get((g["gkey"], d), []) for d in ("egress", "ingress")}
         fixer.deny_rules = []
         edits, alternative, problems = fixer.edits(g, rows, sides)
+        chosen += edits
         docs = [("fix", edits)] + ([("alternative", alternative)] if alternative else [])
         for which, some in docs:
             manifests = _apply(some, candidate)
@@ -430,8 +571,97 @@ def suggest_fixes(con: duckdb.DuckDBPyConnection, groups: list[dict[str, Any]],
     for g in groups:
         for doc in (g["fix"], g["fix"].get("alternative")):
             if doc is not None and "restores" not in doc:
-                doc["restores"] = {"connections": 0, "of": g["connections"]}
+                doc["restores"] = {"connections": 0, "of": g["connections"],
+                                   "other_breaks": 0}
+                doc["also_opens"] = None
                 doc["blast_radius"] = None
+    combined = _combine(chosen, candidate)
+    invalid = _shadowing(chosen)
+    for ref, manifest in combined.items():
+        try:
+            _compile({ref: manifest}, 0)
+        except PolicyError as err:   # e.g. more rules than a cluster-scoped policy holds
+            invalid.append(f"{ref} with every fix does not validate ({err}): apply the fix "
+                           "files in smaller batches")
+    return {ref: _dump([m]) for ref, m in combined.items()}, invalid
+
+
+def _dump(manifests: Any) -> str:
+    return "---\n".join(yaml.dump(m, Dumper=_Dumper, sort_keys=False,
+                                  default_flow_style=False, allow_unicode=True)
+                        for m in manifests)
+
+
+def _shadowing(edits: list[dict[str, Any]]) -> list[str]:
+    """Where all the fixes together may not do what each does alone: in one policy, a Pass
+    inserted before an earlier rule than another fix's Allow. A connection both match is
+    passed on (each Pass was judged for its own group's traffic only)."""
+    out = []
+    places: dict[tuple[str, str], list[tuple[int, str]]] = {}
+    for e in edits:
+        if e.get("at") is not None and e.get("action") in ("pass", "allow"):
+            places.setdefault((e["policy"], e["direction"]), []).append((e["at"], e["action"]))
+    for (ref, direction), found in sorted(places.items()):
+        passes = [at for at, action in found if action == "pass"]
+        allows = [at for at, action in found if action == "allow"]
+        if passes and allows and min(passes) < max(allows):
+            out.append(f"{ref} with every fix: a Pass before {direction} rule {min(passes)} "
+                       f"precedes an Allow before rule {max(allows)}; traffic both match is "
+                       "passed on: rerun with all.yaml to check")
+    return out
+
+
+def _combine(edits: list[dict[str, Any]], candidate: PolicySet) -> dict[str, dict[str, Any]]:
+    """Every fix's edits applied together: rule repairs first, then the added rules
+    (appended in order, then inserted before their rules from the last position back,
+    so every position still names the rule as written), new policies last; an edit
+    several fixes share is made once."""
+    unique: dict[str, dict[str, Any]] = {}
+    for e in edits:
+        unique.setdefault(json.dumps({k: v for k, v in e.items() if k != "near_miss"},
+                                     sort_keys=True, default=str), e)
+    todo = list(unique.values())
+    out: dict[str, dict[str, Any]] = {}
+
+    def manifest(ref: str) -> dict[str, Any]:
+        return out.setdefault(ref, clean_manifest(candidate.manifests[ref]))
+    # one rule repaired by two fixes, one adding ports and one peers, would admit every
+    # new peer on every new port: the second kind of change goes into a copy of the rule
+    kinds: dict[tuple[str, str, int], str] = {}
+    for e in todo:
+        if "repair_of" not in e:
+            continue
+        place = (e["policy"], e["direction"], e["repair_of"])
+        kind = "ports" if e["change"].get("add_port") else "peers"
+        if kinds.setdefault(place, kind) == kind:
+            repair_rule(manifest(e["policy"]), e["direction"], e["repair_of"], e["change"])
+            continue
+        copy_of = clean_manifest(candidate.manifests[e["policy"]])
+        rule = repair_rule(copy_of, e["direction"], e["repair_of"], e["change"])
+        if rule is not None:
+            insert_rule(manifest(e["policy"]), e["direction"], None, rule)
+    # the rules added at one place of one policy, merged where they share peers or ports
+    # (a rule per group would soon pass the API's limit of rules per policy)
+    places: dict[tuple[str, str, int | None], list[dict[str, Any]]] = {}
+    for e in todo:
+        if "repair_of" not in e and "new" not in e:
+            places.setdefault((e["policy"], e["direction"], e["at"]), []).append(e["rule"])
+    for (ref, direction, at), rules in places.items():
+        if at is None:
+            for rule in merge_rules(rules, direction):
+                insert_rule(manifest(ref), direction, None, rule)
+    for (ref, direction, at), rules in sorted(
+            ((k, v) for k, v in places.items() if k[2] is not None),
+            key=lambda kv: -int(kv[0][2] or 0)):
+        # a Pass placed first would hand on the traffic another fix's Allow is for (the
+        # Pass was judged for its own group's pods only): the Allows go first
+        merged = sorted(merge_rules(rules, direction), key=lambda r: r.get("action") == "Pass")
+        for rule in reversed(merged):
+            insert_rule(manifest(ref), direction, at, rule)
+    for e in todo:
+        if "new" in e:
+            out[e["policy"]] = e["new"]
+    return out
 
 
 def _state_effect(g: dict[str, Any], doc: dict[str, Any], found: list[dict[str, Any]]) -> None:
@@ -440,7 +670,17 @@ def _state_effect(g: dict[str, Any], doc: dict[str, Any], found: list[dict[str, 
     others = [r for r in found if r["gkey"] != g["gkey"]]
     opens = [r for r in others if r["effect"] == "opens"]
     closes = [r for r in found if r["effect"] == "closes"]
-    doc["restores"] = {"connections": own, "of": g["connections"]}
+    opens_today = [r for r in opens if r["change"] != "break"]
+    doc["restores"] = {"connections": own, "of": g["connections"],
+                       "other_breaks": sum(r["connections"] for r in opens
+                                           if r["change"] == "break")}
+    # observed traffic the candidate denies (and not as a break) that the fix admits: a
+    # fix that opens any is marked
+    doc["also_opens"] = {
+        "connections": sum(r["connections"] for r in opens_today),
+        "flows": sum(r["flows"] for r in opens_today),
+        "pairs": [{k: r[k] for k in ("source", "destination", "port", "connections",
+                                     "flows")} for r in opens_today[:BLAST_ITEMS]]}
     doc["blast_radius"] = {
         "connections": sum(r["connections"] for r in opens),
         "flows": sum(r["flows"] for r in opens),

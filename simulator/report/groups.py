@@ -5,6 +5,7 @@ Writes `report_members` (conn_id -> group key) for the fixes that replay a group
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import duckdb
@@ -128,13 +129,50 @@ def build_groups(con: duckdb.DuckDBPyConnection, *, limit: int, per_group: int,
             )
             SELECT rank, {CONNECTION_COLUMNS} FROM ranked r
             WHERE n <= {int(per_group)} ORDER BY rank, n""")
+        misses = _near_misses(con, change, limit) if change == "break" else {}
         by_rank: dict[int, list[dict[str, Any]]] = {}
         for m in members:
             by_rank.setdefault(int(m.pop("rank")), []).append(m)
         out[change] = {"total": total, "shown": len(groups),
                        "groups": [_group(change, g, by_rank.get(int(g["rank"]), []),
                                          total_flows, has_baseline_set, rules or {})
+                                  | {"near_misses": misses.get(int(g["rank"]), [])}
                                   for g in groups]}
+    return out
+
+
+NEAR_MISSES_SQL = """
+WITH k AS (   -- each member's denied directions' keys
+    SELECT g.rank, r.conn_id, 'egress' AS direction, r.ekey AS key_id
+    FROM report_groups g JOIN report_members m ON m.gkey = g.gkey
+    JOIN result r ON r.conn_id = m.conn_id
+    WHERE g.change = $change AND g.rank <= $limit AND r.candidate_egress = 'deny'
+    UNION ALL
+    SELECT g.rank, r.conn_id, 'ingress', r.ikey
+    FROM report_groups g JOIN report_members m ON m.gkey = g.gkey
+    JOIN result r ON r.conn_id = m.conn_id
+    WHERE g.change = $change AND g.rank <= $limit AND r.candidate_ingress = 'deny'
+)
+SELECT k.rank, n.direction, n.policy, n.rule, n.condition, n.detail, n.repair,
+    min(n.cost) AS cost, count(DISTINCT k.conn_id) AS connections
+FROM k JOIN near_miss n ON n.key_id = k.key_id AND n.direction = k.direction
+GROUP BY ALL
+ORDER BY k.rank, cost, connections DESC, n.policy, n.rule NULLS LAST, n.detail
+"""
+NEAR_MISSES_PER_GROUP = 8
+
+
+def _near_misses(con: duckdb.DuckDBPyConnection, change: str,
+                 limit: int) -> dict[int, list[dict[str, Any]]]:
+    """Per group rank: the rules that almost admit its connections (near_miss.py), the
+    smallest change first."""
+    out: dict[int, list[dict[str, Any]]] = {}
+    for r in db.rows(con, NEAR_MISSES_SQL, {"change": change, "limit": int(limit)}):
+        some = out.setdefault(int(r.pop("rank")), [])
+        if len(some) < NEAR_MISSES_PER_GROUP:
+            r["repair"] = json.loads(r["repair"]) if r["repair"] else None
+            r["connections"] = int(r["connections"])
+            some.append(r)
     return out
 
 

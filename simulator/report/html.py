@@ -300,6 +300,9 @@ def _edit_words(e: dict[str, Any]) -> str:
     AdminNetworkPolicy/y', 'a new NetworkPolicy payments/z'."""
     if e.get("new_policy"):
         return f"a new NetworkPolicy {e.get('policy')} ({e.get('direction')})"
+    if "repair_of" in e:
+        return (f"{e.get('direction')} rule {e['repair_of']} of {e.get('policy')} repaired: "
+                f"{e.get('words') or 'the near miss mended'}")
     at = e.get("at")
     where = "added to" if at is None else f"inserted before rule {at} of"
     action = "" if e.get("tier") == "networkpolicy" else (
@@ -321,31 +324,31 @@ def _fix_view(fix: dict[str, Any] | None) -> dict[str, Any] | None:
     if alternative is not None:
         size += alternative["yaml_size"]
     if fix.get("problem") and not words:
-        return {"summary": "no fix found", "blast": "", "opens": "", "items": [],
+        return {"summary": "no fix found", "blast": "", "opens": "", "widens": 0, "items": [],
                 "yaml_size": size, "edit_words": words, "alternative": alternative}
     b = fix.get("blast_radius") or {}
     rs = fix.get("restores") or {}
-    restores = f"restores {fmt_int(rs.get('connections'))} of " \
-               f"{_plural(rs.get('of'), 'connection')}"
-    if b.get("connections"):
-        opens = f"{_plural(b.get('connections'), 'connection')} ({fmt_int(b.get('flows'))} flows)"
-        detail = (f"{fmt_int(b.get('restores_other_breaks'))} of them restore other breaks, "
-                  f"{fmt_int(b.get('opens_denied_today'))} "
-                  f"{'is' if b.get('opens_denied_today') == 1 else 'are'} denied today")
-    else:
-        opens, detail = "nothing", ""
+    other = rs.get("other_breaks") or 0
+    restores = (f"restores {fmt_int(rs.get('connections'))} of "
+                f"{_plural(rs.get('of'), 'connection')}"
+                + (f" and {fmt_int(other)} other breaking connection{'' if other == 1 else 's'}"
+                   if other else ""))
+    # what it admits that the candidate denies and that is no break: marked
+    today = int(b.get("opens_denied_today") or 0)
+    opens = (f"{_plural(today, 'observed connection')} denied today" if today
+             else "nothing else")
     closes = ""
     if b.get("closes"):
         closes = (f"; and it denies {_plural(b.get('closes'), 'connection')} "
                   f"({fmt_int(b.get('closes_flows'))} flows) the candidate allows")
     blast = (f"replaying the observed traffic with this fix applied, it {restores} and also "
-             f"opens {opens}" + (f": {detail}" if detail else "") + closes + ".")
+             f"opens {opens}{closes}.") if b else ""
     same = f" (the same edit as {fix['same_as']})" if fix.get("same_as") else ""
     tiers = [t for t in fix.get("tiers") or [] if t != "networkpolicy"]
     in_tier = f" [{', '.join(tiers)} tier]" if tiers else ""
     return {"summary": f"{', '.join(words)}{in_tier}{same} — {restores}; also opens {opens}"
                        + (f"; closes {fmt_int(b.get('closes'))}" if b.get("closes") else ""),
-            "blast": blast, "opens": opens + (f": {detail}" if detail else "") + closes,
+            "blast": blast, "opens": opens + closes, "widens": today,
             "items": b.get("items") or [], "yaml_size": size, "edit_words": words,
             "alternative": alternative}
 

@@ -10,7 +10,8 @@ from typing import Any
 import duckdb
 
 from ..policy.loader import PolicySet
-from . import facts
+from . import facts, rollout
+from .fix_files import fix_files, name_fixes
 from .fixes import suggest_fixes
 from .groups import build_groups
 from .text import RuleNames
@@ -75,7 +76,20 @@ def build_report(con: duckdb.DuckDBPyConnection, summary: dict[str, Any],
         "matrix": facts.namespace_matrix(con),
     }
     # last: the replay replaces the evaluation tables everything above has read
-    suggest_fixes(con, breaks["groups"], candidate)
+    combined, invalid = suggest_fixes(con, breaks["groups"], candidate)
+    name_fixes(breaks["groups"])
+    report["fix_files"] = fix_files(breaks["groups"], combined)
+    # the page's Download saves the same file: where a policy several fixes edit makes it
+    # differ from the fix's own YAML, the page carries the file too
+    texts = {f["name"]: f["yaml"] for f in report["fix_files"]}
+    for g in breaks["groups"]:
+        fix = g.get("fix") or {}
+        text = texts.get(fix.get("file") or "")
+        if text is not None and not text.endswith(fix.get("yaml") or "\0"):
+            fix["file_yaml"] = text
+    # all the fixes together can pass a limit no single one does: said, not hidden
+    report["fix_files_problems"] = invalid
+    report["rollout"] = rollout.readiness(report, candidate, baseline)
     for g in breaks["groups"] + opened["groups"]:
         del g["gkey"]
     return report

@@ -326,6 +326,22 @@
       });
     });
 
+    // download buttons: the fix as the file --fixes-dir writes (made here, in memory)
+    Array.prototype.forEach.call(document.querySelectorAll("button.download"), function (b) {
+      var pre = b.parentNode.querySelector("pre.file") || b.parentNode.querySelector("pre");
+      b.hidden = false;
+      b.addEventListener("click", function () {
+        var url = URL.createObjectURL(new Blob([pre.textContent], {type: "application/yaml"}));
+        var a = document.createElement("a");
+        a.href = url;
+        a.download = b.dataset.file;
+        document.body.appendChild(a);
+        a.click();
+        a.remove();
+        setTimeout(function () { URL.revokeObjectURL(url); }, 10000);
+      });
+    });
+
     window.addEventListener("hashchange", onHash);
     applyAll(true);
     if (location.hash) { onHash(); }
