@@ -139,8 +139,9 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    # of: a count with its noun in the right number ("1 pod", "2 pods")
     env.filters.update(int=fmt_int, bytes=fmt_bytes, pct=fmt_pct, dt=fmt_dt,
-                       yaml=fmt_yaml)
+                       yaml=fmt_yaml, of=_plural)
     # the one piece of markup handed to the template: the cell separator of the rows that
     # `join` writes (join escapes each cell itself)
     env.globals.update(TD=Markup("<td>"), port_label=port_label, change_labels=CHANGE_LABELS,
