@@ -1,18 +1,20 @@
-"""Near misses: for a direction a NetworkPolicy isolates and no rule admits, the rules
-that almost admit it and the one condition that fails (a protocol, a port, a named port,
-a label requirement, an ipBlock), ranked by how small a change would repair them.
+"""Near misses: for a direction a NetworkPolicy isolates and no rule admits, or a rule of
+a first-match tier (AdminNetworkPolicy, baseline) denies, the rules that almost admit it
+and the one condition that fails (a protocol, a port, a named port, a label requirement,
+an ipBlock), ranked by how small a change would repair them.
 
 Judged once per evaluation key (evaluate.py's dir_key: subject identity, peer, port),
-never per connection, against the candidate set's NetworkPolicies as written; Cilium's
-and the cluster-scoped dialects decide by other means (deny rules, first match) and get
-no near misses. Writes `near_miss` (key_id, rank, direction, policy, rule, condition,
-detail, repair) for the result table and the fixes.
+never per connection, against the candidate set's policies as written; Cilium's policies
+(a union beside deny rules, with selectors of their own) get none. Writes `near_miss`
+(key_id, rank, direction, policy, rule, condition, detail, cost, repair) for the result
+table and the fixes.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -31,11 +33,25 @@ MAX_WIDEN_BITS = 8     # an ipBlock this many prefix bits short of the address i
 POLICY_TYPES_COST = 10  # explains the denial, but no edit of one rule repairs it
 
 DENIED_KEYS_SQL = """
-WITH denied AS (   -- isolated, no allow rule admits, no deny rule decided
-    SELECT key_id, isolated_by FROM key_verdict
+WITH isolated AS (   -- isolated, no allow rule admits, no deny rule decided
+    SELECT key_id, isolated_by AS refs, 'networkpolicy' AS tier,
+        []::VARCHAR[] AS decided_by, NULL::VARCHAR AS below_admin
+    FROM key_verdict
     WHERE pset = 'candidate' AND verdict = 'deny' AND tier = 'networkpolicy'
         AND NOT by_deny_rule AND len(isolated_by) > 0
 ),
+first_match AS (   -- denied by a rule of a first-match tier: that tier's policies here
+    SELECT v.key_id, list(DISTINCT p.ref ORDER BY p.ref) AS refs, v.tier, v.decided_by,
+        v.below_admin
+    FROM key_verdict v
+    JOIN dir_key k USING (key_id)
+    JOIN target_subj t ON t.subj_kind = k.subj_kind AND t.subj = k.subj_ident
+        AND t.direction = k.direction AND t.pset = v.pset
+    JOIN np_pol p ON p.pset = t.pset AND p.pol_id = t.pol_id AND p.tier = v.tier
+    WHERE v.pset = 'candidate' AND v.verdict = 'deny' AND v.tier IN ('admin', 'baseline')
+    GROUP BY v.key_id, v.tier, v.decided_by, v.below_admin
+),
+denied AS (SELECT * FROM isolated UNION ALL SELECT * FROM first_match),
 rep AS (   -- one connection's peer endpoint names each key's peer in sentences
     SELECT ck.ekey AS key_id,
         min(CASE WHEN ck.member >= 0 THEN ck.member ELSE c.dst_ep END) AS ep_id
@@ -48,7 +64,8 @@ rep AS (   -- one connection's peer endpoint names each key's peer in sentences
     WHERE ck.ikey IN (SELECT key_id FROM denied)
     GROUP BY ALL
 )
-SELECT d.key_id, d.isolated_by, k.direction, k.subj_ident, k.peer_kind, k.peer_ident,
+SELECT d.key_id, d.refs, d.tier, d.decided_by, d.below_admin, k.direction, k.subj_ident,
+    k.peer_kind, k.peer_ident,
     k.dst_prof, k.dst_port, k.proto, e.ip::VARCHAR AS peer_ip,
     e.namespace::VARCHAR AS peer_ns, e.workload::VARCHAR AS peer_wl,
     e.pod::VARCHAR AS peer_pod
@@ -239,14 +256,16 @@ def _port_miss(policy: Policy, rule: Rule, key: Key, manifest: dict[str, Any] | 
                     {"add_port": {"protocol": proto, "port": port}})
 
 
-def _pod_peer_miss(peer: PodPeer, policy_ns: str | None, key: Key) -> tuple[int, list[str]] | None:
+def _pod_peer_miss(peer: PodPeer, policy_ns: str | None, key: Key,
+                   words: tuple[str, str] = ("namespaceSelector", "podSelector")
+                   ) -> tuple[int, list[str]] | None:
     """(cost, sentences) for a pod peer the key's peer pod fails, or None when it
     matches."""
     labels = key.peer_labels or {}
     ns_ok = (peer.namespace == key.peer_ns if peer.namespace is not None
              else all(_holds(r, key.peer_ns_labels)
                       for r in (peer.namespace_selector or Selector()).requirements))
-    pod_fails = _failing(peer.pod_selector, labels, "podSelector", key.peer_name)
+    pod_fails = _failing(peer.pod_selector, labels, words[1], key.peer_name)
     if ns_ok and not pod_fails:
         return None
     sentences: list[str] = []
@@ -262,7 +281,7 @@ def _pod_peer_miss(peer: PodPeer, policy_ns: str | None, key: Key) -> tuple[int,
             cost += 1
         else:
             ns_fails = _failing(peer.namespace_selector or Selector(), key.peer_ns_labels,
-                                "namespaceSelector", f"namespace {key.peer_ns}")
+                                words[0], f"namespace {key.peer_ns}")
             sentences += ns_fails
             cost += len(ns_fails)
     sentences += pod_fails
@@ -313,15 +332,19 @@ def _peer_miss(policy: Policy, rule: Rule, key: Key, head: str) -> NearMiss | No
         if isinstance(peer, AnyPeer):
             return None
         if isinstance(peer, PodPeer) and key.peer_kind == "pod" and key.peer_ns:
-            miss = _pod_peer_miss(peer, policy.namespace, key)
+            miss = _pod_peer_miss(peer, policy.namespace, key,
+                                  ("namespaceSelector", "podSelector")
+                                  if policy.dialect == "networkpolicy"
+                                  else ("the namespace selector", "the pod selector"))
             if miss is None:
                 return None
             cost, sentences = miss
             if 0 < cost <= 2:
+                ns_sel = peer.namespace_selector
                 condition = ("namespace" if peer.namespace is not None
                              and peer.namespace != key.peer_ns else
-                             "namespace_selector" if any("namespaceSelector requires" in s
-                                                         for s in sentences)
+                             "namespace_selector" if ns_sel is not None and not all(
+                                 _holds(r, key.peer_ns_labels) for r in ns_sel.requirements)
                              else "pod_selector")
                 found = NearMiss(policy.ref, rule.index, condition,
                                  f"{head} but " + "; ".join(sentences), cost,
@@ -394,6 +417,52 @@ def _ports_match(rule: Rule, key: Key) -> bool:
         elif pm.lo is None or (key.port is not None and pm.lo <= key.port <= (pm.hi or pm.lo)):
             return True
     return False
+
+
+_RULE_REF = re.compile(r"^(?P<ref>.+) (?P<direction>ingress|egress)\[(?P<idx>\d+)\]$")
+
+
+def explain_first_match(policies: list[Policy], decided_by: list[str], tier: str,
+                        below_admin: str | None, manifests: dict[str, dict[str, Any]],
+                        key: Key) -> list[NearMiss]:
+    """The near misses of a key a first-match tier denied: the rules evaluated before the
+    deciding one (a lower priority value, or earlier in the same policy) that would have
+    admitted it (Allow/Accept; a Pass where the tiers below admit) but for one condition.
+    Explanations only: the fix inserts a rule before the deciding one."""
+    by_ref = {p.ref: p for p in policies}
+    deciding = None
+    for text in decided_by:
+        m = _RULE_REF.match(text)
+        if m and m["ref"] in by_ref and by_ref[m["ref"]].tier == tier:
+            deciding = (by_ref[m["ref"]], int(m["idx"]))
+    if deciding is None:
+        return []
+    decider, at = deciding
+    admits = {"allow"} | ({"pass"} if tier == "baseline" or below_admin == "allow" else set())
+    out: list[NearMiss] = []
+    d = key.direction
+    for policy in policies:
+        if policy.priority > decider.priority or (policy.priority == decider.priority
+                                                  and policy is not decider):
+            continue   # evaluated after it (or, at the same priority, undefined)
+        for rule in policy.rules:
+            if (rule.direction != d or rule.action not in admits
+                    or (policy is decider and rule.index >= at)):
+                continue
+            matching = _matching_peers(rule, key)
+            peer_ok, ports_ok = bool(matching), _ports_match(rule, key)
+            if peer_ok == ports_ok:
+                continue
+            name = f' "{rule.name}"' if rule.name else ""
+            head = f"{_q(policy.ref)} {d} rule {rule.index}{name} ({rule.action.capitalize()})"
+            miss = (_port_miss(policy, rule, key, manifests.get(policy.ref),
+                               f"{head} matches {key.peer_name}") if peer_ok else
+                    _peer_miss(policy, rule, key, f"{head} admits {key.proto}/{key.port}"
+                               if key.port is not None else f"{head} admits the port"))
+            if miss is not None:
+                out.append(replace(miss, repair=None))
+    out.sort(key=lambda m: (m.cost, m.policy, -1 if m.rule is None else m.rule))
+    return out[:PER_KEY]
 
 
 def explain_key(policies: list[Policy], manifests: dict[str, dict[str, Any]],
@@ -487,8 +556,11 @@ def find(con: duckdb.DuckDBPyConnection, candidate: PolicySet) -> int:
                   peer_ns_labels=ns_labels.get(ns or "", {}), peer_ip=r["peer_ip"],
                   peer_name=_peer_name(r), dst_ports=profs.get(int(r["dst_prof"]), []),
                   cidr_world_only=world_only)
-        policies = [by_ref[ref] for ref in r["isolated_by"] if ref in by_ref]
-        misses = explain_key(policies, candidate.manifests, key)
+        policies = [by_ref[ref] for ref in r["refs"] if ref in by_ref]
+        misses = (explain_key(policies, candidate.manifests, key)
+                  if r["tier"] == "networkpolicy" else
+                  explain_first_match(policies, list(r["decided_by"] or []), r["tier"],
+                                      r["below_admin"], candidate.manifests, key))
         found += bool(misses)
         for rank, m in enumerate(misses):
             for name, value in (("key_id", r["key_id"]), ("rank", rank),

@@ -190,6 +190,20 @@ def test_demo_dns_break_is_explained_by_its_near_miss(tmp_path):
     for g in dns:
         [edit] = g["fix"]["edits"]
         assert (edit["policy"], edit["repair_of"]) == ("shop/allow-dns-egress", 0)
+    # the admin tier's deny: the Allow rule before it that almost matched, by its name
+    [b6] = [g for g in doc["report"]["breaks"]["groups"] if g["port"] == 7070]
+    [miss] = b6["near_misses"]
+    assert (miss["policy"], miss["rule"], miss["condition"]) == (
+        "AdminNetworkPolicy/pci-ingress-guardrail", 0, "namespace_selector")
+    assert miss["detail"] == (
+        '`AdminNetworkPolicy/pci-ingress-guardrail` ingress rule 0 "allow-monitoring" (Allow) '
+        "admits TCP/7070 but the namespace selector requires "
+        "`kubernetes.io/metadata.name: monitoring`; namespace shop has "
+        "`kubernetes.io/metadata.name: shop`")
+    # its Pass rule is no near miss: the payments NetworkPolicies below would deny it too;
+    # and the fix stays an Allow before the deciding rule (an explanation repairs nothing)
+    assert miss["repair"] is None
+    assert b6["fix"]["edits"][0]["at"] == 2
 
 
 def test_an_ip_block_names_pods_only_where_the_dataplane_matches_them(tmp_path):

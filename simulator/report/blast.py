@@ -44,6 +44,9 @@ class Plan:
     replaced: dict[str, Policy] = field(default_factory=dict)
     added: list[Policy] = field(default_factory=list)
     new_rules: list[tuple[Policy, int]] = field(default_factory=list)  # (policy, rule pos)
+    # new policies that select only pods their direction already isolates: they change no
+    # isolation, so only the connections their rules match can change
+    keeps_isolation: set[str] = field(default_factory=set)
 
 
 def _probes(plans: list[Plan]) -> tuple[list[Policy], pa.Table]:
@@ -53,7 +56,8 @@ def _probes(plans: list[Plan]) -> tuple[list[Policy], pa.Table]:
     rows: dict[str, list[Any]] = {"ref": [], "plan": [], "isolating": []}
     for n, plan in enumerate(plans):
         items = [(p, (p.rules[i],), False) for p, i in plan.new_rules]
-        items += [(p, p.rules, bool(p.isolates)) for p in plan.added]
+        items += [(p, p.rules, bool(p.isolates) and p.ref not in plan.keeps_isolation)
+                  for p in plan.added]
         for k, (policy, rules, isolating) in enumerate(items):
             probe = dataclasses.replace(policy, name=f"~probe-{n}-{k}", rules=rules)
             probes.append(probe)

@@ -453,6 +453,8 @@ def _plan(edits: list[dict[str, Any]], compiled: dict[str, Policy]) -> blast.Pla
         plan.directions.add(e["direction"])
         if "new" in e:
             plan.added.append(policy)
+            if e.get("for_isolated"):
+                plan.keeps_isolation.add(policy.ref)
             continue
         plan.replaced[e["policy"]] = policy
         same_dir = [i for i, r in enumerate(policy.rules) if r.direction == e["direction"]]
@@ -507,6 +509,7 @@ def suggest_fixes(con: duckdb.DuckDBPyConnection, groups: list[dict[str, Any]],
     all of them), in the order to apply; and why a policy so edited would not validate."""
     if not groups:
         return {}, []
+    _DUMPED.clear()
     chosen: list[dict[str, Any]] = []
     keys = [g["gkey"] for g in groups]
     size = {r: int(n) for r, n in con.execute("""
@@ -583,13 +586,26 @@ def suggest_fixes(con: duckdb.DuckDBPyConnection, groups: list[dict[str, Any]],
         except PolicyError as err:   # e.g. more rules than a cluster-scoped policy holds
             invalid.append(f"{ref} with every fix does not validate ({err}): apply the fix "
                            "files in smaller batches")
-    return {ref: _dump([m]) for ref, m in combined.items()}, invalid
+    texts = {ref: _dump([m]) for ref, m in combined.items()}
+    _DUMPED.clear()
+    return texts, invalid
+
+
+_DUMPED: dict[str, str] = {}   # a manifest's JSON -> its YAML, for one report
 
 
 def _dump(manifests: Any) -> str:
-    return "---\n".join(yaml.dump(m, Dumper=_Dumper, sort_keys=False,
-                                  default_flow_style=False, allow_unicode=True)
-                        for m in manifests)
+    """The manifests as one YAML stream. A manifest several fixes (and all.yaml) share
+    is dumped once: the YAML emitter is the slow part of a report with many fixes."""
+    out = []
+    for m in manifests:
+        key = json.dumps(m, sort_keys=False, default=str)
+        text = _DUMPED.get(key)
+        if text is None:
+            text = _DUMPED[key] = yaml.dump(m, Dumper=_Dumper, sort_keys=False,
+                                            default_flow_style=False, allow_unicode=True)
+        out.append(text)
+    return "---\n".join(out)
 
 
 def _shadowing(edits: list[dict[str, Any]]) -> list[str]:

@@ -79,14 +79,17 @@ def build_report(con: duckdb.DuckDBPyConnection, summary: dict[str, Any],
     combined, invalid = suggest_fixes(con, breaks["groups"], candidate)
     name_fixes(breaks["groups"])
     report["fix_files"] = fix_files(breaks["groups"], combined)
-    # the page's Download saves the same file: where a policy several fixes edit makes it
-    # differ from the fix's own YAML, the page carries the file too
-    texts = {f["name"]: f["yaml"] for f in report["fix_files"]}
+    # the page's Download saves what the file holds: where a policy several fixes edit
+    # makes it differ from the fix's own YAML, the policies as every fix leaves them (each
+    # carried once by the page)
+    report["combined_yaml"] = {}
     for g in breaks["groups"]:
         fix = g.get("fix") or {}
-        text = texts.get(fix.get("file") or "")
-        if text is not None and not text.endswith(fix.get("yaml") or "\0"):
-            fix["file_yaml"] = text
+        refs = list(dict.fromkeys(e["policy"] for e in fix.get("edits") or []))
+        body = "---\n".join(combined[r] for r in refs if r in combined)
+        if fix.get("file") and body and body != fix.get("yaml"):
+            fix["file_refs"] = refs
+            report["combined_yaml"].update({r: combined[r] for r in refs if r in combined})
     # all the fixes together can pass a limit no single one does: said, not hidden
     report["fix_files_problems"] = invalid
     report["rollout"] = rollout.readiness(report, candidate, baseline)

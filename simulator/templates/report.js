@@ -328,10 +328,21 @@
 
     // download buttons: the fix as the file --fixes-dir writes (made here, in memory)
     Array.prototype.forEach.call(document.querySelectorAll("button.download"), function (b) {
-      var pre = b.parentNode.querySelector("pre.file") || b.parentNode.querySelector("pre");
+      var pre = b.parentNode.querySelector("pre");
       b.hidden = false;
       b.addEventListener("click", function () {
-        var url = URL.createObjectURL(new Blob([pre.textContent], {type: "application/yaml"}));
+        // a policy other fixes edit too: the file holds it with all their edits
+        var text = pre.textContent;
+        if (b.dataset.refs) {
+          var want = b.dataset.refs.split(" ");
+          var found = Array.prototype.filter.call(
+            document.querySelectorAll("#combined-yaml pre"),
+            function (p) { return want.indexOf(p.dataset.ref) >= 0; });
+          if (found.length) {
+            text = found.map(function (p) { return p.textContent; }).join("---\n");
+          }
+        }
+        var url = URL.createObjectURL(new Blob([text], {type: "application/yaml"}));
         var a = document.createElement("a");
         a.href = url;
         a.download = b.dataset.file;
