@@ -73,6 +73,26 @@ def _pair_columns(alias: str, name: str) -> str:
                      for suffix, (source, enum) in PAIR_VERDICT_COLUMNS.items())
 
 
+NEAR_MISS_PAIR_SQL = """
+CREATE OR REPLACE VIEW near_miss_pair AS
+WITH hit AS (   -- the near misses of each denied direction (pair_result, not
+                --  pair_verdict: the fixes' replay replaces the evaluation tables)
+    SELECT k.ekey, k.ikey, n.* FROM pair_result k
+    JOIN near_miss n ON n.key_id = k.ekey AND n.direction = 'egress'
+    WHERE k.candidate_egress = 'deny'
+    UNION ALL
+    SELECT k.ekey, k.ikey, n.* FROM pair_result k
+    JOIN near_miss n ON n.key_id = k.ikey AND n.direction = 'ingress'
+    WHERE k.candidate_ingress = 'deny'
+)
+-- per pair, the smallest change first
+SELECT ekey, ikey, list({'direction': direction, 'policy': policy, 'rule': rule,
+    'condition': condition, 'detail': detail, 'cost': cost}
+    ORDER BY cost, direction, rank) AS candidate_near_miss
+FROM hit GROUP BY ekey, ikey
+"""
+
+
 def build_result(con: duckdb.DuckDBPyConnection, has_baseline_set: bool) -> None:
     _create_enums(con)
     how = "CASE c.how " + " ".join(
@@ -91,30 +111,16 @@ def build_result(con: duckdb.DuckDBPyConnection, has_baseline_set: bool) -> None
         base_lists = base_pair = "NULL AS no_baseline_set"
         base_join = ""
     db.run(con, f"""CREATE OR REPLACE TABLE explanation AS
-                    WITH hit AS (   -- the near misses of each denied direction
-                        SELECT k.ekey, k.ikey, n.* FROM pair_verdict k
-                        JOIN near_miss n ON n.key_id = k.ekey AND n.direction = 'egress'
-                        WHERE k.pset = 'candidate' AND k.egress = 'deny'
-                        UNION ALL
-                        SELECT k.ekey, k.ikey, n.* FROM pair_verdict k
-                        JOIN near_miss n ON n.key_id = k.ikey AND n.direction = 'ingress'
-                        WHERE k.pset = 'candidate' AND k.ingress = 'deny'
-                    ),
-                    nm AS (   -- per pair, the smallest change first (near_miss.py)
-                        SELECT ekey, ikey, list({{'direction': direction, 'policy': policy,
-                            'rule': rule, 'condition': condition, 'detail': detail,
-                            'cost': cost}} ORDER BY cost, direction, rank) AS misses
-                        FROM hit GROUP BY ekey, ikey
-                    )
                     SELECT k.ekey, k.ikey, k.reason::reason_text AS candidate_reason,
-                        {cand_lists}, {base_lists}, nm.misses AS candidate_near_miss
+                        {cand_lists}, {base_lists}
                     FROM pair_verdict k {base_join}
-                    LEFT JOIN nm ON nm.ekey = k.ekey AND nm.ikey = k.ikey
                     WHERE k.pset = 'candidate'""")
     db.run(con, f"""CREATE OR REPLACE TABLE pair_result AS
                     SELECT k.ekey, k.ikey, {_pair_columns("k", "candidate")}, {base_pair}
                     FROM pair_verdict k {base_join}
                     WHERE k.pset = 'candidate'""")
+    # near misses are found while this runs (near_miss.py): read when the outputs are
+    db.run(con, NEAR_MISS_PAIR_SQL)
     if has_baseline_set:
         baseline = ", ".join(f"pr.baseline{s}" for s in PAIR_VERDICT_COLUMNS)
         base_expl = "xk.baseline_reason, " + ", ".join(
@@ -201,7 +207,7 @@ def build_result(con: duckdb.DuckDBPyConnection, has_baseline_set: bool) -> None
         followed
     FROM joined
     """)
-    cand_expl = "xk.candidate_reason, xk.candidate_near_miss, " + ", ".join(
+    cand_expl = "xk.candidate_reason, nm.candidate_near_miss, " + ", ".join(
         f"xk.candidate_{c}" for c in EXPLAINED[1:])
     db.run(con, f"""
     CREATE OR REPLACE VIEW {FULL_RESULT} AS
@@ -209,6 +215,7 @@ def build_result(con: duckdb.DuckDBPyConnection, has_baseline_set: bool) -> None
         SELECT r.*, {cand_expl}, {base_expl}
         FROM result r
         JOIN explanation xk ON xk.ekey = r.ekey AND xk.ikey = r.ikey
+        LEFT JOIN near_miss_pair nm ON nm.ekey = r.ekey AND nm.ikey = r.ikey
     )
     SELECT conn_id, src_ep, dst_ep,
         src_ip, dst_ip, dst_port, protocol, src_kind, dst_kind, src_namespace, src_pod,

@@ -514,8 +514,16 @@ def _peer_name(row: dict[str, Any]) -> str:
     return row["peer_ip"] or f"the {row['peer_kind']} peer"
 
 
+def create(con: duckdb.DuckDBPyConnection) -> None:
+    """The empty `near_miss` table, before the result views that read it are made (find()
+    fills it meanwhile, on a cursor of its own)."""
+    con.register("near_miss_empty", pa.table({f.name: pa.array([], f.type) for f in SCHEMA}))
+    db.run(con, "CREATE OR REPLACE TABLE near_miss AS SELECT * FROM near_miss_empty")
+    con.unregister("near_miss_empty")
+
+
 def find(con: duckdb.DuckDBPyConnection, candidate: PolicySet) -> int:
-    """Writes `near_miss`; returns how many keys got at least one."""
+    """Fills `near_miss` (made by create()); returns how many keys got at least one."""
     # ingress sees the source as a Service's source NAT left it (backends.py)
     services = db.one(con, "SELECT count(*) FROM duckdb_tables() "
                            "WHERE table_name = 'conn_backend'")[0]
@@ -570,7 +578,7 @@ def find(con: duckdb.DuckDBPyConnection, candidate: PolicySet) -> int:
                                 ("repair", json.dumps(m.repair) if m.repair else None)):
                 out[name].append(value)
     con.register("near_miss_arrow", pa.table(out, schema=SCHEMA))
-    db.run(con, "CREATE OR REPLACE TABLE near_miss AS SELECT * FROM near_miss_arrow")
+    db.run(con, "INSERT INTO near_miss SELECT * FROM near_miss_arrow")
     con.unregister("near_miss_arrow")
     if db.one(con, "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'svc_member'")[0]:
         db.run(con, SERVICE_SQL)

@@ -307,10 +307,12 @@ def _run(con: duckdb.DuckDBPyConnection, tmp: str, opts: Options, progress: Prog
         cni.configure(con, profile)
         evaluate.evaluate(con, [name for name, _ in sets])
         cni.apply_enforcement(con, profile)
-        near_miss.find(con, candidate)
-        # what each rule was used for, while the result table is built from the verdicts
+        near_miss.create(con)
+        # what each rule was used for and the near misses, while the result table is
+        # built from the verdicts
         db.in_parallel(con, [lambda c: diff.build_result(c, baseline is not None),
-                             lambda c: evaluate.record_usage(c)])
+                             lambda c: evaluate.record_usage(c),
+                             lambda c: near_miss.find(c, candidate)])
     summary = build_summary(
         con, sources=sources, cluster=cluster, candidate=candidate, baseline=baseline,
         accounting=accounting, resplit=resplit, bad_label_pods=bad_label_pods,
