@@ -9,33 +9,19 @@ from pathlib import Path
 from typing import Any
 
 from click.testing import CliRunner
+from worldfiles import (
+    cluster_policy,
+    namespace,
+    netpol,
+    node,
+    pod,
+    vpc_record,
+    write_cluster,
+    write_policies,
+    write_vpc_parquet,
+)
 
 from simulator.cli import main
-
-try:
-    from tests.worldfiles import (
-        cluster_policy,
-        namespace,
-        netpol,
-        node,
-        pod,
-        vpc_record,
-        write_cluster,
-        write_policies,
-        write_vpc_parquet,
-    )
-except ImportError:  # pragma: no cover
-    from worldfiles import (
-        cluster_policy,
-        namespace,
-        netpol,
-        node,
-        pod,
-        vpc_record,
-        write_cluster,
-        write_policies,
-        write_vpc_parquet,
-    )
 
 WEB, API = "10.0.1.10", "10.0.1.20"
 

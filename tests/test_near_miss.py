@@ -10,31 +10,18 @@ from typing import Any
 
 import pyarrow.parquet as pq
 from click.testing import CliRunner
+from worldfiles import (
+    namespace,
+    netpol,
+    node,
+    pod,
+    vpc_record,
+    write_cluster,
+    write_policies,
+    write_vpc_parquet,
+)
 
 from simulator.cli import main
-
-try:
-    from tests.worldfiles import (
-        namespace,
-        netpol,
-        node,
-        pod,
-        vpc_record,
-        write_cluster,
-        write_policies,
-        write_vpc_parquet,
-    )
-except ImportError:  # pragma: no cover
-    from worldfiles import (
-        namespace,
-        netpol,
-        node,
-        pod,
-        vpc_record,
-        write_cluster,
-        write_policies,
-        write_vpc_parquet,
-    )
 
 ROOT = Path(__file__).resolve().parent.parent
 WEB, API, DB, DNS, PAY = "10.0.1.10", "10.0.1.20", "10.0.2.10", "10.0.3.10", "10.0.4.10"
