@@ -209,3 +209,34 @@ def test_a_bad_policy_is_reported_before_a_bad_flow_file(tmp_path, monkeypatch):
     # and with good policies the flow file is the one named
     result, _ = _demo_run(tmp_path, "bad", flows=flows)
     assert result.exit_code == 2 and "flows.parquet" in result.output, result.output
+
+
+def test_manifest_readers_start_before_the_heavy_imports(tmp_path):
+    """The readers are forked before DuckDB and Arrow are imported (they are imported while
+    the workers parse; forking a process that runs DuckDB's threads is unsafe), with every
+    option that has a check of its own, --fixes-dir's included."""
+    import subprocess
+    import sys
+
+    probe = """
+import sys
+from simulator import manifests
+started = manifests.start_reading
+def spy(*a, **k):
+    print("heavy at fork:", sorted(m for m in ("duckdb", "pyarrow", "jinja2") if m in sys.modules))
+    return started(*a, **k)
+manifests.start_reading = spy
+from simulator.cli import main
+main()
+"""
+    args = ["--flows", str(REPO / "flows" / "demo-vpc.parquet"),
+            "--cluster", str(REPO / "flows" / "demo-cluster.json"),
+            "--policies", str(REPO / "policies" / "candidate"),
+            "--baseline", str(REPO / "policies" / "current"),
+            "--fixes-dir", str(tmp_path / "fixes"), "--report", str(tmp_path / "r.html"),
+            "--markdown", str(tmp_path / "r.md"), "--json", str(tmp_path / "r.json"),
+            "--out", str(tmp_path / "c.parquet"), "--quiet"]
+    run = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True,
+                         cwd=REPO, check=False)
+    assert "heavy at fork: []" in run.stdout, run.stdout + run.stderr
+    assert (tmp_path / "fixes" / "all.yaml").exists()
