@@ -94,8 +94,28 @@ def _probes(case: dict[str, Any]) -> list[tuple[str, str, int, str, bool]]:
 PAIRS = [CASES[i:i + 2] for i in range(0, len(CASES), 2)]
 
 
-@pytest.mark.parametrize("pair", PAIRS, ids=[p[0]["name"][:80] for p in PAIRS])
-def test_conformance_cases(tmp_path: Path, pair: list[dict[str, Any]]) -> None:
+def _early_shape(policy: dict[str, Any]) -> dict[str, Any]:
+    """A v1alpha1 policy's peers as network-policy-api v0.1.0-v0.1.4 spelled them (and
+    their conformance files): `namespaces: {namespaceSelector: …}`, `pods: {namespaces:
+    {namespaceSelector: …}, podSelector: …}`."""
+    if not policy["apiVersion"].endswith("/v1alpha1"):
+        return policy
+    out = json.loads(json.dumps(policy))
+    for direction, key in (("ingress", "from"), ("egress", "to")):
+        for rule in out["spec"].get(direction) or []:
+            for peer in rule.get(key) or []:
+                if "namespaces" in peer:
+                    peer["namespaces"] = {"namespaceSelector": peer["namespaces"]}
+                if "pods" in peer:
+                    pods = peer["pods"]
+                    peer["pods"] = {"namespaces": {"namespaceSelector":
+                                                   pods["namespaceSelector"]},
+                                    "podSelector": pods["podSelector"]}
+    return out
+
+
+def _run_pair(tmp_path: Path, pair: list[dict[str, Any]], shape: Any = None) -> None:
+    policies = [[(shape or (lambda p: p))(p) for p in _policies(c)] for c in pair]
     probes = {i: _probes(c) for i, c in enumerate(pair)}
     records = []
     for i, ps in probes.items():
@@ -104,10 +124,10 @@ def test_conformance_cases(tmp_path: Path, pair: list[dict[str, Any]]) -> None:
                     for n, (s, d, port, proto, _) in enumerate(ps)]
     args = ["--flows", write_vpc_parquet(tmp_path / "probes.parquet", records),
             "--cluster", write_cluster(tmp_path / "cluster.json", OBJECTS),
-            "--policies", write_policies(tmp_path / "a", _policies(pair[0])),
+            "--policies", write_policies(tmp_path / "a", policies[0]),
             "--out", tmp_path / "out.parquet", "-q"]
     if len(pair) > 1:
-        args += ["--baseline", write_policies(tmp_path / "b", _policies(pair[1]))]
+        args += ["--baseline", write_policies(tmp_path / "b", policies[1])]
     r = CliRunner().invoke(main, [str(a) for a in args])
     assert r.exit_code == 0, r.output
     got: dict[tuple[str, str, int, str], set[tuple[str, str | None]]] = {}
@@ -123,3 +143,37 @@ def test_conformance_cases(tmp_path: Path, pair: list[dict[str, Any]]) -> None:
                 wrong.append(f"{case['name']}: {s} -> {d} {proto}/{port}: expected "
                              f"{'allow' if allowed else 'deny'}, got {sorted(verdicts)}")
     assert not wrong, "\n".join(wrong)
+
+
+@pytest.mark.parametrize("pair", PAIRS, ids=[p[0]["name"][:80] for p in PAIRS])
+def test_conformance_cases(tmp_path: Path, pair: list[dict[str, Any]]) -> None:
+    _run_pair(tmp_path, pair)
+
+
+EARLY = [p for p in PAIRS
+         if any(x["apiVersion"].endswith("/v1alpha1") for c in p for x in _policies(c))]
+
+
+@pytest.mark.parametrize("pair", EARLY, ids=[p[0]["name"][:80] for p in EARLY])
+def test_conformance_cases_in_the_early_v1alpha1_shape(tmp_path: Path,
+                                                        pair: list[dict[str, Any]]) -> None:
+    """The same cases with their peers as the v0.1.0-v0.1.4 conformance files wrote them:
+    the verdicts the upstream tests assert."""
+    _run_pair(tmp_path, pair, _early_shape)
+
+
+def test_same_labels_peers_are_refused_by_name(tmp_path: Path) -> None:
+    anp = {"apiVersion": "policy.networking.k8s.io/v1alpha1", "kind": "AdminNetworkPolicy",
+           "metadata": {"name": "same"},
+           "spec": {"priority": 5, "subject": {"namespaces": {}},
+                    "ingress": [{"action": "Allow", "from": [
+                        {"namespaces": {"sameLabels": ["team"]}}]}]}}
+    args = ["--flows", write_vpc_parquet(tmp_path / "f.parquet", [
+                vpc_record(IPS["network-policy-conformance-gryffindor/harry-potter-0"],
+                           IPS["network-policy-conformance-slytherin/draco-malfoy-0"], 80)]),
+            "--cluster", write_cluster(tmp_path / "cluster.json", OBJECTS),
+            "--policies", write_policies(tmp_path / "p", [anp]), "-q"]
+    r = CliRunner().invoke(main, [str(a) for a in args])
+    assert r.exit_code == 2
+    assert "spec.ingress[0].from[0].namespaces.sameLabels" in r.output
+    assert "not supported" in r.output

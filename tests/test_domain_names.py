@@ -127,6 +127,16 @@ def test_wildcards_match_whole_labels_only(tmp_path):
     assert rows[("151.101.1.71", 443)]["candidate"] == "allow"
 
 
+def test_names_with_underscores_are_valid_domain_peers(tmp_path):
+    """The CRDs' pattern admits `_` in a label (service records, some internal hosts)."""
+    lines = [hubble_line("10.9.0.1", 443, ["my_host.corp.example.com"]),
+             hubble_line("10.9.0.2", 443, ["other_host.corp.example.com"], second=1)]
+    for shape in ("ANP", "CNP"):
+        rows = run(tmp_path / shape, lines, [guardrail(["my_host.corp.example.com"], shape)])
+        assert rows[("10.9.0.1", 443)]["candidate"] == "allow"
+        assert rows[("10.9.0.2", 443)]["candidate"] == "deny"
+
+
 def test_a_domain_rule_that_cannot_decide_leaves_the_verdict_alone(tmp_path):
     """A Deny before the domain rule decides first: the missing name changes nothing."""
     subject = {"namespaces": {}}

@@ -47,9 +47,11 @@ MAX_PRIORITY = 1000
 MAX_PEERS = 100
 MAX_PORTS = 100
 MAX_NETWORKS = 25
-# a DNS name, optionally behind `*.` (the wildcard: one or more whole labels, as a prefix)
-_DOMAIN = re.compile(r"(\*\.)?([A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?\.)+"
-                     r"[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?\.?")
+# a DNS name, optionally behind `*.` (the wildcard: one or more whole labels, as a prefix):
+# the CRDs' pattern as written, `_` and unbounded labels included (its `A-z` admits the
+# characters between `Z` and `a` too)
+_DOMAIN = re.compile(r"(\*\.)?([a-zA-z0-9]([-a-zA-Z0-9_]*[a-zA-Z0-9])?\.)+"
+                     r"[a-zA-z0-9]([-a-zA-Z0-9_]*[a-zA-Z0-9])?\.?")
 # peers that name no pod: a named port cannot be resolved against them
 _NO_PODS = ("nodes", "networks", "domainNames")
 
@@ -92,6 +94,42 @@ def _namespaced_pods(ctx: Ctx, raw: Any, field: str, ns_required: bool) -> tuple
             selector(ctx, pods["podSelector"], f"{field}.podSelector"))
 
 
+# The peers of network-policy-api v0.1.0-v0.1.4 (v1alpha1 too, in the conformance files of
+# those releases): `namespaces: {namespaceSelector: …}` and `pods: {namespaces:
+# {namespaceSelector: …}, podSelector: …}`, flattened in v0.1.5 to a label selector and
+# `pods: {namespaceSelector, podSelector}`. The two shapes share no key, so either is read.
+_NAMESPACED_PEER = ("namespaceSelector", "sameLabels", "notSameLabels")
+
+
+def _namespaced_peer(ctx: Ctx, raw: Any, field: str) -> Any:
+    """The namespace selector of an early v1alpha1 NamespacedPeer (exactly one field)."""
+    peer = mapping(ctx, raw, field)
+    kind = _one_of(ctx, peer, _NAMESPACED_PEER, field, "a namespaced peer")
+    if kind == "namespaceSelector":
+        return selector(ctx, peer[kind], f"{field}.namespaceSelector")
+    if kind in _NAMESPACED_PEER:
+        raise ctx.fail(f"{field}.{kind}", "namespaces chosen by their labels' sameness to the "
+                                          "subject's (an early v1alpha1 field, removed in "
+                                          "network-policy-api v0.1.5) are not supported by "
+                                          "this version; name them with namespaceSelector")
+    raise ctx.fail(f"{field}.{kind}", "unknown field")
+
+
+def _early_shape(value: Any, keys: tuple[str, ...]) -> bool:
+    return isinstance(value, dict) and any(k in value for k in keys)
+
+
+def _peer_pods(ctx: Ctx, raw: Any, field: str, ns_required: bool) -> tuple[Any, Any]:
+    """A `pods` peer's (namespace selector, pod selector), in either v1alpha1 shape."""
+    if ns_required and _early_shape(raw, ("namespaces",)):
+        no_unknown(ctx, raw, {"namespaces", "podSelector"}, field)
+        if "podSelector" not in raw:
+            raise ctx.fail(f"{field}.podSelector", "required")
+        return (_namespaced_peer(ctx, raw["namespaces"], f"{field}.namespaces"),
+                selector(ctx, raw["podSelector"], f"{field}.podSelector"))
+    return _namespaced_pods(ctx, raw, field, ns_required)
+
+
 def subject(ctx: Ctx, spec: dict[str, Any], ns_required: bool = True) -> Subject:
     raw = mapping(ctx, spec.get("subject"), "spec.subject")
     kind = _one_of(ctx, raw, ("namespaces", "pods"), "spec.subject", "the subject")
@@ -122,10 +160,12 @@ def _peers(ctx: Ctx, raw: Any, field: str, known: tuple[str, ...], action: Actio
         kinds.add(kind)
         value = item[kind]
         if kind == "namespaces":
-            peers.append(PodPeer(MATCH_ALL, namespace_selector=selector(ctx, value,
-                                                                        f"{f}.namespaces")))
+            ns_sel = (_namespaced_peer(ctx, value, f"{f}.namespaces")
+                      if ns_required and _early_shape(value, _NAMESPACED_PEER)
+                      else selector(ctx, value, f"{f}.namespaces"))
+            peers.append(PodPeer(MATCH_ALL, namespace_selector=ns_sel))
         elif kind == "pods":
-            ns_sel, pod_sel = _namespaced_pods(ctx, value, f"{f}.pods", ns_required)
+            ns_sel, pod_sel = _peer_pods(ctx, value, f"{f}.pods", ns_required)
             peers.append(PodPeer(pod_sel, namespace_selector=ns_sel))
         elif kind == "nodes":
             peers.append(NodePeer(selector(ctx, value, f"{f}.nodes")))
@@ -274,7 +314,8 @@ def rules(ctx: Ctx, spec: dict[str, Any], direction: Direction, *, actions: dict
           ) -> tuple[Rule, ...]:
     """One direction's rules. actions: the spelled action -> the IR's; ports: the rule
     field -> its reader (`ports` and/or `protocols`); max_peers: per rule;
-    ns_required: whether a pods peer must name its namespaceSelector."""
+    ns_required: whether a pods peer must name its namespaceSelector (v1alpha1, which also
+    reads the peers' early shapes)."""
     peers_key = "from" if direction == "ingress" else "to"
     items = as_list(ctx, spec.get(direction), f"spec.{direction}")
     if len(items) > max_rules:
