@@ -181,13 +181,20 @@ def profile(name: str) -> Profile:
 INFERRED_FROM = {"hubble": "cilium", "calico": "calico", "antrea": "antrea"}
 
 
-def infer(formats: Sequence[str]) -> tuple[str, str | None]:
-    """(profile name, what it was inferred from, or None when not inferred)."""
+# a snapshot object that only a cluster running that CNI holds
+CILIUM_CONFIG_SOURCE = "the snapshot's kube-system/cilium-config ConfigMap"
+
+
+def infer(formats: Sequence[str], cilium_config: bool = False) -> tuple[str, str | None]:
+    """(profile name, what it was inferred from, or None when not inferred): the flows'
+    format when it reveals the dataplane, else the snapshot's Cilium agent configuration."""
     found = {INFERRED_FROM[f] for f in formats if f in INFERRED_FROM}
     if len(found) == 1:
         name = found.pop()
         source = next(f for f in formats if INFERRED_FROM.get(f) == name)
         return name, f"{source} flows"
+    if not found and cilium_config:
+        return "cilium", CILIUM_CONFIG_SOURCE
     return "kubernetes", None
 
 

@@ -291,7 +291,8 @@ def _run(con: duckdb.DuckDBPyConnection, tmp: str, opts: Options, progress: Prog
     if not evaluated_records(con):
         raise nothing_to_judge(*accounting, opened.skipped_files)
     name, inferred_from = ((opts.cni, None) if opts.cni
-                           else cni.infer([s.format for s in sources]))
+                           else cni.infer([s.format for s in sources],
+                                               cluster.cilium_config is not None))
     profile = cni.profile(name)
     with progress.phase("evaluating policies"):
         for pset in (candidate, baseline):

@@ -161,3 +161,36 @@ def test_profile_inferred_from_hubble_flows_is_said(tmp_path):
     assert "inferred from hubble flows" in (tmp_path / "o.md").read_text()
     # Cilium's CIDR rules never select a pod: web is not admitted by 10.0.0.0/8
     assert summary["connections"]["by_change"]["break"]["connections"] == 1
+
+
+def test_profile_inferred_from_the_snapshots_cilium_config(tmp_path):
+    """VPC flows say nothing of the dataplane; a cluster whose snapshot holds Cilium's agent
+    configuration runs Cilium, so its semantics apply to the NetworkPolicies too."""
+    objects = world() + [{"apiVersion": "v1", "kind": "ConfigMap",
+                          "metadata": {"namespace": "kube-system", "name": "cilium-config"},
+                          "data": {"cluster-name": "prod"}}]
+    write_cluster(tmp_path / "c.json", objects)
+
+    def judged(policies: list[dict[str, Any]], *extra: str) -> tuple[str, dict[str, Any]]:
+        out = tmp_path / f"o{len(extra)}.json"
+        result = CliRunner().invoke(main, [
+            "--flows", str(write_vpc_parquet(tmp_path / "f.parquet",
+                                             [vpc_record(WEB, API, 8080)])),
+            "--cluster", str(tmp_path / "c.json"),
+            "--policies", str(write_policies(tmp_path / f"p{len(extra)}", policies)),
+            "--out", str(tmp_path / "o.jsonl"), "--json", str(out), *extra])
+        assert result.exit_code == 0, result.output
+        row = json.loads((tmp_path / "o.jsonl").read_text().splitlines()[0])
+        return row["candidate"], {**json.loads(out.read_text())["summary"],
+                                  "output": result.output}
+
+    verdict, summary = judged([BY_CIDR, ADMIN_DENY])
+    assert (summary["dataplane"]["cni"], summary["dataplane"]["inferred_from"]) == \
+        ("cilium", "the snapshot's kube-system/cilium-config ConfigMap")
+    assert "inferred from the snapshot's kube-system/cilium-config" in summary["output"]
+    # the ipBlock does not select the web pod, and Cilium enforces no AdminNetworkPolicy
+    assert verdict == "deny"
+    assert summary["inputs"]["candidate"]["not_enforced"] == {"AdminNetworkPolicy": 1}
+    # --cni still decides: under the API's semantics the ipBlock selects the web pod
+    verdict, summary = judged([BY_CIDR], "--cni", "kubernetes")
+    assert summary["dataplane"]["cni"] == "kubernetes" and verdict == "allow"
