@@ -337,7 +337,10 @@ WITH kr AS (
             WHEN 'external' THEN ['world', CASE WHEN k.peer_ents & 2 = 2 THEN 'world-ipv6'
                                                 ELSE 'world-ipv4' END]
             ELSE ['?'] END
-            || CASE WHEN k.peer_ents & 4 = 4 THEN ['kube-apiserver'] ELSE [] END AS ents,
+            -- Cilium counts the API server in the cluster entity, even where its address
+            -- is outside the cluster (a managed control plane)
+            || CASE WHEN k.peer_ents & 4 = 4 THEN ['kube-apiserver', 'cluster'] ELSE [] END
+            AS ents,
         k.peer_ents,
         -- an endpoint peer of this rule fails the subject's requirements
         u.key_id IS NOT NULL AS unmet

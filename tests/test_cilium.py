@@ -227,6 +227,28 @@ def test_entities(simulate_world):
     assert all(verdict == "allow" for (src, *_), verdict in got.items() if src == CLIENT)
 
 
+def test_an_api_server_outside_the_cluster_is_in_the_cluster_entity(simulate_world):
+    """A managed control plane (EKS, GKE): default/kubernetes names an address that is no
+    node or pod. Cilium counts the kube-apiserver entity in `cluster`; it is world too."""
+    api = "10.0.5.5"
+    objs = [o for o in objects() if o.get("kind") != "EndpointSlice"]
+    objs.append(endpoint_slice("default", "kubernetes", [api]))
+    flows = [vpc_record(CLIENT, api, 443), vpc_record(CLIENT, WORLD, 443)]
+
+    def egress(rules: dict[str, Any]) -> dict[tuple[str, str, int, str], str]:
+        return verdicts(simulate_world, [cilium_policy("client-egress", {
+            "endpointSelector": {"matchLabels": {"name": "client"}}, **rules}, ns=NS)],
+            objs=objs, flows=flows)
+
+    got = egress({"egress": [{"toEntities": ["cluster"]}]})
+    assert (v(got, CLIENT, api, 443), v(got, CLIENT, WORLD, 443)) == ("allow", "deny")
+    got = egress({"egress": [{"toEntities": ["world"]}]})
+    assert v(got, CLIENT, api, 443) == "allow"
+    got = egress({"egress": [{"toEntities": ["all"]}],
+                  "egressDeny": [{"toEntities": ["cluster"]}]})
+    assert (v(got, CLIENT, api, 443), v(got, CLIENT, WORLD, 443)) == ("deny", "allow")
+
+
 def test_cidr_rules_only_match_outside_the_cluster(simulate_world):
     got = verdicts(simulate_world, [cilium_policy("client-egress-to-cidr", {
         "endpointSelector": {"matchLabels": {"name": "client"}},
