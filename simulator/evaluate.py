@@ -378,7 +378,7 @@ peer_ok AS (
     FROM kr
     JOIN np_peer p ON p.rule_id = kr.rule_id AND p.kind = 'nodes'
     JOIN peer_node pn ON pn.peer_id = p.peer_id AND pn.nident = kr.peer_ident
-    WHERE kr.peer_kind = 'node'
+    WHERE kr.peer_kind = 'node' AND NOT (p.remote_only AND kr.peer_ents & 1 = 1)
     UNION
     SELECT kr.key_id, kr.rule_id
     FROM kr
@@ -393,6 +393,7 @@ peer_maybe AS (
     SELECT kr.key_id, kr.rule_id, 'node labels unknown'
     FROM kr JOIN np_peer p ON p.rule_id = kr.rule_id AND p.kind = 'nodes'
     WHERE kr.peer_kind = 'node' AND kr.peer_ident = -1
+      AND NOT (p.remote_only AND kr.peer_ents & 1 = 1)
     UNION
     SELECT kr.key_id, kr.rule_id, 'destination name unknown'
     FROM kr JOIN np_peer p ON p.rule_id = kr.rule_id AND p.kind = 'domain'

@@ -249,6 +249,23 @@ def test_an_api_server_outside_the_cluster_is_in_the_cluster_entity(simulate_wor
     assert (v(got, CLIENT, api, 443), v(got, CLIENT, WORLD, 443)) == ("deny", "allow")
 
 
+def test_node_peers_select_remote_nodes_by_label_never_the_own_host(simulate_world):
+    """toNodes/fromNodes extend the remote-node entity: the agent adds
+    `reserved:remote-node` to every node selector, so the pod's own host never matches."""
+    got = verdicts(simulate_world, [cilium_policy("client-egress-to-nodes", {
+        "endpointSelector": {"matchLabels": {"name": "client"}},
+        "egress": [{"toNodes": [{}]}]}, ns=NS)])
+    assert v(got, CLIENT, W2, 10250) == "allow"               # a remote node
+    assert v(got, CLIENT, W1, 10250) == "deny"                # its own host
+    assert v(got, CLIENT, ECHO_OTHER, 8080) == "deny"         # a pod is no node
+    got = verdicts(simulate_world, [cilium_policy("echo-from-nodes", {
+        "endpointSelector": ECHO_SEL, "ingress": [{"fromNodes": [{"matchExpressions": [
+            {"key": "kubernetes.io/hostname", "operator": "Exists"}]}]}]}, ns=NS)])
+    assert v(got, W2, ECHO_SAME, 8080) == "allow"
+    assert v(got, W1, ECHO_SAME, 8080) == "allow"             # own host: always (probes)
+    assert v(got, CLIENT, ECHO_SAME, 8080) == "deny"
+
+
 def test_cidr_rules_only_match_outside_the_cluster(simulate_world):
     got = verdicts(simulate_world, [cilium_policy("client-egress-to-cidr", {
         "endpointSelector": {"matchLabels": {"name": "client"}},

@@ -472,7 +472,9 @@ def _rule(ctx: Ctx, raw: Any, field: str, direction: Direction, action: str, ind
     refs = groups[before:]
     nodes = "fromNodes" if ingress else "toNodes"
     for j, n in enumerate(as_list(ctx, raw.get(nodes), f"{field}.{nodes}")):
-        peers.append(NodePeer(_node_selector(ctx, n, f"{field}.{nodes}[{j}]")))
+        # the agent adds `reserved:remote-node` to every node selector: never the own host
+        peers.append(NodePeer(_node_selector(ctx, n, f"{field}.{nodes}[{j}]"),
+                              remote_only=True))
     if not ingress:
         peers += _services(ctx, raw.get("toServices"), f"{field}.toServices", namespace)
         peers += _fqdns(ctx, raw.get("toFQDNs"), f"{field}.toFQDNs")

@@ -68,9 +68,11 @@ class AnyPeer:
 @dataclass(frozen=True)
 class NodePeer:
     """Nodes whose labels match `selector` (their addresses in the snapshot; host-network
-    pods share them)."""
+    pods share them). remote_only: never the subject pod's own node (Cilium's
+    toNodes/fromNodes extend its remote-node entity)."""
 
     selector: Selector
+    remote_only: bool = False
 
 
 @dataclass(frozen=True)

@@ -82,9 +82,10 @@ def register_policy_tables(con: duckdb.DuckDBPyConnection,
     # pod_sel_id holds a node peer's node selector; pattern a domain peer's name as a
     # regular expression, or an entity's name; world_only: a CIDR that never matches
     # pods or nodes; requirable: a Cilium endpoint peer, which the subject's requirements
-    # (fromRequires) constrain
+    # (fromRequires) constrain; remote_only: a node peer that never matches the subject
+    # pod's own node
     peer = _Rows("rule_id", "peer_id", "kind", "ns_fixed", "ns_sel_id", "pod_sel_id",
-                 "family", "lo", "hi", "pattern", "world_only", "requirable")
+                 "family", "lo", "hi", "pattern", "world_only", "requirable", "remote_only")
     exc = _Rows("peer_id", "family", "lo", "hi")
     port = _Rows("rule_id", "proto", "lo", "hi", "name")
     rule_id = peer_id = 0
@@ -103,27 +104,27 @@ def register_policy_tables(con: duckdb.DuckDBPyConnection,
                          r.detail)
                 for pr in r.peers:
                     if isinstance(pr, AnyPeer):
-                        peer.add(rule_id, peer_id, "any", *[None] * 7, False, False)
+                        peer.add(rule_id, peer_id, "any", *[None] * 7, False, False, False)
                     elif isinstance(pr, PodPeer):
                         peer.add(rule_id, peer_id, "pods", pr.namespace,
                                  sel_id(pr.namespace_selector), sel_id(pr.pod_selector),
-                                 None, None, None, None, False, pr.requirable)
+                                 None, None, None, None, False, pr.requirable, False)
                     elif isinstance(pr, CidrPeer):
                         c = parse_cidr(pr.cidr)
                         peer.add(rule_id, peer_id, "cidr", None, None, None, c.family, c.lo,
-                                 c.hi, None, pr.world_only, False)
+                                 c.hi, None, pr.world_only, False, False)
                         for e in pr.excepts:
                             x = parse_cidr(e)
                             exc.add(peer_id, x.family, x.lo, x.hi)
                     elif isinstance(pr, NodePeer):
                         peer.add(rule_id, peer_id, "nodes", None, None, sel_id(pr.selector),
-                                 None, None, None, None, False, False)
+                                 None, None, None, None, False, False, pr.remote_only)
                     elif isinstance(pr, DomainPeer):
                         peer.add(rule_id, peer_id, "domain", *[None] * 6,
-                                 pr.regex or domain_regex(pr.pattern), False, False)
+                                 pr.regex or domain_regex(pr.pattern), False, False, False)
                     elif isinstance(pr, EntityPeer):
                         peer.add(rule_id, peer_id, "entity", *[None] * 6, pr.entity, False,
-                                 pr.requirable)
+                                 pr.requirable, False)
                     else:  # unbound references (services, CIDR groups) never get here
                         raise TypeError(f"unbound peer {pr!r} in {p.source}")
                     peer_id += 1
@@ -137,7 +138,8 @@ def register_policy_tables(con: duckdb.DuckDBPyConnection,
         sel.add(sid, sum(r.op in _POSITIVE for r in s.requirements))
         for i, r in enumerate(s.requirements):
             req.add(sid, i, r.key, r.op, list(r.values))
-    flags = {"isolates": pa.bool_(), "world_only": pa.bool_(), "requirable": pa.bool_()}
+    flags = {"isolates": pa.bool_(), "world_only": pa.bool_(), "requirable": pa.bool_(),
+             "remote_only": pa.bool_()}
     ints = {**flags, "node_sel_id": I32, "pol_id": I32, "rule_id": I32, "peer_id": I32,
             "rule_idx": I32, "priority": I32,
             "ns_sel_id": I32, "pod_sel_id": I32, "sel_id": I32, "req_idx": I32, "n_pos": I32,
