@@ -392,6 +392,20 @@ BAD = [
         {"port": "53", "protocol": "DNS"}]}]}]},
      "spec.egress[0].toPorts[0].ports[0].protocol: unsupported protocol 'DNS'"),
     (None, "spec: both spec and specs are missing"),
+    # what the agent refuses to import (rule_validation.go), though the CRD admits it
+    ({"endpointSelector": {}, "egress": [{"toEndpoints": [ECHO_SEL],
+                                          "toEntities": ["world"]}]},
+     "spec.egress[0].toEntities: combined with toEndpoints in one rule"),
+    ({"endpointSelector": {}, "ingressDeny": [{"fromCIDR": ["1.1.1.1/32"],
+                                               "fromCIDRSet": [{"cidr": "8.8.8.0/24"}]}]},
+     "spec.ingressDeny[0].fromCIDRSet: combined with fromCIDR"),
+    ({"endpointSelector": ECHO_SEL, "ingress": [{"fromEndpoints": [CLIENT_SEL],
+                                                 "icmps": [{"fields": [{"type": 8}]}],
+                                                 "toPorts": [{"ports": [{"port": "8080"}]}]}]},
+     "spec.ingress[0].icmps: combined with toPorts in one rule"),
+    ({"endpointSelector": ECHO_SEL, "ingress": [{"toPorts": [{"ports": [
+        {"protocol": "TCP"}]}]}]},
+     "spec.ingress[0].toPorts[0].ports[0].port: required"),
 ]
 
 

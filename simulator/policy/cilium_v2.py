@@ -357,7 +357,10 @@ def _port(ctx: Ctx, raw: Any, field: str) -> list[PortMatch]:
         raise ctx.fail(f"{field}.protocol", f"unsupported protocol {proto!r}; expected one "
                                             "of TCP, UDP, SCTP, ICMP, ICMPv6, ANY")
     protocols = _PROTOCOLS[proto.upper()]
-    port = raw.get("port", "0")
+    if "port" not in raw:
+        raise ctx.fail(f"{field}.port", "required: the Cilium agent refuses a port entry "
+                                        "without one (\"0\" means every port)")
+    port = raw["port"]
     end = raw.get("endPort")
     text = str(port).strip() if isinstance(port, (str, int)) and not isinstance(port, bool) \
         else None
@@ -454,6 +457,16 @@ def _rule(ctx: Ctx, raw: Any, field: str, direction: Direction, action: str, ind
     deny = action == "deny"
     ingress = direction == "ingress"
     l3_fields = _L3_INGRESS if ingress else _L3_EGRESS
+    # what the agent refuses to import (pkg/policy/api/rule_validation.go): the policy
+    # would be applied and never enforced
+    present = [f for f in l3_fields if raw.get(f)]
+    if len(present) > 1:
+        raise ctx.fail(f"{field}.{present[1]}", f"combined with {present[0]} in one rule: the "
+                                                "Cilium agent refuses the policy (combining "
+                                                "them is not supported); write one rule each")
+    if raw.get("icmps") and raw.get("toPorts"):
+        raise ctx.fail(f"{field}.icmps", "combined with toPorts in one rule: the Cilium agent "
+                                         "refuses the policy; write one rule each")
     peers: list[Peer] = []
     eps = "fromEndpoints" if ingress else "toEndpoints"
     peers += _endpoint_peers(ctx, raw.get(eps), f"{field}.{eps}", namespace)
