@@ -12,7 +12,7 @@ ipBlock match outside addresses only.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the CLI lists the profiles before DuckDB is imported
@@ -42,6 +42,10 @@ class Profile:
     # ingress from a pod's own node (kubelet probes) is always allowed; from other nodes
     # it is subject to policy like any peer
     own_node_allowed: bool = True
+    # CIDR rules that match outside addresses only match the cluster's nodes too
+    cidr_matches_nodes: bool = False
+    # every pod is isolated in both directions, whether or not a policy selects it
+    isolates_every_pod: bool = False
     # which source a NodePort's backend sees with externalTrafficPolicy: Cluster
     nodeport_source: str = "the node (source NAT)"
     # what must be true of the cluster for the profile to hold
@@ -211,6 +215,40 @@ def split_enforced(policies: list[Any], prof: Profile) -> tuple[list[Any], dict[
     return kept, dropped
 
 
+# how isolation by the agent's enable-policy: always is named where policies are (the
+# evaluation's SQL spells it too)
+AGENT_REF = "cilium-config"
+# the profiles whose policies a Cilium agent enforces (its configuration applies to them)
+CILIUM_AGENT = ("cilium", "azure")
+AGENT_DOCS = "https://docs.cilium.io/en/stable/security/policy/"
+
+
+def agent_config(prof: Profile, config: dict[str, str] | None
+                 ) -> tuple[Profile, list[str]]:
+    """The profile as the snapshot's Cilium agent configuration (kube-system/cilium-config)
+    changes it, and each setting that did, in words. Only settings that differ from the
+    agent's defaults change anything."""
+    if prof.name not in CILIUM_AGENT or not config:
+        return prof, []
+    said: list[str] = []
+    mode = config.get("enable-policy", "").strip().lower()
+    if mode == "never":
+        prof = replace(prof, enforces=(), advice="the snapshot's cilium-config sets "
+                       "enable-policy: never, so the Cilium agent enforces no policy")
+        said.append("enable-policy: never (no policy is enforced)")
+    elif mode == "always":
+        prof = replace(prof, isolates_every_pod=True)
+        said.append("enable-policy: always (every pod is isolated, policy or not)")
+    if config.get("allow-localhost", "").strip().lower() == "policy":
+        prof = replace(prof, own_node_allowed=False)
+        said.append("allow-localhost: policy (a pod's own node is policed like any peer)")
+    modes = config.get("policy-cidr-match-mode", "").replace(",", " ").lower().split()
+    if "nodes" in modes:
+        prof = replace(prof, cidr_matches_nodes=True)
+        said.append("policy-cidr-match-mode: nodes (CIDR rules select the cluster's nodes)")
+    return prof, said
+
+
 def configure(con: duckdb.DuckDBPyConnection, prof: Profile) -> None:
     """What every evaluation on this connection (the run's and the fix replays') takes
     from the profile (evaluate.py reads them): whether CIDR rules match outside addresses
@@ -220,7 +258,9 @@ def configure(con: duckdb.DuckDBPyConnection, prof: Profile) -> None:
     # a table, not session variables: the evaluation runs on cursors of its own
     db.run(con, f"""CREATE OR REPLACE TABLE dataplane AS
         SELECT {str(not prof.cidr_matches_cluster).lower()} AS cidr_world_only,
-               {str(prof.own_node_allowed).lower()} AS own_node_allowed""")
+               {str(prof.own_node_allowed).lower()} AS own_node_allowed,
+               {str(prof.cidr_matches_nodes).lower()} AS cidr_nodes,
+               {str(prof.isolates_every_pod).lower()} AS isolate_all""")
 
 
 # What the wire does where the profile does not filter: the API's verdict kept in words.
@@ -268,13 +308,16 @@ def apply_enforcement(con: duckdb.DuckDBPyConnection, prof: Profile) -> None:
         db.run(con, statement)
 
 
-def describe(prof: Profile, inferred_from: str | None) -> dict[str, Any]:
-    """The profile as the summary (and every output) states it."""
+def describe(prof: Profile, inferred_from: str | None,
+             agent: Sequence[str] = ()) -> dict[str, Any]:
+    """The profile as the summary (and every output) states it; agent: the Cilium agent
+    settings that changed it (agent_config)."""
     return {"cni": prof.name, "title": prof.title, "inferred": inferred_from is not None,
             "inferred_from": inferred_from, "enforces": list(prof.enforces),
             "enforces_policy": not prof.enforces_nothing,
             "cidr_matches_cluster": prof.cidr_matches_cluster,
-            "requires": prof.requires, "advice": prof.advice}
+            "requires": prof.requires, "advice": prof.advice,
+            "agent_config": list(agent)}
 
 
 _ENTRIES = {"enforces": "enforces", "protocols": "protocols",

@@ -368,6 +368,8 @@ peer_ok AS (
     -- endpoints (cni.py), every ipBlock
     WHERE NOT (p.world_only OR (SELECT cidr_world_only FROM dataplane))
        OR kr.peer_kind = 'external'
+       -- Cilium's policy-cidr-match-mode: nodes
+       OR (kr.peer_kind = 'node' AND (SELECT cidr_nodes FROM dataplane))
     UNION
     SELECT kr.key_id, kr.rule_id
     FROM kr JOIN np_peer p ON p.rule_id = kr.rule_id AND p.kind = 'entity'
@@ -503,6 +505,8 @@ WITH isolation AS (   -- a cluster-scoped (admin, baseline) policy isolates noth
     WHERE p.tier = 'namespace' AND ti.isolates
     GROUP BY ALL
 ),
+-- Cilium's enable-policy: always isolates every pod (its agent configuration, no policy)
+agent AS (SELECT isolate_all FROM dataplane),
 admission AS (
     SELECT key_id, pset,
         list(rule_ref ORDER BY ref, rule_idx) FILTER (WHERE hit = 'match') AS allowed_by,
@@ -524,8 +528,12 @@ denial AS (
 ),
 d AS (
     SELECT k.key_id, k.direction, k.subj_kind, k.own_node, k.peer_ents, ps.pset,
-        i.isolated_by,
-        i.isolated_names, a.allowed_by, a.allowed_labels, a.maybe, a.maybe_why,
+        CASE WHEN i.isolated_by IS NULL AND ag.isolate_all AND k.subj_kind = 'pod'
+             THEN ['cilium-config'] ELSE i.isolated_by END AS isolated_by,
+        CASE WHEN i.isolated_by IS NULL AND ag.isolate_all AND k.subj_kind = 'pod'
+             THEN ['cilium-config (enable-policy: always)']
+             ELSE i.isolated_names END AS isolated_names,
+        a.allowed_by, a.allowed_labels, a.maybe, a.maybe_why,
         a.maybe_labels, coalesce(len(dn.denied_by), 0) > 0 AS denied, dn.denied_by,
         dn.deny_refs, coalesce(len(dn.deny_maybe_by), 0) > 0 AS deny_maybe,
         dn.deny_maybe_by, dn.deny_why,
@@ -538,12 +546,14 @@ d AS (
         -- matches, then the baseline, then none
         CASE WHEN k.subj_kind NOT IN ('pod', 'node') OR k.own_node THEN 'default'
              WHEN ad.decision IN ('allow', 'deny', 'maybe', 'ambiguous') THEN 'admin'
-             WHEN i.isolated_by IS NOT NULL OR len(dn.denied_by) > 0
+             WHEN i.isolated_by IS NOT NULL OR (ag.isolate_all AND k.subj_kind = 'pod')
+                  OR len(dn.denied_by) > 0
                   OR len(dn.deny_maybe_by) > 0 THEN 'networkpolicy'
              WHEN bl.decision IN ('allow', 'deny', 'maybe', 'ambiguous') THEN 'baseline'
              ELSE 'default' END AS tier
     FROM dir_key k
     JOIN key_scope ps USING (key_id)
+    CROSS JOIN agent ag
     LEFT JOIN isolation i ON i.subj_kind = k.subj_kind AND i.subj = k.subj_ident
         AND i.direction = k.direction AND i.pset = ps.pset
     LEFT JOIN admission a ON a.key_id = k.key_id AND a.pset = ps.pset
@@ -962,7 +972,8 @@ def judge(con: duckdb.DuckDBPyConnection, psets: Sequence[str], conns: str = "co
             db.run(con, statement)
 
 
-DATAPLANE_DEFAULTS = "false AS cidr_world_only, true AS own_node_allowed"
+DATAPLANE_DEFAULTS = ("false AS cidr_world_only, true AS own_node_allowed, false AS cidr_nodes, "
+                      "false AS isolate_all")
 
 
 def _has_backends(con: duckdb.DuckDBPyConnection) -> bool:

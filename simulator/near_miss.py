@@ -133,6 +133,7 @@ class Key:
     peer_name: str
     dst_ports: list[tuple[str, str, int]]   # the destination pod's (name, protocol, port)
     cidr_world_only: bool = False             # the dataplane's ipBlocks skip pods and nodes
+    cidr_nodes: bool = False                  # ... but not nodes (policy-cidr-match-mode)
 
 
 def _q(text: str) -> str:
@@ -370,7 +371,8 @@ def _peer_miss(policy: Policy, rule: Rule, key: Key, head: str) -> NearMiss | No
 def _cidr_judges(key: Key) -> bool:
     """Whether an ipBlock can match the key's peer at all: under a dataplane whose CIDR
     rules match only outside addresses (Cilium, Azure), never a pod or node."""
-    return not (key.cidr_world_only and key.peer_kind in ("pod", "node"))
+    return not (key.cidr_world_only and (key.peer_kind == "pod"
+                                         or key.peer_kind == "node" and not key.cidr_nodes))
 
 
 def _matching_peers(rule: Rule, key: Key) -> list[Any]:
@@ -552,7 +554,8 @@ def find(con: duckdb.DuckDBPyConnection, candidate: PolicySet) -> int:
         profs.setdefault(prof, []).append((name, PROTOCOL_NAMES.get(proto, str(proto)), port))
     out: dict[str, list[Any]] = {f.name: [] for f in SCHEMA}
     found = 0
-    world_only = bool(db.one(con, "SELECT cidr_world_only FROM dataplane")[0])
+    world_only, cidr_nodes = (bool(v) for v in db.one(
+        con, "SELECT cidr_world_only, cidr_nodes FROM dataplane"))
     for r in rows:
         pod = r["peer_kind"] == "pod" and r["peer_ident"] >= 0
         ns = ident_ns.get(int(r["peer_ident"])) if pod else None
@@ -563,7 +566,7 @@ def find(con: duckdb.DuckDBPyConnection, candidate: PolicySet) -> int:
                   if pod else None, peer_ns=ns or (r["peer_ns"] if pod else None),
                   peer_ns_labels=ns_labels.get(ns or "", {}), peer_ip=r["peer_ip"],
                   peer_name=_peer_name(r), dst_ports=profs.get(int(r["dst_prof"]), []),
-                  cidr_world_only=world_only)
+                  cidr_world_only=world_only, cidr_nodes=cidr_nodes)
         policies = [by_ref[ref] for ref in r["refs"] if ref in by_ref]
         misses = (explain_key(policies, candidate.manifests, key)
                   if r["tier"] == "networkpolicy" else

@@ -293,7 +293,7 @@ def _run(con: duckdb.DuckDBPyConnection, tmp: str, opts: Options, progress: Prog
     name, inferred_from = ((opts.cni, None) if opts.cni
                            else cni.infer([s.format for s in sources],
                                                cluster.cilium_config is not None))
-    profile = cni.profile(name)
+    profile, agent = cni.agent_config(cni.profile(name), cluster.cilium_config)
     with progress.phase("evaluating policies"):
         for pset in (candidate, baseline):
             if pset is not None:
@@ -319,6 +319,6 @@ def _run(con: duckdb.DuckDBPyConnection, tmp: str, opts: Options, progress: Prog
         accounting=accounting, resplit=resplit, bad_label_pods=bad_label_pods,
         skipped_files=opened.skipped_files,
     )
-    summary["dataplane"] = cni.describe(profile, inferred_from)
+    summary["dataplane"] = cni.describe(profile, inferred_from, agent)
     summary["warnings"] = collect_warnings(summary, sources)
     return Result(con, summary, candidate, baseline, tmp)

@@ -266,6 +266,69 @@ def test_node_peers_select_remote_nodes_by_label_never_the_own_host(simulate_wor
     assert v(got, CLIENT, ECHO_SAME, 8080) == "deny"
 
 
+def agent(settings: dict[str, str]) -> list[dict[str, Any]]:
+    """The connectivity-test world with the Cilium agent configured by its ConfigMap."""
+    return objects() + [config_map("kube-system", "cilium-config",
+                                   {"cluster-name": "default", **settings})]
+
+
+def test_agent_settings_in_cilium_config_change_the_verdicts(simulate_world):
+    """The snapshot's cilium-config makes the profile Cilium's and carries the settings the
+    documentation names (policy enforcement modes, allow-localhost, CIDR match mode)."""
+    echo_from_world = cilium_policy("echo-from-world", {
+        "endpointSelector": ECHO_SEL, "ingress": [{"fromEntities": ["world"]}]}, ns=NS)
+    to_cidr = cilium_policy("client-to-node-cidr", {
+        "endpointSelector": {"matchLabels": {"name": "client"}},
+        "egress": [{"toCIDR": ["172.18.0.0/16"]}]}, ns=NS)
+    # defaults: the own node is always allowed, CIDR rules never select nodes, and only
+    # selected pods are isolated
+    got = verdicts(simulate_world, [echo_from_world, to_cidr], objs=agent({}))
+    assert v(got, W1, ECHO_SAME, 8080) == "allow"
+    assert v(got, CLIENT, W2, 10250) == "deny"
+    assert v(got, CLIENT2, ECHO_SAME, 8080) == "deny"          # echo: isolated
+    got = verdicts(simulate_world, [echo_from_world], objs=agent({}))
+    assert v(got, CLIENT, WORLD, 443) == "allow"               # client: selected by none
+    got = verdicts(simulate_world, [echo_from_world, to_cidr], objs=agent({
+        "allow-localhost": "policy", "policy-cidr-match-mode": "nodes"}))
+    assert v(got, W1, ECHO_SAME, 8080) == "deny"               # the own node is policed
+    assert v(got, CLIENT, W2, 10250) == "allow"                # the CIDR selects the node
+    assert v(got, CLIENT, W1, 10250) == "allow"
+    assert v(got, CLIENT, ECHO_OTHER, 8080) == "deny"          # never a pod
+    got = verdicts(simulate_world, [echo_from_world], objs=agent({"enable-policy": "always"}))
+    assert v(got, CLIENT, WORLD, 443) == "deny"                # no policy, still isolated
+    assert v(got, WORLD, ECHO_SAME, 8080) == "allow"
+    assert v(got, W2, ECHO_SAME, 8080) == "deny"
+    got = verdicts(simulate_world, [echo_from_world], objs=agent({"enable-policy": "never"}))
+    assert v(got, CLIENT, ECHO_SAME, 8080) == "allow"           # nothing is enforced
+
+
+def test_agent_settings_are_said_and_reports_name_them(tmp_path):
+    deny_nothing = cilium_policy("client-allow-dns", {
+        "endpointSelector": {"matchLabels": {"name": "client"}},
+        "egress": [{"toEndpoints": [{"matchLabels": {
+            "k8s:io.kubernetes.pod.namespace": "kube-system"}}]}]}, ns=NS)
+    args = ["--flows", str(write_vpc_parquet(tmp_path / "f.parquet", FLOWS)),
+            "--cluster", str(write_cluster(tmp_path / "c.json", agent({
+                "enable-policy": "always", "allow-localhost": "policy"}))),
+            "--policies", str(write_policies(tmp_path / "p", [deny_nothing])),
+            "--out", str(tmp_path / "o.csv"), "--json", str(tmp_path / "o.json"),
+            "--report", str(tmp_path / "o.html"), "--markdown", str(tmp_path / "o.md")]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code in (0, 1), r.output
+    assert "cilium-config: enable-policy: always" in r.output
+    assert "cilium-config: allow-localhost: policy" in r.output
+    plane = json.loads((tmp_path / "o.json").read_text())["summary"]["dataplane"]
+    assert plane["cni"] == "cilium" and len(plane["agent_config"]) == 2
+    reasons = (tmp_path / "o.csv").read_text()
+    assert "isolated by cilium-config (enable-policy: always)" in reasons
+    # a break the agent's isolation decides is fixed in Cilium's language
+    report = json.loads((tmp_path / "o.json").read_text())["report"]
+    edits = [e for g in report["breaks"]["groups"] for e in (g.get("fix") or {})["edits"]]
+    assert edits and all(e["kind"] == "CiliumNetworkPolicy" for e in edits)
+    assert all((g.get("fix") or {})["edits"] for g in report["breaks"]["groups"]
+               if "cilium-config" in str(g["verdicts"]))
+
+
 def test_cidr_rules_only_match_outside_the_cluster(simulate_world):
     got = verdicts(simulate_world, [cilium_policy("client-egress-to-cidr", {
         "endpointSelector": {"matchLabels": {"name": "client"}},

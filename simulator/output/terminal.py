@@ -88,6 +88,8 @@ def render(summary: dict[str, Any], color: bool = False) -> str:
                else "--cni" if plane["cni"] != "kubernetes" else "default, no --cni")
         lines.append(f"Dataplane: {plane['cni']} ({plane['title']}; {how})"
                      + (f"; holds with {plane['requires']}" if plane["requires"] else ""))
+        for setting in plane.get("agent_config") or []:
+            lines.append(f"  cilium-config: {_clean(setting)}")
     for name, pset in (("candidate", cand), ("baseline", base)):
         if pset and pset["ignored"]:
             kinds = ", ".join(f"{_clean(k)} ×{v}" for k, v in pset["ignored"].items())

@@ -28,6 +28,7 @@ import duckdb
 import yaml
 
 from .. import db
+from ..cni import AGENT_REF
 from ..documents import Document
 from ..errors import PolicyError
 from ..policy import cilium_v2, netpol_v1
@@ -260,8 +261,9 @@ class _Fixer:
         if repair is not None:
             return [repair]
         refs = {ref for r in rows for ref in r["isolated_by"] or ()}
-        cilium = [ref for ref in refs if (self.candidate.manifests.get(ref) or {}).get(
-            "apiVersion") == cilium_v2.API_VERSION]
+        # the Cilium agent's enable-policy: always isolates too: admitted the same way
+        cilium = [ref for ref in refs if ref == AGENT_REF or (
+            self.candidate.manifests.get(ref) or {}).get("apiVersion") == cilium_v2.API_VERSION]
         if cilium and len(cilium) == len(refs):
             # Cilium's allows are a union: a policy of its own for the workload, which
             # isolates nothing more (enableDefaultDeny off)
