@@ -314,10 +314,12 @@ decided AS (
     LEFT JOIN ep_port dd ON dd.ep_id = t.d_ep AND dd.proto = t.proto AND dd.port = t.dp
     LEFT JOIN ep_port sd ON sd.ep_id = t.s_ep AND sd.proto = t.proto AND sd.port = t.sp
 ),
--- the reverse tuple is looked up only for the few that nothing above decided
+-- the reverse tuple is looked up only for the few that nothing above decided (among
+-- `decided`, which holds every tuple once: reading `t` again would make DuckDB keep all
+-- of it in memory instead of streaming it)
 reverse AS (
     SELECT a.tuple_id, min(b.t_first) AS rev_first
-    FROM decided a JOIN t b ON a.s_ep = b.d_ep AND a.d_ep = b.s_ep AND a.sp = b.dp
+    FROM decided a JOIN decided b ON a.s_ep = b.d_ep AND a.d_ep = b.s_ep AND a.sp = b.dp
         AND a.dp = b.sp AND a.proto = b.proto
     WHERE a.dir0 IS NULL
     GROUP BY a.tuple_id

@@ -379,6 +379,26 @@ def test_reply_from_privileged_port_to_a_declared_port_is_a_reply(simulate_world
     assert row["reply_flows"] == 1
 
 
+def test_both_directions_of_undeclared_ports_name_the_server_by_the_records(simulate_world):
+    """No flag, no declared port, no ephemeral port: where both directions were recorded
+    the lower port serves, and with equal ports the side that sent first opened it; a
+    tuple seen one way only stays as recorded (a guess, said)."""
+    recs = [vpc_record(XA, YA, 6000, src_port=5000, start=1_717_000_001),
+            vpc_record(YA, XA, 5000, src_port=6000, start=1_717_000_002),
+            vpc_record(XA, YA, 7000, src_port=7000, start=1_717_000_005),
+            vpc_record(YA, XA, 7000, src_port=7000, start=1_717_000_003),
+            vpc_record(XA, YA, 9000, src_port=8000, start=1_717_000_004)]
+    run = simulate_world(world(), [], recs)
+    lower = run.conn(YA, XA, 5000)          # y/a's port 6000 is the client's
+    assert (lower["flows"], lower["reply_flows"]) == (2, 1)
+    assert lower["direction"] == "port heuristic" and lower["direction_guessed"]
+    first = run.conn(YA, XA, 7000)          # y/a sent first
+    assert (first["flows"], first["reply_flows"]) == (2, 1)
+    alone = run.conn(XA, YA, 9000)
+    assert alone["direction"] == "as recorded" and alone["reply_flows"] == 0
+    assert len(run.rows) == 3
+
+
 def test_tcp_flags_decide_direction_over_ports(simulate_world, tmp_path):
     recs = [dict(vpc_record(XA, YA, 40001, src_port=40000), tcp_flags=18)]
     import pyarrow as pa
