@@ -220,7 +220,6 @@ def split_enforced(policies: list[Any], prof: Profile) -> tuple[list[Any], dict[
 AGENT_REF = "cilium-config"
 # the profiles whose policies a Cilium agent enforces (its configuration applies to them)
 CILIUM_AGENT = ("cilium", "azure")
-AGENT_DOCS = "https://docs.cilium.io/en/stable/security/policy/"
 
 
 def agent_config(prof: Profile, config: dict[str, str] | None
