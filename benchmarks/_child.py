@@ -15,6 +15,19 @@ from pathlib import Path
 from typing import Any
 
 
+def compile_package() -> None:
+    """Byte-compile the installed simulator package, as pip does when it installs a wheel.
+    An editable install run with PYTHONDONTWRITEBYTECODE=1 (as on our machines) would
+    otherwise compile its ~70 modules from source on every run: ~0.13 s of start-up that
+    no installed copy pays. compileall writes nothing where the bytecode is current."""
+    import compileall
+    import importlib.util
+
+    spec = importlib.util.find_spec("simulator")  # finds, does not import
+    for where in (spec.submodule_search_locations or []) if spec else []:
+        compileall.compile_dir(where, quiet=1)
+
+
 def simulate_cmd() -> list[str]:
     """The console script if installed, else the module's main() under this Python. The
     one beside this Python comes first: a version manager's shim found on PATH (pyenv's

@@ -10,9 +10,11 @@ times to PHASES.json:
                        while DuckDB is imported)
 * read_flows        -- the scan of the flow records into tuples
 * resolve           -- endpoint resolution, endpoints, orienting tuples into connections
-* policy_tables     -- policy IR -> relational tables
+* policy_tables     -- policy IR -> relational tables (while the records are scanned,
+                       where the dataplane cannot change with the scan)
 * evaluate          -- simulator.evaluate.evaluate: selectors, CIDRs, rule hits, verdicts
-* usage             -- simulator.evaluate.record_usage
+* usage             -- simulator.evaluate.record_usage (which a run writing no report
+                       leaves to the reports: called here as a report would)
 * diff              -- simulator.diff.build_result: baseline vs candidate, the result table
 * total             -- the whole CLI main(), output writing included
 
@@ -57,10 +59,10 @@ def main() -> int:
     wrap(evaluate, "evaluate", "evaluate")
     wrap(evaluate, "record_usage", "usage")
     wrap(diff, "build_result", "diff")
-    # resolve: from the catalog of flow pods to `conns` (between build_tuples and the policy
-    # tables); timed as the span between the two wrapped neighbours
+    # resolve: from the catalog of flow pods to `conns`, timed as the span from the end of
+    # build_tuples to the records' accounting that follows orient()
     marks: dict[str, float] = {}
-    orig_build, orig_tables = connections.build_tuples, pipeline.register_policy_tables
+    orig_build, orig_account = connections.build_tuples, pipeline.account
 
     def after_build(*a: Any, **k: Any) -> Any:
         try:
@@ -68,12 +70,22 @@ def main() -> int:
         finally:
             marks["resolve_start"] = time.perf_counter()
 
-    def before_tables(*a: Any, **k: Any) -> Any:
+    def before_account(*a: Any, **k: Any) -> Any:
         marks.setdefault("resolve_end", time.perf_counter())
-        return orig_tables(*a, **k)
+        return orig_account(*a, **k)
 
     connections.build_tuples = after_build
-    pipeline.register_policy_tables = before_tables
+    pipeline.account = before_account
+    # a run that writes no report leaves the rule usage to the reports (ensure_usage):
+    # done here as a report would, so that evaluation counts it as it always did
+    orig_run = pipeline.run
+
+    def run_with_usage(*a: Any, **k: Any) -> Any:
+        result = orig_run(*a, **k)
+        evaluate.ensure_usage(result.con)
+        return result
+
+    pipeline.run = run_with_usage
     sys.argv = ["simulate", *args]
     rc = 0
     try:

@@ -29,7 +29,8 @@ def main() -> int:
     t0 = time.perf_counter()
     result = run(Options(flows=[str(data / "flows.parquet")],
                          policies=[str(data / "candidate")], baseline=[str(data / "current")],
-                         cluster=[str(data / "cluster.json")], quiet=True))
+                         cluster=[str(data / "cluster.json")], quiet=True,
+                         reports=True))  # as `simulate --report` runs it
     t1 = time.perf_counter()
     try:
         write_reports(result, html=str(html))

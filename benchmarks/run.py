@@ -36,7 +36,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import generate  # noqa: E402
-from _child import run_child, simulate_cmd  # noqa: E402
+from _child import compile_package, run_child, simulate_cmd  # noqa: E402
 
 TARGET_RATIO = 3.0  # simulate wall time / floor at 10M flows
 TARGET_HELP_S = 0.5
@@ -302,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     check: dict[str, Any] = {}
     if not args.skip_simulate:
         cmd = shlex.split(args.cmd) if args.cmd else simulate_cmd()
+        compile_package()
         print(f"simulate command: {' '.join(cmd)}", flush=True)
         print("timing simulate --help ...", flush=True)
         helps = [run_child([*cmd, "--help"], timeout=60) for _ in range(args.help_repeat)]

@@ -283,14 +283,18 @@ def _simulate(*, flows: tuple[str, ...], flows_format: str | None, vpc_fields: s
                        cilium_cluster_name=cilium_cluster_name, cni=cni,
                        flows_format=flows_format, vpc_fields=vpc_fields,
                        save_flows=save_flows, memory_limit=memory_limit, temp_dir=temp_dir,
-                       threads=threads, quiet=quiet)
+                       threads=threads, quiet=quiet,
+                       reports=bool(json_out or report_out or markdown_out or fixes_dir))
         if out:
             check_extension(out)
         check_report_paths(report_out, markdown_out)
         if save_flows and not save_flows.lower().endswith((".parquet", ".pq")):
             raise UsageError(f"--save-flows {save_flows}: the normalized flows are written "
                              "as Parquet; use a .parquet name")
-        result = run(opts, pending)
+        # the connections table is written while the summary is built (staged: a check
+        # of the summary below that ends the run still leaves no output)
+        result = run(opts, pending, write=(lambda c: write_connections(c, out))
+                     if out else None)
     finally:
         pending.close()
     try:  # from here on, whatever happens (a signal too), the run is closed
@@ -298,9 +302,6 @@ def _simulate(*, flows: tuple[str, ...], flows_format: str | None, vpc_fields: s
         if fail_on_disagreement and not summary["calibration"]["compared"]:
             raise InputError("--fail-on-disagreement", "the flows record no verdict "
                              "(allowed/denied) for the baseline to disagree with")
-        if out:
-            with Progress(not quiet).phase("writing the connections table"):
-                write_connections(result.con, out)
         fixes_written, fixes_problems = None, []
         if json_out or report_out or markdown_out or fixes_dir:
             with Progress(not quiet).phase("writing reports"):

@@ -985,3 +985,10 @@ def _has_backends(con: duckdb.DuckDBPyConnection) -> bool:
 def record_usage(con: duckdb.DuckDBPyConnection) -> None:
     for statement in USAGE_SQL.split(";\n\n"):
         db.run(con, statement)
+
+
+def ensure_usage(con: duckdb.DuckDBPyConnection) -> None:
+    """record_usage(), once: only the reports read it, so a run that writes none skips
+    it. Must come before any replay replaces the evaluation tables it reads."""
+    if not db.one(con, "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'rule_use'")[0]:
+        record_usage(con)

@@ -6,6 +6,7 @@ import gc
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +49,9 @@ class Options:
     cilium_cluster_name: str = "default"
     # the CNI profile (cni.py); None: inferred from the flows
     cni: str | None = None
+    # reports will be written: the rule usage they read (evaluate.record_usage) is taken
+    # beside the result table instead of when the first report asks for it
+    reports: bool = False
 
 
 @dataclass
@@ -143,9 +147,11 @@ def _read_error(sources: list[Any], e: Exception) -> Exception:
     return InputError(files, f"cannot read flows: {text}")
 
 
-def run(opts: Options, pending: PendingManifests | None = None) -> Result:
+def run(opts: Options, pending: PendingManifests | None = None,
+        write: Callable[[duckdb.DuckDBPyConnection], None] | None = None) -> Result:
     """The run; `pending`: its manifests, if manifests.start_reading() was called earlier
-    (before DuckDB starts its threads)."""
+    (before DuckDB starts its threads). `write(cursor)`: an output that reads only the
+    result table, written while the summary is built (the run waits for it)."""
     progress = Progress(not opts.quiet)
     tmp: str | None = None
     con = early = None
@@ -170,7 +176,7 @@ def run(opts: Options, pending: PendingManifests | None = None) -> Result:
         # The manifests' millions of objects live as long as the run: kept out of the
         # collector's sight, every later Python step stops paying to walk them again.
         gc.freeze()
-        return _run(con, tmp, opts, progress, candidate, baseline, cluster, early)
+        return _run(con, tmp, opts, progress, candidate, baseline, cluster, early, write)
     except BaseException:  # a signal included: the run's directory never outlives it
         if early is not None:
             early.stop()
@@ -236,7 +242,8 @@ def cilium_cluster_name(cluster: Cluster, opts: Options) -> str:
 
 def _run(con: duckdb.DuckDBPyConnection, tmp: str, opts: Options, progress: Progress,
          candidate: PolicySet, baseline: PolicySet | None, cluster: Cluster,
-         early: _EarlyScan) -> Result:
+         early: _EarlyScan,
+         write: Callable[[duckdb.DuckDBPyConnection], None] | None = None) -> Result:
     idents = catalog.Identities()
     # detection; captures are parsed here (into the normalized form the SQL path reads)
     with progress.phase("opening flow files") as note:
@@ -309,16 +316,25 @@ def _run(con: duckdb.DuckDBPyConnection, tmp: str, opts: Options, progress: Prog
         evaluate.evaluate(con, [name for name, _ in sets])
         cni.apply_enforcement(con, profile)
         near_miss.create(con)
-        # what each rule was used for and the near misses, while the result table is
-        # built from the verdicts
+        # the near misses and, for reports, what each rule was used for, while the result
+        # table is built from the verdicts (a run without reports never needs the usage)
         db.in_parallel(con, [lambda c: diff.build_result(c, baseline is not None),
-                             lambda c: evaluate.record_usage(c),
-                             lambda c: near_miss.find(c, candidate)])
-    summary = build_summary(
-        con, sources=sources, cluster=cluster, candidate=candidate, baseline=baseline,
-        accounting=accounting, resplit=resplit, bad_label_pods=bad_label_pods,
-        skipped_files=opened.skipped_files,
-    )
+                             lambda c: near_miss.find(c, candidate),
+                             *([evaluate.record_usage] if opts.reports else [])])
+    writer = db.start(con, write) if write is not None else None
+    try:
+        summary = build_summary(
+            con, sources=sources, cluster=cluster, candidate=candidate, baseline=baseline,
+            accounting=accounting, resplit=resplit, bad_label_pods=bad_label_pods,
+            skipped_files=opened.skipped_files,
+        )
+    except BaseException:
+        if writer is not None:
+            writer.stop()
+        raise
+    if writer is not None:
+        with progress.phase("writing the connections table"):
+            writer.wait()
     summary["dataplane"] = cni.describe(profile, inferred_from, agent)
     summary["warnings"] = collect_warnings(summary, sources)
     return Result(con, summary, candidate, baseline, tmp)

@@ -265,10 +265,13 @@ def test_fail_on_disagreement_needs_something_to_disagree_with(tmp_path, world_f
                       "src_ip": [XA], "dst_ip": [YA], "dst_port": pa.array([80], pa.int32()),
                       "protocol": ["TCP"]})
     pq.write_table(table, tmp_path / "noverdict.parquet")
+    out = tmp_path / "conns.parquet"
     refused(invoke("--flows", tmp_path / "noverdict.parquet", "--cluster",
                    world_files["cluster"], "--policies", world_files["policies"], "--baseline",
-                   world_files["policies"], "--fail-on-disagreement"),
+                   world_files["policies"], "--fail-on-disagreement", "--out", out),
             "--fail-on-disagreement", "no verdict")
+    # refused: no output is left behind, nor a partial one
+    assert not list(tmp_path.glob("*conns.parquet*"))
 
 
 # --- 2. a bad record is skipped and counted, never replayed --------------------------------

@@ -9,6 +9,7 @@ from typing import Any
 
 import duckdb
 
+from .. import evaluate
 from ..policy.loader import PolicySet
 from . import facts, rollout
 from .fix_files import fix_files, name_fixes
@@ -43,6 +44,8 @@ def build_report(con: duckdb.DuckDBPyConnection, summary: dict[str, Any],
                  candidate: PolicySet, baseline: PolicySet | None, *,
                  max_groups: int = MAX_GROUPS,
                  per_group: int = CONNECTIONS_PER_GROUP) -> dict[str, Any]:
+    # first: the fixes' replay below replaces the evaluation tables it reads
+    evaluate.ensure_usage(con)
     total_flows = summary["flows"]["evaluated"]
     rules = {"candidate": RuleNames(candidate.policies)}
     if baseline is not None:
