@@ -10,8 +10,7 @@ times to PHASES.json:
                        while DuckDB is imported)
 * read_flows        -- the scan of the flow records into tuples
 * resolve           -- endpoint resolution, endpoints, orienting tuples into connections
-* policy_tables     -- policy IR -> relational tables (while the records are scanned,
-                       where the dataplane cannot change with the scan)
+* policy_tables     -- policy IR -> relational tables
 * evaluate          -- simulator.evaluate.evaluate: selectors, CIDRs, rule hits, verdicts
 * usage             -- simulator.evaluate.record_usage (which a run writing no report
                        leaves to the reports: called here as a report would)
