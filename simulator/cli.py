@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 
 import click
 
-from . import __version__
+from . import __version__, scratch
 from .cni import NAMES as CNI_NAMES
 
 EXIT_OK, EXIT_BREAK, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
@@ -353,14 +353,11 @@ def _manifests_from_stdin(option: str, paths: tuple[str, ...]) -> tuple[str, ...
     the process (a YAML or JSON stream; the readers detect which)."""
     if "-" not in paths:
         return paths
-    import atexit
     import shutil
-    import tempfile
 
     from .errors import InputError
 
-    folder = tempfile.mkdtemp(prefix="netpol-stdin-")
-    atexit.register(shutil.rmtree, folder, True)
+    folder = scratch.make("netpol-stdin-")
     copy = os.path.join(folder, "stdin.yaml")
     try:
         with open(copy, "wb") as out:
@@ -380,6 +377,8 @@ _SIGNALLED: list[int] = []
 
 
 def _terminated(signum: int, frame: Any) -> None:
+    if _SIGNALLED:  # the run is already unwinding: a second signal would cut its cleanup
+        return
     _SIGNALLED.append(signum)
     sys.stderr.write("simulate: " + ("interrupted\n" if signum == signal.SIGINT
                                      else "terminated\n"))
@@ -408,6 +407,9 @@ def entry() -> None:
             code = 1
         else:
             code = e.code or 0
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signal.SIG_IGN)
+    scratch.remove_all()  # what an unwinding cut short (os._exit skips atexit)
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import shutil
 import sys
 import tempfile
 from collections.abc import Callable
@@ -13,7 +12,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from . import catalog, cni, connections, db, diff, evaluate, ipnet, manifests, near_miss
+from . import catalog, cni, connections, db, diff, evaluate, ipnet, manifests, near_miss, scratch
 from .accounting import account, evaluated_records
 from .caveats import collect_warnings, nothing_to_judge
 from .cluster import Cluster
@@ -77,14 +76,14 @@ class Result:
             gc.unfreeze()
             self.con.close()
         if self._tmp:
-            shutil.rmtree(self._tmp, ignore_errors=True)
+            scratch.remove(self._tmp)
 
 
 def _run_dir(opts: Options) -> str:
     """The run's own directory (in --temp-dir when given): spilled data, copies of streams
     and converted captures live there, and all of it goes when the run ends."""
     try:
-        return tempfile.mkdtemp(prefix="netpol-simulator-", dir=opts.temp_dir)
+        return scratch.make("netpol-simulator-", opts.temp_dir)
     except OSError as e:
         raise InputError(opts.temp_dir or tempfile.gettempdir(),
                          f"--temp-dir: cannot create a directory there: {e.strerror or e}"
@@ -178,13 +177,15 @@ def run(opts: Options, pending: PendingManifests | None = None,
         gc.freeze()
         return _run(con, tmp, opts, progress, candidate, baseline, cluster, early, write)
     except BaseException:  # a signal included: the run's directory never outlives it
-        if early is not None:
-            early.stop()
-        gc.unfreeze()
-        if con is not None:
-            con.close()
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            if early is not None:
+                early.stop()
+            gc.unfreeze()
+            if con is not None:
+                con.close()
+        finally:
+            if tmp is not None:
+                scratch.remove(tmp)
         raise
 
 

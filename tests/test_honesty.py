@@ -733,6 +733,29 @@ def test_signal_unwinds_the_run(tmp_path, world_files, signame, message):
     assert not (tmp_path / "o.csv").exists()
 
 
+@pytest.mark.parametrize("option", ["--policies", "--cluster"])
+def test_manifests_from_standard_input_leave_no_temporary_file(tmp_path, world_files,
+                                                               option):
+    """`--policies -` / `--cluster -` copy the stream to a temporary file: the command
+    removes it, whether the run succeeds or the stream is refused."""
+    import subprocess
+    import sys
+
+    given = {"--policies": next(world_files["policies"].glob("*.yaml")),
+             "--cluster": world_files["cluster"]}
+    for stream, ok in ((given[option].read_bytes(), True), (b"kind: [unclosed\n", False)):
+        temp = tmp_path / f"tmp-{ok}"
+        temp.mkdir()
+        args = {"--policies": str(world_files["policies"]),
+                "--cluster": str(world_files["cluster"]), option: "-"}
+        proc = subprocess.run(
+            [sys.executable, "-m", "simulator.cli", "--flows", str(world_files["good"]),
+             *[x for kv in args.items() for x in kv], "--quiet"],
+            input=stream, capture_output=True, env={**os.environ, "TMPDIR": str(temp)})
+        assert (proc.returncode in (0, 1)) if ok else proc.returncode == 2, proc.stderr
+        assert list(temp.iterdir()) == []
+
+
 # --- found in review: each a way the rules above were broken --------------------------------
 
 def test_one_bad_line_never_takes_the_good_ones_with_it(tmp_path, world_files):

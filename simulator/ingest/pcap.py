@@ -27,11 +27,9 @@ mobility) are skipped to the L4 header.
 
 from __future__ import annotations
 
-import atexit
 import gzip
 import mmap
 import os
-import shutil
 import socket
 import struct
 import tempfile
@@ -39,6 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .. import scratch
 from ..errors import InputError, UnusableInput
 from . import normalized
 
@@ -130,8 +129,7 @@ _SPOOL: list[str] = []
 
 def _own_spool() -> str:
     if not _SPOOL:
-        _SPOOL.append(tempfile.mkdtemp(prefix="netpol-pcap-"))
-        atexit.register(shutil.rmtree, _SPOOL[0], True)
+        _SPOOL.append(scratch.make("netpol-pcap-"))
     return _SPOOL[0]
 
 
