@@ -756,6 +756,32 @@ def test_manifests_from_standard_input_leave_no_temporary_file(tmp_path, world_f
         assert list(temp.iterdir()) == []
 
 
+def test_a_run_cut_short_before_its_cleanup_leaves_no_directory(tmp_path, world_files):
+    """However a run ends (here: its directory made, then a signal's exit before any of the
+    run's own cleanup), the command removes that directory on its way out."""
+    import subprocess
+    import sys
+
+    temp = tmp_path / "spill"
+    temp.mkdir()
+    script = (
+        "import sys\n"
+        "from simulator import cli, pipeline, scratch\n"
+        "def run(opts, pending=None, write=None):\n"
+        "    d = scratch.make('netpol-simulator-', opts.temp_dir)\n"
+        "    open(d + '/spilled.tmp', 'wb').close()\n"
+        "    raise SystemExit(143)\n"
+        "pipeline.run = run\n"
+        "sys.argv = ['simulate', '--flows', sys.argv[1], '--policies', sys.argv[2],\n"
+        "            '--temp-dir', sys.argv[3], '--quiet']\n"
+        "cli.entry()\n")
+    proc = subprocess.run([sys.executable, "-c", script, str(world_files["good"]),
+                           str(world_files["policies"]), str(temp)],
+                          capture_output=True)
+    assert proc.returncode == 143, proc.stderr
+    assert list(temp.iterdir()) == []
+
+
 # --- found in review: each a way the rules above were broken --------------------------------
 
 def test_one_bad_line_never_takes_the_good_ones_with_it(tmp_path, world_files):
