@@ -322,20 +322,18 @@ def _run(con: duckdb.DuckDBPyConnection, tmp: str, opts: Options, progress: Prog
         db.in_parallel(con, [lambda c: diff.build_result(c, baseline is not None),
                              lambda c: near_miss.find(c, candidate),
                              *([evaluate.record_usage] if opts.reports else [])])
-    writer = db.start(con, write) if write is not None else None
-    try:
-        summary = build_summary(
-            con, sources=sources, cluster=cluster, candidate=candidate, baseline=baseline,
+    def summarise(c: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+        return build_summary(
+            c, sources=sources, cluster=cluster, candidate=candidate, baseline=baseline,
             accounting=accounting, resplit=resplit, bad_label_pods=bad_label_pods,
             skipped_files=opened.skipped_files,
         )
-    except BaseException:
-        if writer is not None:
-            writer.stop()
-        raise
-    if writer is not None:
-        with progress.phase("writing the connections table"):
-            writer.wait()
+
+    # the summary on this connection (it reads the run's registered tables), the
+    # connections table meanwhile on a cursor
+    with progress.phase("summarising" + (" and writing the connections table"
+                                         if write is not None else "")):
+        summary = db.in_parallel(con, [summarise, *([write] if write is not None else [])])[0]
     summary["dataplane"] = cni.describe(profile, inferred_from, agent)
     summary["warnings"] = collect_warnings(summary, sources)
     return Result(con, summary, candidate, baseline, tmp)
