@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import pickle
 import queue
+import signal
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -76,6 +77,11 @@ def _work(chunks: list[list[Task]], counter: Any,
 
 
 def _worker(chunks: list[list[Task]], counter: Any, send: Any) -> None:
+    # The command's handlers, inherited, would announce the end of the run: a worker that
+    # close() stops on its way out, or that gets the Ctrl-C meant for its process group,
+    # ends without a word (the command says what happened, once)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_DFL)
     gc.disable()  # a short-lived process that makes no garbage cycles (see no_gc)
     # Each chunk goes back as soon as it is parsed, so the caller unpickles it while this
     # parses on; written by a thread, so a full pipe (the caller is busy parsing a chunk
@@ -86,7 +92,8 @@ def _worker(chunks: list[list[Task]], counter: Any, send: Any) -> None:
         while (data := outbox.get()) is not None:
             send.send_bytes(data)
 
-    poster = threading.Thread(target=post)
+    # a daemon: a worker stopped mid-parse must not wait for it
+    poster = threading.Thread(target=post, daemon=True)
     poster.start()
     _work(chunks, counter, lambda i, parsed: outbox.put(pickle.dumps({i: parsed}, -1)))
     outbox.put(None)
@@ -199,8 +206,8 @@ class PendingManifests:
         for pipe in self._pipes:
             pipe.close()
         for proc in self._procs:
-            if proc.is_alive():
-                proc.terminate()
+            if proc.is_alive():  # stopped mid-parse (an error, a signal): nothing of it is
+                proc.kill()      # needed, and a SIGKILL can be neither caught nor lost
             proc.join()
         self._procs, self._pipes = [], []
 

@@ -733,6 +733,39 @@ def test_signal_unwinds_the_run(tmp_path, world_files, signame, message):
     assert not (tmp_path / "o.csv").exists()
 
 
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="workers need a second CPU")
+def test_ctrl_c_while_workers_parse_the_policies(tmp_path, world_files):
+    """Ctrl-C reaches the whole process group, the policy-parsing workers too: the run
+    still ends at once, with one line (the workers end without a word of their own)."""
+    import signal
+    import subprocess
+    import sys
+
+    policies = write_policies(tmp_path / "many", [netpol(
+        f"ns-{i % 7}", f"p{i}", {"podSelector": {"matchLabels": {"app": f"a{i}"}},
+                                 "ingress": [{"ports": [{"port": 1000 + i % 50}]}]})
+        for i in range(1500)])
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "simulator.cli", "--flows", "-", "--policies", str(policies)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "TMPDIR": str(temp)}, start_new_session=True)
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    deadline = time.monotonic() + 30
+    # the stream stays open: the run waits for it, its workers for the run to read theirs
+    while time.monotonic() < deadline and not (
+            any(temp.iterdir()) and children.exists() and children.read_text().split()):
+        time.sleep(0.02)
+    workers = children.read_text().split()
+    assert workers, "no worker was started"
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert err.decode().strip() == "simulate: interrupted"
+    assert list(temp.iterdir()) == []
+
+
 @pytest.mark.parametrize("option", ["--policies", "--cluster"])
 def test_manifests_from_standard_input_leave_no_temporary_file(tmp_path, world_files,
                                                                option):

@@ -240,3 +240,29 @@ main()
                          cwd=REPO, check=False)
     assert "heavy at fork: []" in run.stdout, run.stdout + run.stderr
     assert (tmp_path / "fixes" / "all.yaml").exists()
+
+
+@pytest.mark.skipif(manifests._workers() == 0, reason="needs fork and a second CPU")
+def test_a_worker_stopped_while_parsing_says_nothing(tmp_path):
+    """close() stops the workers still parsing (a bad file was found first, or the run is
+    interrupted). They inherit the command's signal handlers; stopped, they end without a
+    word, so that the command's own message is the only one."""
+    import subprocess
+    import sys
+
+    cand = many_policies(tmp_path / "candidate", n=400)
+    probe = f"""
+import signal
+from simulator import cli, manifests
+manifests.PARALLEL_MIN_BYTES = 0
+for signum in (signal.SIGTERM, signal.SIGINT):   # as the command sets them
+    signal.signal(signum, cli._terminated)
+pending = manifests.start_reading([{str(cand)!r}], None, [])
+workers = list(pending._procs)
+pending.close()   # at once: the workers are still parsing
+print([w.exitcode for w in workers])
+"""
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         cwd=REPO, check=False, timeout=120)
+    assert run.returncode == 0 and run.stderr == "", run.stderr
+    assert run.stdout.strip() == str([-9] * manifests._workers()), run.stdout
