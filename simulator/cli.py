@@ -270,6 +270,9 @@ def _simulate(*, flows: tuple[str, ...], flows_format: str | None, vpc_fields: s
 
     check_fixes_dir(fixes_dir, inputs)
     pending = start_reading(policies, list(baseline) or None, cluster)
+    # Arrow loads NumPy, whose OpenBLAS starts a thread per core that spins for work this
+    # program never gives it: 0.1 CPU-s of a two-core machine taken from the run
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     try:
         # the manifests are parsed in worker processes while DuckDB and Arrow are imported
         from .output.table import check_extension, write_connections

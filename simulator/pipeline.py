@@ -167,14 +167,15 @@ def run(opts: Options, pending: PendingManifests | None = None,
                 raise
             con = _connect(opts, tmp)
             early = _EarlyScan(con, tmp, opts)
-            with progress.phase("loading policies and cluster snapshot"):
+            with progress.phase("loading policies and cluster snapshot"), manifests.no_gc():
                 candidate, baseline, cluster = pending.result(on_cluster=early.start)
+                # The manifests' millions of objects live as long as the run: kept out of
+                # the collector's sight before it comes back (its first pass would walk
+                # them all), every later Python step stops paying to walk them again.
+                gc.freeze()
         finally:
             if pending is not None:
                 pending.close()
-        # The manifests' millions of objects live as long as the run: kept out of the
-        # collector's sight, every later Python step stops paying to walk them again.
-        gc.freeze()
         return _run(con, tmp, opts, progress, candidate, baseline, cluster, early, write)
     except BaseException:  # a signal included: the run's directory never outlives it
         try:
