@@ -149,6 +149,31 @@ def test_out_formats_carry_the_required_columns(inputs, tmp_path, ext):
     assert by_key[(XB, "81")]["change"] == "still_denied"
 
 
+def test_action_and_log_status_are_read_however_they_are_spelled(tmp_path):
+    """The usual spellings (ACCEPT, REJECT, OK, NODATA) are read fast; any other casing
+    or padding means the same, and an unknown action is no verdict."""
+    spellings = {81: "ACCEPT", 82: "REJECT", 83: " accept", 84: "Reject ", 85: "DROP",
+                 86: None}
+    records = [vpc_record(XA, YA, port, action=action) for port, action in spellings.items()]
+    records += [vpc_record(None, None, 0, log_status=" nodata"),
+                vpc_record(XA, YA, 87, log_status="SkipData"),
+                vpc_record(XA, YA, 88, log_status="ok ")]
+    write_vpc_parquet(tmp_path / "f.parquet", records)
+    write_cluster(tmp_path / "c.json", world())
+    write_policies(tmp_path / "p", [])
+    r = invoke("--flows", tmp_path / "f.parquet", "--cluster", tmp_path / "c.json",
+               "--policies", tmp_path / "p", "--out", tmp_path / "o.parquet",
+               "--json", tmp_path / "s.json", "-q")
+    assert r.exit_code == 0, r.output
+    observed = {row["dst_port"]: row["observed"]
+                for row in pq.read_table(tmp_path / "o.parquet").to_pylist()}
+    assert observed == {81: "allowed", 82: "denied", 83: "allowed", 84: "denied",
+                        85: "unknown", 86: "unknown", 88: "allowed"}
+    summary = json.loads((tmp_path / "s.json").read_text())["summary"]
+    assert summary["flows"]["skipped"] == {"NODATA record (no traffic in the window)": 1,
+                                           "SKIPDATA record (AWS dropped records)": 1}
+
+
 def test_csv_neutralises_formula_injection(tmp_path):
     objs = world() + [pod("x", "evil", "10.0.1.66", {"app": "x"}, [],
                           owner=("Job", "=HYPERLINK(\"http://e\")"))]

@@ -221,8 +221,9 @@ def raw_columns(params: dict[str, str]) -> dict[str, str]:
         "src_port": port_sql(c("srcport")) if "srcport" in fields else "NULL::INTEGER",
         "dst_port": port_sql(c("dstport")) if "dstport" in fields else "NULL::INTEGER",
         "r_proto": c("protocol"),
-        "r_action": c("action"),
-        "r_status": c("log-status"),
+        "r_action": vpc.code_sql(c("action") if "action" in fields else None, vpc.ACTIONS),
+        "r_status": vpc.code_sql(c("log-status") if "log-status" in fields else None,
+                                 vpc.STATUSES),
         "is_reply": "NULL::BOOLEAN",
         "tcp_flags": f"TRY_CAST({c('tcp-flags')} AS INTEGER)",
         "r_bad_fields": f"CASE WHEN len(f) <> {len(fields)} THEN 'wrong number of fields (' "
