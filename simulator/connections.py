@@ -196,12 +196,8 @@ SELECT ts.tuple_id, 'dst' AS side, r.* EXCLUDE (res_id)
 FROM tuple_side ts JOIN side_res r ON r.res_id = ts.dst_res
 """
 
-IP_RAW_SQL = """
-CREATE OR REPLACE TABLE ip_raw AS
-SELECT DISTINCT ip_raw FROM (
-    SELECT src_ip AS ip_raw FROM tuples WHERE skip_reason IS NULL
-    UNION ALL SELECT dst_ip FROM tuples WHERE skip_reason IS NULL)
-"""
+# every address the tuples name: side_key has them all, a few per address
+IP_RAW_SQL = "CREATE OR REPLACE TABLE ip_raw AS SELECT DISTINCT ip_raw FROM side_key"
 
 # Needs ip_raw and ipv6 (ipnet.ipv6_table of its IPv6-looking strings).
 IP_INFO_SQL = """
@@ -483,19 +479,22 @@ def _side_hash(columns: Sequence[str], salt: int) -> str:
     return f"(hash({', '.join(columns)}, {salt}) >> 1)::BIGINT"
 
 
-def _side_keys(con: duckdb.DuckDBPyConnection) -> int:
-    """side_key and tuple_side (RESOLVE_SQL's first two statements): the salt used."""
-    statements = RESOLVE_SQL.split(";\n\n")
+def _side_key_table(con: duckdb.DuckDBPyConnection) -> int:
+    """side_key (RESOLVE_SQL's first statement): the salt its hashes are unique with."""
+    statement = RESOLVE_SQL.split(";\n\n")[0]
     for salt in range(8):
-        db.run(con, statements[0].replace("{side_hash}", _side_hash(SIDE_KEY_COLUMNS, salt)))
+        db.run(con, statement.replace("{side_hash}", _side_hash(SIDE_KEY_COLUMNS, salt)))
         if db.one(con, "SELECT count(DISTINCT skey) = count(*) FROM side_key")[0]:
-            break
-    else:  # 8 collisions in a row among 63-bit hashes: not chance
-        raise RuntimeError("side key hashes keep colliding")
-    db.run(con, statements[1]
+            return salt
+    # 8 collisions in a row among 63-bit hashes: not chance
+    raise RuntimeError("side key hashes keep colliding")
+
+
+def _tuple_sides(con: duckdb.DuckDBPyConnection, salt: int) -> None:
+    """tuple_side (RESOLVE_SQL's second statement), hashed with side_key's salt."""
+    db.run(con, RESOLVE_SQL.split(";\n\n")[1]
            .replace("{src_hash}", _side_hash([c.format(p="src") for c in SIDE_COLUMNS], salt))
            .replace("{dst_hash}", _side_hash([c.format(p="dst") for c in SIDE_COLUMNS], salt)))
-    return salt
 
 
 def _resolve_sides(con: duckdb.DuckDBPyConnection) -> None:
@@ -518,9 +517,10 @@ def resolve(con: duckdb.DuckDBPyConnection, sources: Sequence[FlowSource],
             server_ports: Sequence[int]) -> int:
     """Resolve tuple endpoints; re-split tuples whose addresses changed hands inside their
     time span. Returns the number of tuples re-split."""
-    # the addresses (on this connection: it registers an Arrow table) while the side keys
-    # are hashed, neither needing the other
-    db.in_parallel(con, [_address_info, _side_keys])
+    salt = _side_key_table(con)
+    # the addresses (on this connection: it registers an Arrow table) while the tuples'
+    # sides are hashed, neither needing the other
+    db.in_parallel(con, [_address_info, lambda c: _tuple_sides(c, salt)])
     _resolve_sides(con)
     n = db.one(con, "SELECT count(DISTINCT tuple_id) FROM tuple_ep WHERE ambiguous")
     ambiguous = int(n[0]) if n else 0
@@ -547,6 +547,6 @@ def resolve(con: duckdb.DuckDBPyConnection, sources: Sequence[FlowSource],
             SELECT s.* EXCLUDE (t_start)
             FROM ({split}) s
             WHERE EXISTS (SELECT 1 FROM ambiguous_tuples a WHERE {same})""")
-    _side_keys(con)
+    _tuple_sides(con, _side_key_table(con))
     _resolve_sides(con)
     return ambiguous
