@@ -71,12 +71,20 @@ class Result:
 
     def close(self, fast: bool = False) -> None:
         """fast: the process is about to end; only what outlives it (the temporary
-        directory) is cleaned up."""
+        directory) is cleaned up. The run stays referenced until then: dropping the last
+        reference would tear DuckDB's tables and the manifests' objects down (0.09 s at
+        10M flows) just before the process ends and the OS frees them at once."""
         if not fast:
             gc.unfreeze()
             self.con.close()
+        else:
+            _ENDING.append(self)
         if self._tmp:
             scratch.remove(self._tmp)
+
+
+# Runs closed with fast=True, kept until the process ends (see Result.close)
+_ENDING: list[Result] = []
 
 
 def _run_dir(opts: Options) -> str:
