@@ -106,8 +106,8 @@ class PendingManifests:
     """Manifests being read; result() waits for them.
 
     Forked workers and, once it calls result(), this process take chunks of files from a
-    shared counter, so whoever is free parses the next one; each worker sends what it
-    parsed in one message at the end."""
+    shared counter, so whoever is free parses the next one; a worker sends each chunk as
+    soon as it is parsed, and a last message when it has none left."""
 
     def __init__(self, sets: list[tuple[str, list[Path]]], cluster: list[Path],
                  chunks: list[list[Task]], workers: int) -> None:
